@@ -1,0 +1,78 @@
+"""Atomic file writes: a reader sees the old file or the complete new one, never a partial one.
+
+The trainer writes a dump every epoch while ``nctools track`` may be reading the run folder, and a
+run can be killed mid-write; both must never see half a file under the final name.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_write_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success move it onto ``target`` atomically.
+
+    Write the file under the yielded path. When the block ends normally the temporary file is
+    flushed to disk and renamed over ``target`` (creating the parent folder first); when it
+    raises, the temporary file is removed and ``target`` is left as it was.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     target = Path(tmp) / "sub" / "out.txt"
+    ...     with atomic_write_path(target) as part:
+    ...         _ = part.write_text("done")
+    ...     print(target.read_text(), sorted(p.name for p in target.parent.iterdir()))
+    done ['out.txt']
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _reserve_temp_path(target)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        # Same folder, hence same file system: os.replace is an atomic rename there.
+        os.replace(tmp, target)
+    except BaseException:
+        # BaseException too: a Ctrl-C mid-write must not leave a stray temporary file.
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _reserve_temp_path(target: Path) -> Path:
+    """Create an empty, uniquely named hidden file beside ``target`` and return its path.
+
+    The name is hidden and does not end with the target's suffix, so a glob such as
+    ``dumps/*.safetensors`` never picks up a file that is still being written. It is created
+    with mode 0o666 (minus the umask) rather than ``mkstemp``'s 0o600, so the final file gets
+    the permissions any ordinary write would give it.
+    """
+    while True:
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:  # astronomically rare name collision: draw again
+            continue
+        return tmp
+
+
+def _fsync_file(path: Path) -> None:
+    # Without this the rename can reach the disk before the data, and a power cut leaves an
+    # empty or partial file under the final name.
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable. Directories cannot be opened this way on Windows.
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

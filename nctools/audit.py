@@ -1,0 +1,104 @@
+"""The minority-collapse audit: are the rare classes' means and classifier rows squeezed together?
+
+Classes are split by their training counts into head / medium / tail (> 100, 20 to 100, < 20 by
+default, as in the long-tailed literature). For each group: the mean pairwise angle among its
+classes (centred means, classifier rows) against the simplex-ETF optimum, the mean norms, and the
+mean self-duality cosine. A run shows *complete minority collapse* when the tail's means and rows
+are both squeezed: their mean pairwise angle lies more than ``SQUEEZE_TOLERANCE_DEG`` below the
+optimum.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .geometry import pair_values
+
+__all__ = ["GROUPS", "SQUEEZE_TOLERANCE_DEG", "check_groups", "assign_groups", "audit_groups"]
+
+GROUPS = ("head", "medium", "tail")
+SQUEEZE_TOLERANCE_DEG = 5.0
+
+
+def check_groups(groups: Sequence[float]) -> Tuple[float, float]:
+    """``(many, few)``: head is n > many, tail is n < few, medium the rest."""
+    try:
+        many, few = (float(g) for g in groups)
+    except (TypeError, ValueError):
+        raise ValueError(f"groups must be two numbers (many, few) such as (100, 20), got {groups!r}") from None
+    if not few <= many:
+        raise ValueError(f"groups must satisfy few <= many, got many = {many:g}, few = {few:g}")
+    return many, few
+
+
+def assign_groups(counts: torch.Tensor, groups: Sequence[float] = (100, 20)) -> np.ndarray:
+    """Group name per class from its training count."""
+    many, few = check_groups(groups)
+    n = counts.detach().cpu().numpy()
+    return np.where(n > many, "head", np.where(n < few, "tail", "medium")).astype(object)
+
+
+def _mean_pair_angle(angles: torch.Tensor, members: np.ndarray) -> Optional[float]:
+    if members.sum() < 2:
+        return None
+    idx = torch.as_tensor(np.flatnonzero(members), device=angles.device)
+    return float(pair_values(angles[idx][:, idx]).mean())
+
+
+def audit_groups(
+    group_of: np.ndarray,
+    counts: torch.Tensor,
+    icpa_means: torch.Tensor,
+    mean_norms: torch.Tensor,
+    icpa_classifier: Optional[torch.Tensor],
+    row_norms: Optional[torch.Tensor],
+    duality_cos: Optional[torch.Tensor],
+    optimum_deg: float,
+) -> pd.DataFrame:
+    """One row per group (over the analysed classes, in the order of the tensors given)."""
+    rows = []
+    for name in GROUPS:
+        members = group_of == name
+        if not members.any():
+            continue
+        sel = torch.as_tensor(members, device=mean_norms.device)
+        angle_means = _mean_pair_angle(icpa_means, members)
+        angle_rows = _mean_pair_angle(icpa_classifier, members) if icpa_classifier is not None else None
+        row = {
+            "group": name,
+            "num_classes": int(members.sum()),
+            "count_min": int(counts[sel].min()),
+            "count_max": int(counts[sel].max()),
+            "icpa_mean_deg_means": angle_means,
+            "icpa_mean_deg_classifier": angle_rows,
+            "icpa_optimum_deg": optimum_deg,
+            "mean_norm_means": float(mean_norms[sel].mean()),
+            "mean_norm_classifier": None if row_norms is None else float(row_norms[sel].mean()),
+            "nc3_cos_mean": None if duality_cos is None else float(duality_cos[sel].mean()),
+            "squeezed_means": _squeezed(angle_means, optimum_deg),
+            "squeezed_classifier": _squeezed(angle_rows, optimum_deg),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _squeezed(angle: Optional[float], optimum_deg: float) -> Optional[bool]:
+    return None if angle is None else bool(angle < optimum_deg - SQUEEZE_TOLERANCE_DEG)
+
+
+def verdict(audit: pd.DataFrame) -> Optional[str]:
+    """A one-line reading of the tail group, or None when there is no tail pair to judge."""
+    tail = audit[audit["group"] == "tail"]
+    if tail.empty or tail.iloc[0]["squeezed_means"] is None:
+        return None
+    means, rows = tail.iloc[0]["squeezed_means"], tail.iloc[0]["squeezed_classifier"]
+    if means and rows:
+        return "complete minority collapse: the tail classes' means and classifier rows are both squeezed"
+    if rows:
+        return "minority collapse of the classifier: the tail rows are squeezed, the tail means are not"
+    if means:
+        return "the tail classes' means are squeezed, their classifier rows are not"
+    return "no minority collapse: the tail classes' means and rows keep near-optimal angles"

@@ -1,0 +1,186 @@
+"""Pure functions on a set of class vectors: the NC2 / NC3 / ICPA geometry.
+
+Every function takes float tensors of shape (k, d) (k class vectors: centred class means or
+classifier rows) and returns a float64 tensor or a Python float. Conventions follow
+``DESIGN.md``: pair statistics run over the k(k-1)/2 unordered pairs with the population std,
+equinorm uses the unbiased std over classes, the ETF target cosine is -1/(k-1).
+
+>>> import torch
+>>> etf = simplex_etf(4, 6)
+>>> round(cos_std(etf), 12), round(etf_error(etf), 12), round(max_angle(etf), 12)
+(0.0, 0.0, 0.0)
+>>> round(icpa_optimum_deg(10), 2)
+96.38
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "simplex_etf",
+    "frame_summary",
+    "duality_summary",
+    "icpa_optimum_deg",
+    "cosine_matrix",
+    "pair_values",
+    "icpa_degrees",
+    "equinorm",
+    "cos_std",
+    "max_angle",
+    "etf_error",
+    "self_duality",
+    "wh_etf_error",
+    "duality_cosines",
+    "squared_distances",
+    "cdnv_pairs",
+]
+
+
+def simplex_etf(num_classes: int, dim: int, *, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
+    """A (num_classes, dim) simplex equiangular tight frame with unit rows, randomly rotated.
+
+    Needs ``dim >= num_classes - 1``.
+    """
+    if dim < num_classes - 1:
+        raise ValueError(f"a simplex ETF of {num_classes} vectors needs dim >= {num_classes - 1}, got {dim}")
+    gen = torch.Generator().manual_seed(seed)
+    basis, _ = torch.linalg.qr(torch.randn(dim, num_classes, generator=gen, dtype=torch.float64))
+    centred = torch.eye(num_classes, dtype=torch.float64) - 1.0 / num_classes
+    # Rows of centred are in the (C-1)-dim subspace orthogonal to ones; rotate them into R^dim.
+    frame = centred @ basis[:, :num_classes].T if dim >= num_classes else _embed_low(centred, dim)
+    return (frame / frame.norm(dim=1, keepdim=True)).to(dtype)
+
+
+def _embed_low(centred: torch.Tensor, dim: int) -> torch.Tensor:
+    # dim == C - 1: express the rows in an orthonormal basis of the sum-zero subspace.
+    u, _, _ = torch.linalg.svd(centred)
+    return centred @ u[:, :dim]
+
+
+def icpa_optimum_deg(num_classes: int) -> float:
+    """The simplex-ETF angle arccos(-1/(C-1)) in degrees (96.38 for C = 10)."""
+    return math.degrees(math.acos(-1.0 / (num_classes - 1)))
+
+
+def cosine_matrix(vectors: torch.Tensor) -> torch.Tensor:
+    """(k, k) cosines between rows; a zero row gives NaN in its row and column."""
+    return _cosines_from_gram(_gram(vectors))
+
+
+def _gram(vectors: torch.Tensor) -> torch.Tensor:
+    v = vectors.double()
+    return v @ v.T
+
+
+def _cosines_from_gram(gram: torch.Tensor) -> torch.Tensor:
+    norms = gram.diagonal().sqrt()
+    # zero norm -> NaN, on purpose: an angle to a zero vector is undefined
+    return (gram / norms.unsqueeze(0) / norms.unsqueeze(1)).clamp(-1.0, 1.0)
+
+
+def pair_values(square: torch.Tensor) -> torch.Tensor:
+    """The strict upper triangle of a (k, k) matrix as a flat vector (the unordered pairs)."""
+    i, j = torch.triu_indices(square.shape[0], square.shape[0], offset=1, device=square.device)
+    return square[i, j]
+
+
+def frame_summary(vectors: torch.Tensor) -> dict:
+    """Every NC2 / ICPA number of one set of class vectors from a single Gram matrix.
+
+    Keys: ``equinorm``, ``cos_std``, ``max_angle``, ``etf_error``, ``icpa`` (the (k, k) angle
+    matrix in degrees), ``icpa_mean``, ``icpa_min``, ``norms``.
+    """
+    gram = _gram(vectors)
+    k = gram.shape[0]
+    norms = gram.diagonal().sqrt()
+    cos = _cosines_from_gram(gram)
+    icpa = torch.rad2deg(torch.arccos(cos)).fill_diagonal_(0.0)
+    pair_cos, pair_angles = pair_values(cos), pair_values(icpa)
+    return {
+        "norms": norms,
+        "equinorm": float(norms.std(correction=1) / norms.mean()),
+        "cos_std": float(pair_cos.std(correction=0)),
+        "max_angle": float((pair_cos + 1.0 / (k - 1)).abs().mean()),
+        "etf_error": _etf_gap(gram),
+        "icpa": icpa,
+        "icpa_mean": float(pair_angles.mean()),
+        "icpa_min": float(pair_angles.min()),
+    }
+
+
+def icpa_degrees(vectors: torch.Tensor) -> torch.Tensor:
+    """Inter-class pairwise angles in degrees, (k, k), zero on the diagonal."""
+    return frame_summary(vectors)["icpa"]
+
+
+def equinorm(vectors: torch.Tensor) -> float:
+    """std / mean of the row norms (unbiased std): 0 when all classes have equal norms."""
+    return frame_summary(vectors)["equinorm"]
+
+
+def cos_std(vectors: torch.Tensor) -> float:
+    """Population std of the pairwise cosines (equiangularity): 0 for an ETF."""
+    return frame_summary(vectors)["cos_std"]
+
+
+def max_angle(vectors: torch.Tensor) -> float:
+    """Mean over pairs of |cos + 1/(k-1)|: 0 when every angle is the ETF angle."""
+    return frame_summary(vectors)["max_angle"]
+
+
+def _etf_gap(gram: torch.Tensor) -> float:
+    k = gram.shape[0]
+    target = (torch.eye(k, dtype=torch.float64, device=gram.device) - 1.0 / k) / math.sqrt(k - 1)
+    return float((gram / gram.norm() - target).norm())
+
+
+def etf_error(vectors: torch.Tensor) -> float:
+    """|| G/||G||_F - (I - 11^T/k)/sqrt(k-1) ||_F with G the Gram matrix of the rows."""
+    return frame_summary(vectors)["etf_error"]
+
+
+def duality_summary(weight: torch.Tensor, centred_means: torch.Tensor) -> dict:
+    """NC3 from the one cross-Gram W M^T: ``self_duality`` (Papyan), ``wh_etf_error`` (Zhu et
+    al.) and the per-class ``cosines`` cos(w_c, mu_c - mu_G)."""
+    w, m = weight.double(), centred_means.double()
+    cross = w @ m.T
+    w_norms, m_norms = w.norm(dim=1), m.norm(dim=1)
+    w_fro, m_fro = w_norms.norm(), m_norms.norm()
+    return {
+        "self_duality": float((w / w_fro - m / m_fro).square().sum()),
+        "wh_etf_error": _etf_gap(cross),
+        "cosines": cross.diagonal() / (w_norms * m_norms),
+    }
+
+
+def self_duality(weight: torch.Tensor, centred_means: torch.Tensor) -> float:
+    """Papyan's NC3: || W/||W||_F - M/||M||_F ||_F^2 (rows paired by class)."""
+    return duality_summary(weight, centred_means)["self_duality"]
+
+
+def wh_etf_error(weight: torch.Tensor, centred_means: torch.Tensor) -> float:
+    """Zhu et al.'s NC3: || W M^T / ||W M^T||_F - (I - 11^T/k)/sqrt(k-1) ||_F."""
+    return duality_summary(weight, centred_means)["wh_etf_error"]
+
+
+def duality_cosines(weight: torch.Tensor, centred_means: torch.Tensor) -> torch.Tensor:
+    """Per class cos(w_c, mu_c - mu_G), (k,)."""
+    return duality_summary(weight, centred_means)["cosines"]
+
+
+def squared_distances(vectors: torch.Tensor) -> torch.Tensor:
+    """(k, k) squared distances between rows, through the Gram matrix (pass centred rows, so that
+    no large common offset cancels away the digits)."""
+    v = vectors.double()
+    gram = v @ v.T
+    sq = gram.diagonal()
+    out = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2.0 * gram).clamp_min_(0.0)
+    return out.fill_diagonal_(0.0)
+
+
+def cdnv_pairs(within_var: torch.Tensor, centred_means: torch.Tensor) -> torch.Tensor:
+    """(V_c + V_c') / (2 ||mu_c - mu_c'||^2) over unordered pairs (CDNV, Galanti et al. 2022)."""
+    dist_sq = squared_distances(centred_means)
+    return pair_values((within_var.unsqueeze(0) + within_var.unsqueeze(1)) / (2.0 * dist_sq))

@@ -1,0 +1,249 @@
+"""Turn the accumulated sums into the NC summary, the per-class table and the audit."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import geometry as geo
+from ._validation import check_class_counts
+from .audit import assign_groups, audit_groups, check_groups, verdict
+
+__all__ = ["SUMMARY_KEYS", "NCResult", "build_result"]
+
+SUMMARY_KEYS = (
+    "num_samples", "num_classes", "dim", "center",
+    "nc1", "nc1_trace_ratio", "nc1_cdnv",
+    "nc2_equinorm_means", "nc2_equinorm_classifier",
+    "nc2_cos_std_means", "nc2_cos_std_classifier",
+    "nc2_maxangle_means", "nc2_maxangle_classifier",
+    "nc2_etf_error_means", "nc2_etf_error_classifier",
+    "icpa_mean_deg_means", "icpa_min_deg_means", "icpa_mean_deg_classifier", "icpa_min_deg_classifier",
+    "icpa_optimum_deg",
+    "nc3_self_duality", "nc3_wh_etf_error", "nc3_cos_mean",
+    "nc4_ncc_mismatch", "bias_collapse", "accuracy",
+    "tail_icpa_mean_deg_means", "tail_icpa_mean_deg_classifier", "tail_nc3_cos_mean",
+)
+_ETF_GAPS = ("nc2_maxangle_means", "nc2_maxangle_classifier", "nc2_etf_error_means",
+             "nc2_etf_error_classifier", "nc3_wh_etf_error")
+
+
+@dataclass
+class NCResult:
+    """What :func:`nctools.analyze` returns.
+
+    Attributes:
+        summary: the DESIGN summary keys (floats, ints, strings or ``None`` where a key cannot be
+            computed for this input; ``notes`` says why).
+        per_class: one row per class (identifiers first).
+        icpa_means: (C, C) angles in degrees between centred class means (NaN for absent classes).
+        icpa_classifier: (C, C) angles in degrees between classifier rows, or ``None``.
+        audit: the head / medium / tail minority-collapse table.
+        notes: plain sentences about what could not be computed, and the audit's verdict.
+        options: the options the numbers were computed with.
+    """
+
+    summary: Dict[str, Any]
+    per_class: pd.DataFrame
+    icpa_means: torch.Tensor
+    icpa_classifier: Optional[torch.Tensor]
+    audit: pd.DataFrame
+    notes: List[str] = field(default_factory=list)
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain Python data (NaN and Inf become ``None``), as written to ``metrics.json``."""
+        return _plain({
+            "summary": self.summary,
+            "notes": self.notes,
+            "options": self.options,
+            "audit": self.audit.to_dict(orient="records"),
+            "per_class": self.per_class.to_dict(orient="records"),
+        })
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def __repr__(self) -> str:
+        lines = [f"NCResult({self.summary['num_samples']} samples, {self.summary['num_classes']} classes, "
+                 f"dim {self.summary['dim']}, center={self.summary['center']!r})"]
+        for key in SUMMARY_KEYS[4:]:
+            value = self.summary[key]
+            lines.append(f"  {key:<32} {'-' if value is None else f'{value:.6g}'}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def _finite_or_none(value: Optional[float]) -> Optional[float]:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups=(100, 20)) -> NCResult:
+    """All metrics from the reduced sums (``NeuralCollapse.statistics()``) and the pass-2 plan."""
+    notes: List[str] = []
+    num_classes = stats["counts"].shape[0]
+    counts = stats["counts"]
+    present, ids = plan.present, plan.present_ids
+    c_used, dim = len(ids), plan.means.shape[1]
+    num_samples = int(counts.sum())
+    if c_used < num_classes:
+        missing = (~present).nonzero().squeeze(1).tolist()
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        notes.append(f"{num_classes - c_used} of {num_classes} classes have no samples (class {shown}); "
+                     f"every metric uses the {c_used} classes present")
+    check_groups(groups)
+    if class_counts is not None:
+        train_counts = check_class_counts(class_counts, num_classes).to(counts.device)
+    else:
+        train_counts = counts
+
+    centred = plan.centred  # (C', d)
+    rows = weight[ids] if weight is not None else None  # (C', d)
+    means_geo = geo.frame_summary(centred)
+    rows_geo = geo.frame_summary(rows) if rows is not None else None
+    dual = geo.duality_summary(rows, centred) if rows is not None else None
+    icpa_m = means_geo["icpa"]
+    icpa_w = rows_geo["icpa"] if rows is not None else None
+    optimum = geo.icpa_optimum_deg(c_used)
+    mean_norms = means_geo["norms"]
+    duality = dual["cosines"] if rows is not None else None
+
+    s: Dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
+    s.update(num_samples=num_samples, num_classes=c_used, dim=dim, center=center, icpa_optimum_deg=optimum)
+    for suffix, frame in (("means", means_geo), ("classifier", rows_geo)):
+        if frame is None:
+            continue
+        s[f"nc2_equinorm_{suffix}"] = frame["equinorm"]
+        s[f"nc2_cos_std_{suffix}"] = frame["cos_std"]
+        s[f"nc2_maxangle_{suffix}"] = frame["max_angle"]
+        s[f"nc2_etf_error_{suffix}"] = frame["etf_error"]
+        s[f"icpa_mean_deg_{suffix}"] = frame["icpa_mean"]
+        s[f"icpa_min_deg_{suffix}"] = frame["icpa_min"]
+    if rows is not None:
+        s["nc3_self_duality"] = dual["self_duality"]
+        s["nc3_wh_etf_error"] = dual["wh_etf_error"]
+        s["nc3_cos_mean"] = float(duality.mean())
+        b = bias if bias is not None else torch.zeros(num_classes, dtype=torch.float64, device=weight.device)
+        s["bias_collapse"] = float((weight @ plan.center + b).norm())
+    else:
+        notes.append("no classifier was given: classifier, self-duality, NC4 and accuracy metrics are null")
+    if dim < c_used - 1:
+        for key in _ETF_GAPS:
+            s[key] = None
+        notes.append(f"dim {dim} < C - 1 = {c_used - 1}: no simplex ETF fits, so the ETF gaps "
+                     "(max-angle, ETF errors, W-H ETF error) are null")
+
+    per_class = pd.DataFrame({"class": np.arange(num_classes), "count": counts.cpu().numpy()})
+    if class_counts is not None:
+        per_class["train_count"] = train_counts.cpu().numpy()
+    group_of = assign_groups(train_counts, groups)
+    per_class["group"] = group_of
+    _put = lambda col, values: per_class.__setitem__(col, _scatter(values, ids, num_classes))  # noqa: E731
+    _put("mean_norm", mean_norms)
+    _put("nearest_angle_means", _nearest(icpa_m))
+    if rows is not None:
+        _put("classifier_norm", rows_geo["norms"])
+        if bias is not None:
+            _put("bias", bias[ids])
+        _put("self_duality_cos", duality)
+        _put("nearest_angle_classifier", _nearest(icpa_w))
+
+    if "pass2_counts" in stats:
+        _pass2_metrics(stats, plan, s, per_class, rows is not None, notes)
+    else:
+        notes.append("only pass 1 ran: NC1, NC4 and accuracy need pass 2 (NeuralCollapse.next_pass())")
+
+    audit = audit_groups(group_of[ids.cpu().numpy()], train_counts[ids], icpa_m, mean_norms, icpa_w,
+                         rows_geo["norms"] if rows is not None else None, duality, optimum)
+    tail = audit[audit["group"] == "tail"]
+    if not tail.empty:
+        s["tail_icpa_mean_deg_means"] = tail.iloc[0]["icpa_mean_deg_means"]
+        s["tail_icpa_mean_deg_classifier"] = tail.iloc[0]["icpa_mean_deg_classifier"]
+        s["tail_nc3_cos_mean"] = tail.iloc[0]["nc3_cos_mean"]
+    if tail.empty or tail.iloc[0]["num_classes"] < 2:
+        many, few = check_groups(groups)
+        notes.append(f"fewer than 2 tail classes (training count < {few:g}): the tail angles are null; "
+                     "set groups to split head / medium / tail differently")
+    reading = verdict(audit)
+    if reading:
+        notes.append(reading)
+
+    for key, value in s.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            s[key] = None
+            notes.append(f"{key} is not finite for this input (coinciding vectors?) and is reported as null")
+    icpa_means_full = _scatter_square(icpa_m, ids, num_classes)
+    if weight is None:
+        icpa_w_full = None
+    elif c_used == num_classes:
+        icpa_w_full = icpa_w.cpu()
+    else:  # rows of absent classes still have angles
+        icpa_w_full = geo.icpa_degrees(weight).cpu()
+    options = {"center": center, "groups": list(check_groups(groups)),
+               "class_counts_given": class_counts is not None}
+    return NCResult(s, per_class, icpa_means_full, icpa_w_full, audit, notes, options)
+
+
+def _pass2_metrics(stats, plan, s, per_class, has_classifier: bool, notes: List[str]) -> None:
+    ids = plan.present_ids
+    n = stats["counts"][ids].to(torch.float64)
+    resid_sq = stats["pass2_resid_sq"][ids] - n * plan.delta_sq  # undo the rounding of the means
+    within_var = resid_sq / n  # V_c: mean squared distance to the own class mean
+    c_used = len(ids)
+    nc1_class = stats["pass2_nc1_terms"][ids] / n
+    if plan.singular.numel():
+        s["nc1"] = float(stats["pass2_nc1_terms"][ids].sum() / n.sum())
+    else:
+        notes.append("the class means coincide: Sigma_B is zero, so NC1 is null")
+    between = plan.centred.square().sum() / c_used
+    s["nc1_trace_ratio"] = float((resid_sq.sum() / n.sum()) / between)
+    s["nc1_cdnv"] = float(geo.cdnv_pairs(within_var, plan.centred).mean())
+    num_classes = per_class.shape[0]
+    per_class["within_var"] = _scatter(within_var, ids, num_classes)
+    per_class["nc1"] = _scatter(nc1_class, ids, num_classes)
+    per_class["ncc_accuracy"] = _scatter(stats["pass2_ncc_hits"][ids] / n, ids, num_classes)
+    if has_classifier:
+        total = n.sum()
+        s["accuracy"] = float(stats["pass2_hits"][ids].sum() / total)
+        s["nc4_ncc_mismatch"] = float(stats["pass2_mismatch"][ids].sum() / total)
+        per_class["accuracy"] = _scatter(stats["pass2_hits"][ids] / n, ids, num_classes)
+        per_class["ncc_mismatch"] = _scatter(stats["pass2_mismatch"][ids] / n, ids, num_classes)
+
+
+def _nearest(angles: torch.Tensor) -> torch.Tensor:
+    """Angle to the nearest other vector, per row."""
+    a = angles.clone()
+    a.fill_diagonal_(float("inf"))
+    return a.min(dim=1).values
+
+
+def _scatter(values: torch.Tensor, ids: torch.Tensor, size: int) -> np.ndarray:
+    out = np.full(size, np.nan)
+    out[ids.cpu().numpy()] = values.detach().double().cpu().numpy()
+    return out
+
+
+def _scatter_square(matrix: torch.Tensor, ids: torch.Tensor, size: int) -> torch.Tensor:
+    out = torch.full((size, size), float("nan"), dtype=torch.float64)
+    idx = ids.cpu()
+    out[idx.unsqueeze(1), idx.unsqueeze(0)] = matrix.cpu()
+    return out

@@ -1,0 +1,416 @@
+"""Streaming, mergeable sufficient statistics for every NC metric.
+
+Two passes over the features make every metric exact in float64 (``DESIGN.md``, "Few passes"):
+
+* pass 1 accumulates per-class counts and float64 sums, hence the class means;
+* pass 2 measures each residual ``r = h - mu_y`` against the frozen means with one matrix
+  product per chunk: ``r @ [W^T | V]`` gives the logits (accuracy, NC4) and the coordinates of
+  ``r`` in the span ``V`` of the centred means, which is all that ``tr(Sigma_W Sigma_B^+)`` and
+  the nearest-class-centre rule need. Residuals are formed before any product, so nearly
+  collapsed features keep their digits (the textbook ``E[hh^T] - mu mu^T`` does not).
+
+Every piece of state is a sum, so chunks, files and processes merge by addition; under an
+initialised ``torch.distributed`` the sums are all-reduced before the means are frozen and
+before the result is computed.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+
+from ._validation import as_tensor, check_classifier, check_finite, check_labels
+from .geometry import squared_distances
+
+__all__ = ["NeuralCollapse", "CENTERS"]
+
+CENTERS = ("class", "sample")
+_F64 = torch.float64
+
+
+@contextlib.contextmanager
+def _exact_matmul():
+    """Keep TF32 out of float32 products on GPUs (it would cost about three digits)."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class Pass2Plan:
+    """Everything pass 2 needs, derived once from the pass-1 sums (all on one device)."""
+
+    present: torch.Tensor  # (C,) bool: classes with at least one sample
+    present_ids: torch.Tensor  # (C',) class index of each present class
+    index: torch.Tensor  # (C,) position among present classes, -1 if absent
+    means: torch.Tensor  # (C', d) float64 class means
+    center: torch.Tensor  # (d,) float64 global centre mu_G
+    centred: torch.Tensor  # (C', d) float64, M~ = means - center
+    basis: torch.Tensor  # (d, k) float64 right singular vectors of M~ kept for the pseudo-inverse
+    singular: torch.Tensor  # (k,) float64 their singular values
+    compute_dtype: torch.dtype
+    means_c: torch.Tensor  # (C', d) means rounded to the compute dtype
+    delta_sq: torch.Tensor  # (C',) float64 ||mu - mu_c||^2: the rounding of the means
+    basis_c: torch.Tensor  # (d, k) V in the compute dtype
+    weight_t: Optional[torch.Tensor]  # (d, C) W^T in the compute dtype
+    proj_offset: torch.Tensor  # (C', k) -V^T (mu - mu_c): undoes the rounding of the means
+    logit_offset: Optional[torch.Tensor]  # (C', C) W mu_c + b, the logits of the rounded means
+    to_scores: torch.Tensor  # (k, C') S U^T: projections -> M~ r
+    mean_dist_sq: torch.Tensor  # (C', C') ||mu_c - mu_c'||^2 in the compute dtype
+    inv_singular: torch.Tensor  # (k,) 1/s, float64 when the means are too ill-conditioned for float32
+
+
+def pseudo_inverse_directions(centred: torch.Tensor):
+    """Right singular vectors and values of M~ kept for Sigma_B^+ (DESIGN: at most C'-1 directions,
+    dropping singular values below max(C', d) * eps64 * s_max)."""
+    k_max = centred.shape[0] - 1
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    if s.numel() == 0 or s[0] == 0:
+        return vh[:0].T, s[:0]
+    tol = max(centred.shape) * torch.finfo(_F64).eps * s[0]
+    keep = int(min(k_max, int((s > tol).sum())))
+    return vh[:keep].T.contiguous(), s[:keep].contiguous()
+
+
+def centre_of(means: torch.Tensor, counts: torch.Tensor, center: str) -> torch.Tensor:
+    """mu_G: the unweighted mean of class means (``class``) or the sample mean (``sample``)."""
+    if center == "class":
+        return means.mean(0)
+    weights = counts.to(_F64) / counts.sum()
+    return weights @ means
+
+
+def make_plan(counts, sums, weight, bias, center: str, compute_dtype: torch.dtype) -> Pass2Plan:
+    present = counts > 0
+    present_ids = present.nonzero().squeeze(1)
+    index = torch.full_like(counts, -1)
+    index[present_ids] = torch.arange(len(present_ids), device=counts.device)
+    means = sums[present_ids] / counts[present_ids].to(_F64).unsqueeze(1)
+    mu_g = centre_of(means, counts[present_ids], center)
+    centred = means - mu_g
+    basis, singular = pseudo_inverse_directions(centred)
+    means_c = means.to(compute_dtype)
+    delta = means - means_c.to(_F64)
+    u_s = centred @ basis  # (C', k) = U S
+    logit_offset = None
+    if weight is not None:
+        logit_offset = means_c.to(_F64) @ weight.T
+        if bias is not None:
+            logit_offset = logit_offset + bias
+        logit_offset = logit_offset.to(compute_dtype)
+    return Pass2Plan(
+        present=present,
+        present_ids=present_ids,
+        index=index,
+        means=means,
+        center=mu_g,
+        centred=centred,
+        basis=basis,
+        singular=singular,
+        compute_dtype=compute_dtype,
+        means_c=means_c,
+        delta_sq=delta.square().sum(1),
+        basis_c=basis.to(compute_dtype),
+        weight_t=None if weight is None else weight.T.to(compute_dtype).contiguous(),
+        proj_offset=(-delta @ basis).to(compute_dtype),
+        logit_offset=logit_offset,
+        to_scores=u_s.T.to(compute_dtype).contiguous(),
+        mean_dist_sq=squared_distances(centred).to(compute_dtype),
+        inv_singular=(1.0 / singular).to(compute_dtype if _well_conditioned(singular) else _F64),
+    )
+
+
+def _well_conditioned(singular: torch.Tensor) -> bool:
+    # (p / s)^2 in float32 overflows or underflows only for condition numbers far past 1e6.
+    return singular.numel() == 0 or bool(singular[-1] >= 1e-6 * singular[0])
+
+
+class NeuralCollapse:
+    """Accumulate the statistics of every neural-collapse metric, chunk by chunk.
+
+    A torchmetrics-style accumulator: ``update(features, labels)`` per chunk on any device,
+    ``next_pass()`` between the two passes, ``compute()`` for an :class:`~nctools.NCResult`,
+    ``reset()``, ``merge(other)``; sums are all-reduced across processes when
+    ``torch.distributed`` is initialised. Nothing holds more than one chunk of features.
+
+    After pass 1 alone, ``compute()`` gives every metric of the class means and the classifier
+    (NC2, NC3, ICPA, bias collapse); NC1, NC4 and accuracy need pass 2 and are ``None`` until then.
+
+    Args:
+        num_classes: C.
+        weight: classifier weight (C, d), optional.
+        bias: classifier bias (C,), optional.
+        center: ``"class"`` (mean of class means, default) or ``"sample"`` (global sample mean).
+        device: where the statistics live; ``"auto"`` picks CUDA when available.
+        validate_args: check each chunk's shape, labels and finiteness (cheap: no extra pass).
+
+    >>> import torch
+    >>> from nctools.geometry import simplex_etf
+    >>> means = 5 * simplex_etf(4, 8, dtype=torch.float32)
+    >>> labels = torch.arange(4).repeat(25)
+    >>> feats = means[labels] + 0.01 * torch.randn(100, 8)
+    >>> nc = NeuralCollapse(4, weight=means)
+    >>> for part in (slice(0, 50), slice(50, 100)):
+    ...     nc.update(feats[part], labels[part])
+    >>> nc.next_pass()
+    >>> for part in (slice(0, 50), slice(50, 100)):
+    ...     nc.update(feats[part], labels[part])
+    >>> result = nc.compute()
+    >>> result.summary["accuracy"], result.summary["nc1"] < 1e-4
+    (1.0, True)
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        weight=None,
+        bias=None,
+        *,
+        center: str = "class",
+        device="auto",
+        validate_args: bool = True,
+    ):
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if center not in CENTERS:
+            raise ValueError(f"center must be one of {CENTERS}, got {center!r}")
+        self.num_classes = num_classes
+        self.center = center
+        self.device = _resolve_device(device)
+        self.validate_args = validate_args
+        self.weight = self.bias = None
+        self.dim: Optional[int] = None
+        if bias is not None and weight is None:
+            raise ValueError("bias was given without weight; pass the classifier's weight too")
+        if weight is not None:
+            w = as_tensor(weight, "weight")
+            w, b = check_classifier(w, bias, w.shape[-1] if w.ndim == 2 else -1)
+            if w.shape[0] != num_classes:
+                raise ValueError(f"weight must have num_classes = {num_classes} rows, got {w.shape[0]}")
+            self.weight = w.to(self.device, _F64)
+            self.bias = None if b is None else b.to(self.device, _F64)
+            self.dim = w.shape[1]
+        self.reset()
+
+    # ----------------------------------------------------------------------------------- state
+    def reset(self) -> None:
+        """Forget all data (the classifier and options stay)."""
+        self.pass_index = 1
+        self.plan: Optional[Pass2Plan] = None
+        self._global1: Optional[Dict[str, torch.Tensor]] = None
+        self._rows = 0
+        self._state: Dict[str, torch.Tensor] = {}
+        self._compute_dtype: Optional[torch.dtype] = None
+        self._shift: Optional[torch.Tensor] = None  # (C, d) pass-1 shift per class
+        self._has_shift: Optional[torch.Tensor] = None
+
+    def _zeros(self, dim: int) -> Dict[str, torch.Tensor]:
+        c, dev = self.num_classes, self.device
+        if self.pass_index == 1:
+            return {"counts": torch.zeros(c, dtype=torch.long, device=dev),
+                    "shifted_sums": torch.zeros(c, dim, dtype=_F64, device=dev)}
+        state = {name: torch.zeros(c, dtype=_F64, device=dev)
+                 for name in ("resid_sq", "nc1_terms", "ncc_hits")}
+        state["counts"] = torch.zeros(c, dtype=torch.long, device=dev)
+        if self.weight is not None:
+            state["hits"] = torch.zeros(c, dtype=_F64, device=dev)
+            state["mismatch"] = torch.zeros(c, dtype=_F64, device=dev)
+        return state
+
+    # ---------------------------------------------------------------------------------- update
+    def _check_chunk(self, features, labels):
+        h = as_tensor(features, "features")
+        y = as_tensor(labels, "labels")
+        if self.validate_args:
+            if h.ndim != 2 or not h.dtype.is_floating_point:
+                raise ValueError(f"features must be a 2-D floating tensor (n, d), got {tuple(h.shape)} {h.dtype}")
+            if self.dim is not None and h.shape[1] != self.dim:
+                raise ValueError(f"features have dim {h.shape[1]}, expected {self.dim}")
+            y = check_labels(y, h.shape[0], self.num_classes)
+        return h, y
+
+    def update(self, features, labels) -> None:
+        """Add one chunk: features (n, d) float, labels (n,) int in [0, C)."""
+        h, y = self._check_chunk(features, labels)
+        if h.shape[0] == 0:
+            return
+        if self.dim is None:
+            self.dim = h.shape[1]
+        if self._compute_dtype is None:
+            self._compute_dtype = _F64 if h.dtype == _F64 else torch.float32
+        if not self._state:
+            self._state = self._zeros(self.dim)
+        h = h.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True).long()
+        if self.pass_index == 1:
+            self._update_moments(h, y)
+        else:
+            with _exact_matmul():
+                self._update_residuals(h, y)
+        self._rows += h.shape[0]
+
+    def _set_shifts(self, h: torch.Tensor, y: torch.Tensor, chunk_counts: torch.Tensor) -> None:
+        """Fix each class's shift to the first sample of it ever seen (a point near its mean)."""
+        if self._shift is None:
+            self._shift = torch.zeros(self.num_classes, self.dim, dtype=self._compute_dtype, device=self.device)
+            self._has_shift = torch.zeros(self.num_classes, dtype=torch.bool, device=self.device)
+        new = (chunk_counts > 0) & ~self._has_shift
+        if bool(new.any()):
+            first = torch.full_like(chunk_counts, h.shape[0])
+            first.scatter_reduce_(0, y, torch.arange(h.shape[0], device=y.device), reduce="amin")
+            self._shift[new] = h[first[new]].to(self._compute_dtype)
+            self._has_shift |= new
+
+    def _update_moments(self, h: torch.Tensor, y: torch.Tensor) -> None:
+        # Sums of h - shift_y: small numbers, so a float32 chunk sum keeps the digits that a
+        # float32 sum of h itself would lose on nearly collapsed features; totals are float64.
+        state = self._state
+        chunk_counts = torch.bincount(y, minlength=self.num_classes)
+        self._set_shifts(h, y, chunk_counts)
+        hc = h.to(self._compute_dtype)
+        part = torch.zeros_like(self._shift).index_add_(0, y, hc - self._shift[y])
+        if self.validate_args and not bool(torch.isfinite(part).all()):
+            check_finite(h, "features", row_offset=self._rows)
+        state["counts"] += chunk_counts
+        state["shifted_sums"] += part
+
+    def _plain(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Pass-1 state as shift-free sums, the form that adds across accumulators."""
+        sums = state["shifted_sums"] + state["counts"].to(_F64).unsqueeze(1) * self._shift.to(_F64)
+        return {"counts": state["counts"], "sums": sums}
+
+    def _update_residuals(self, h: torch.Tensor, y: torch.Tensor) -> None:
+        plan, state, c = self.plan, self._state, self.num_classes
+        yp = plan.index[y]  # position among present classes
+        if self.validate_args and bool((yp < 0).any()):
+            raise ValueError("pass 2 saw a class that pass 1 never saw: both passes must see the same data")
+        r = h.to(plan.compute_dtype) - plan.means_c[yp]  # (n, d) residual to the rounded mean
+        # Offsets ride in addmm's input: one gather per product, no extra pass over (n, C).
+        proj = torch.addmm(plan.proj_offset[yp], r, plan.basis_c)  # (n, k) V^T (h - mu_y)
+        scores = torch.addmm(plan.mean_dist_sq[yp], proj, plan.to_scores, alpha=-2.0)  # ||h - mu_c||^2 + const
+        nearest = scores.argmin(1)
+        add = lambda name, values: state[name].index_add_(0, y, values.to(_F64))  # noqa: E731
+        state["counts"] += torch.bincount(y, minlength=c)
+        # Sums of positive terms: float32 loses no digits that matter here.
+        add("resid_sq", torch.linalg.vector_norm(r, dim=1).square())
+        add("nc1_terms", torch.linalg.vector_norm(proj.to(plan.inv_singular.dtype) * plan.inv_singular, dim=1).square())
+        add("ncc_hits", nearest == yp)
+        if self.weight is not None:
+            predicted = torch.addmm(plan.logit_offset[yp], r, plan.weight_t).argmax(1)  # (n,) of W h + b
+            add("hits", predicted == y)
+            add("mismatch", predicted != plan.present_ids[nearest])
+
+    # ------------------------------------------------------------------------- passes, merging
+    def _reduced(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The state summed over processes (a copy), or the state itself in one process."""
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return state
+        out = {}
+        for name, value in state.items():
+            value = value.clone()
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+            out[name] = value
+        return out
+
+    def next_pass(self) -> None:
+        """Freeze the class means (summed across processes) and start pass 2."""
+        if self.pass_index != 1:
+            raise RuntimeError("next_pass() was already called; call reset() to start again")
+        if not self._state:
+            raise RuntimeError("no data was seen in pass 1: call update() first")
+        self._global1 = self._reduced(self._plain(self._state))
+        counts = self._global1["counts"]
+        if int((counts > 0).sum()) < 2:
+            raise ValueError(f"need samples of at least 2 classes, got {int((counts > 0).sum())}")
+        self.plan = make_plan(counts, self._global1["sums"], self.weight, self.bias, self.center,
+                              self._compute_dtype)
+        self.pass_index = 2
+        self._state = self._zeros(self.dim)
+
+    def spawn(self) -> "NeuralCollapse":
+        """An empty accumulator with the same options, classifier and (in pass 2) frozen means:
+        give one to each worker, then ``merge`` them back."""
+        twin = NeuralCollapse.__new__(NeuralCollapse)
+        twin.__dict__.update(self.__dict__)
+        twin._rows = 0
+        twin._shift = twin._has_shift = None  # each worker shifts by its own first samples
+        twin._state = twin._zeros(self.dim) if self._state else {}
+        return twin
+
+    def merge(self, other: "NeuralCollapse") -> "NeuralCollapse":
+        """Add another accumulator's statistics (same classes, dimension and pass) into this one."""
+        if not isinstance(other, NeuralCollapse):
+            raise TypeError(f"can only merge another NeuralCollapse, got {type(other).__name__}")
+        if (other.num_classes, other.center) != (self.num_classes, self.center):
+            raise ValueError("cannot merge accumulators with different num_classes or center")
+        if not other._state:
+            return self
+        if self.dim is not None and other.dim is not None and other.dim != self.dim:
+            raise ValueError(f"cannot merge dims {self.dim} and {other.dim}")
+        if other.pass_index != self.pass_index:
+            raise ValueError(f"cannot merge an accumulator in pass {other.pass_index} into one in pass {self.pass_index}")
+        if self.pass_index == 2 and not torch.equal(self.plan.means, other.plan.means.to(self.device)):
+            raise ValueError("cannot merge pass-2 statistics measured against different class means")
+        if not self._state:
+            self.dim, self._compute_dtype = other.dim, other._compute_dtype
+            self._state = self._zeros(self.dim)
+        if self.pass_index == 1:
+            self._merge_moments(other)
+        else:
+            for name, value in other._state.items():
+                self._state[name] += value.to(self.device)
+        self._rows += other._rows
+        return self
+
+    def _merge_moments(self, other: "NeuralCollapse") -> None:
+        if self._shift is None:
+            self._shift = other._shift.to(self.device, self._compute_dtype).clone()
+            self._has_shift = other._has_shift.to(self.device).clone()
+        adopt = other._has_shift.to(self.device) & ~self._has_shift
+        self._shift[adopt] = other._shift.to(self.device, self._compute_dtype)[adopt]
+        self._has_shift |= adopt
+        theirs = other._plain(other._state)
+        counts = theirs["counts"].to(self.device)
+        self._state["counts"] += counts
+        self._state["shifted_sums"] += theirs["sums"].to(self.device) - counts.to(_F64).unsqueeze(1) * self._shift.to(_F64)
+
+    def statistics(self) -> Dict[str, torch.Tensor]:
+        """The pass-1 sums (and the pass-2 sums when pass 2 ran), reduced across processes."""
+        if not self._state:
+            raise RuntimeError("no data was seen: call update() first")
+        if self.pass_index == 1:
+            return self._reduced(self._plain(self._state))
+        second = self._reduced(self._state)
+        if not torch.equal(second["counts"], self._global1["counts"]):
+            raise ValueError(
+                "pass 2 saw different data than pass 1 "
+                f"({int(second['counts'].sum())} vs {int(self._global1['counts'].sum())} samples)"
+            )
+        return {**self._global1, **{f"pass2_{k}": v for k, v in second.items()}}
+
+    def compute(self, *, class_counts=None, groups=(100, 20)):
+        """The :class:`~nctools.NCResult` of everything seen so far."""
+        from .result import build_result
+
+        stats = self.statistics()
+        plan = self.plan
+        if plan is None:
+            plan = make_plan(stats["counts"], stats["sums"], self.weight, self.bias, self.center,
+                             self._compute_dtype) if int((stats["counts"] > 0).sum()) >= 2 else None
+            if plan is None:
+                raise ValueError("need samples of at least 2 classes")
+        return build_result(stats, plan, self.weight, self.bias, center=self.center,
+                            class_counts=class_counts, groups=groups)
+

@@ -1,0 +1,192 @@
+"""Every metric against its float64 brute-force twin, on the inputs DESIGN asks for."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import nctools
+from bruteforce import SUMMARY_TWINS, brute_force
+from datagen import as_numpy64, lt_counts, make_features
+
+
+def assert_matches_twin(result, twin, rtol, atol=1e-12, skip=()):
+    for key, twin_key in SUMMARY_TWINS.items():
+        if key in skip or twin_key not in twin:
+            continue
+        ours, expected = result.summary[key], twin[twin_key]
+        assert ours is not None, f"{key} is null: {result.notes}"
+        # arccos is ill-conditioned near 0 and 180 degrees: angles are good to 1e-5 degrees there
+        tol = max(atol, 1e-5) if key.startswith("icpa") else atol
+        assert math.isclose(ours, expected, rel_tol=rtol, abs_tol=tol), f"{key}: {ours} vs {expected}"
+    table = result.per_class.set_index("class")
+    for c, v in twin["within_var"].items():
+        assert math.isclose(table.loc[c, "within_var"], v, rel_tol=rtol, abs_tol=atol)
+        assert table.loc[c, "count"] == twin["counts"][c]
+    for c, v in twin.get("ncc_accuracy", {}).items():
+        assert table.loc[c, "ncc_accuracy"] == pytest.approx(v, abs=1e-12)
+    for c, v in twin.get("duality_cos", {}).items():
+        assert math.isclose(table.loc[c, "self_duality_cos"], v, rel_tol=rtol, abs_tol=atol)
+
+
+def run_both(features, labels, weight, bias, center="class", num_classes=None, **kwargs):
+    result = nctools.analyze(features, labels, weight, bias, center=center, num_classes=num_classes, **kwargs)
+    twin = brute_force(as_numpy64(features), labels.numpy(), as_numpy64(weight), as_numpy64(bias),
+                       center=center, num_classes=num_classes)
+    return result, twin
+
+
+CASES = {
+    "balanced": dict(counts=[40] * 6, dim=16),
+    "imbalanced_cifar_lt_r100": dict(counts=lt_counts(500, 10, 100), dim=24),
+    "random": dict(counts=[30, 17, 25, 9, 12, 40, 22], dim=12, spread=4.0),
+    "offset": dict(counts=[50, 20, 10, 5], dim=8, offset=100.0),
+}
+
+
+@pytest.mark.parametrize("center", ["class", "sample"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_float64_inputs_match_twin(case, center):
+    spec = dict(CASES[case])
+    feats, labels, w, b = make_features(spec.pop("counts"), spec.pop("dim"), **spec)
+    result, twin = run_both(feats, labels, w, b, center=center)
+    assert_matches_twin(result, twin, rtol=1e-9)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_float32_inputs_match_twin(case):
+    spec = dict(CASES[case])
+    feats, labels, w, b = make_features(spec.pop("counts"), spec.pop("dim"), dtype=torch.float32, **spec)
+    result, twin = run_both(feats, labels, w, b, chunk_size=37)
+    assert_matches_twin(result, twin, rtol=1e-6, atol=1e-9)
+
+
+def test_cifar_lt_sized_input_matches_twin():
+    """The full CIFAR-10-LT (ratio 100) counts: 12,406 samples."""
+    counts = lt_counts(5000, 10, 100)
+    assert sum(counts) == 12406
+    feats, labels, w, b = make_features(counts, 16, spread=1.0, dtype=torch.float32, seed=3)
+    result, twin = run_both(feats, labels, w, b)
+    assert_matches_twin(result, twin, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("center", ["class", "sample"])
+def test_nearly_collapsed_float32_is_exact(center):
+    """Within-class spread 1e-4 of the between-class spread: NC1 to 1e-6 relative of the float64
+    two-pass brute force on the same float32 numbers (the one-pass E[hh^T] - mu mu^T form fails this)."""
+    feats, labels, w, b = make_features([60, 30, 20, 12, 8], 32, spread=3e-4, offset=20.0,
+                                        dtype=torch.float32, seed=5)
+    result, twin = run_both(feats, labels, w, b, center=center, chunk_size=64)
+    for key in ("nc1", "nc1_trace_ratio", "nc1_cdnv"):
+        assert math.isclose(result.summary[key], twin[key], rel_tol=1e-6), (key, result.summary[key], twin[key])
+    assert result.summary["nc1"] < 1e-6  # truly near collapse
+    assert_matches_twin(result, twin, rtol=1e-6, atol=1e-9)
+
+
+def test_textbook_one_pass_form_loses_the_digits():
+    """Documents why the residuals are formed first: E[hh^T] - mu mu^T in float32 is far off here."""
+    feats, labels, _, _ = make_features([60, 30, 20, 12, 8], 32, spread=3e-4, offset=20.0,
+                                        dtype=torch.float32, seed=5, classifier=False)
+    twin = brute_force(as_numpy64(feats), labels.numpy())
+    naive = 0.0  # N tr(Sigma_W) from second moments, float32 as a GPU would do it
+    for c in range(5):
+        hc = feats[labels == c]
+        mu = hc.mean(0)
+        naive += float((hc.T @ hc / len(hc) - torch.outer(mu, mu)).trace()) * len(hc)
+    exact = sum(twin["within_var"][c] * twin["counts"][c] for c in range(5))
+    ours = nctools.analyze(feats, labels).summary["nc1_trace_ratio"]
+    assert abs(naive - exact) / exact > 1e-2
+    assert math.isclose(ours, twin["nc1_trace_ratio"], rel_tol=1e-6)
+
+
+# --------------------------------------------------------------------------------- degenerate
+def test_one_sample_per_class():
+    feats, labels, w, b = make_features([1] * 5, 8)
+    result, twin = run_both(feats, labels, w, b)
+    assert result.summary["nc1"] == 0.0 and result.summary["nc1_cdnv"] == 0.0
+    assert_matches_twin(result, twin, rtol=1e-9)
+
+
+def test_empty_class_is_left_out_with_a_note():
+    feats, labels, w, b = make_features([20, 0, 15, 9, 0, 11], 10)
+    result, twin = run_both(feats, labels, w, b, num_classes=6)
+    assert result.summary["num_classes"] == 4
+    assert any("2 of 6 classes have no samples" in n for n in result.notes)
+    assert result.per_class.shape[0] == 6
+    assert math.isnan(result.per_class.loc[1, "mean_norm"])
+    assert torch.isnan(result.icpa_means[1]).all() and not torch.isnan(result.icpa_means[0, 2])
+    assert_matches_twin(result, twin, rtol=1e-9)
+
+
+def test_two_classes():
+    feats, labels, w, b = make_features([30, 7], 5)
+    result, twin = run_both(feats, labels, w, b)
+    assert result.summary["nc2_cos_std_means"] == pytest.approx(0.0, abs=1e-12)  # one pair
+    assert result.summary["icpa_optimum_deg"] == pytest.approx(180.0)
+    assert_matches_twin(result, twin, rtol=1e-9)
+
+
+def test_dim_below_c_minus_1_nulls_the_etf_gaps():
+    feats, labels, w, b = make_features([15] * 8, 3)
+    result, twin = run_both(feats, labels, w, b)
+    gaps = ("nc2_maxangle_means", "nc2_maxangle_classifier", "nc2_etf_error_means",
+            "nc2_etf_error_classifier", "nc3_wh_etf_error")
+    assert all(result.summary[k] is None for k in gaps)
+    assert any("no simplex ETF fits" in n for n in result.notes)
+    assert_matches_twin(result, twin, rtol=1e-9, skip=gaps)
+
+
+def test_float16_features():
+    feats, labels, w, b = make_features([25, 18, 9, 30], 12, dtype=torch.float16, spread=0.3)
+    result, twin = run_both(feats, labels, w.float(), b.float())
+    assert_matches_twin(result, twin, rtol=1e-5, atol=1e-7)
+
+
+def test_bfloat16_and_numpy_inputs():
+    feats, labels, w, b = make_features([25, 18, 9, 30], 12, dtype=torch.float32)
+    from_numpy = nctools.analyze(feats.numpy(), labels.numpy(), w.numpy(), b.numpy())
+    from_torch = nctools.analyze(feats, labels, w, b)
+    assert from_numpy.summary == from_torch.summary
+    bf16 = nctools.analyze(feats.bfloat16(), labels, w, b)
+    twin = brute_force(as_numpy64(feats.bfloat16()), labels.numpy(), as_numpy64(w), as_numpy64(b))
+    assert_matches_twin(bf16, twin, rtol=1e-5, atol=1e-7)
+
+
+def test_without_classifier():
+    feats, labels, _, _ = make_features([20, 10, 5], 6, classifier=False)
+    result, twin = run_both(feats, labels, None, None)
+    assert result.summary["accuracy"] is None and result.summary["nc3_self_duality"] is None
+    assert any("no classifier" in n for n in result.notes)
+    assert_matches_twin(result, twin, rtol=1e-9)
+
+
+def test_ill_conditioned_means_keep_nc1_exact():
+    """Means spread over very different scales: the pseudo-inverse must not amplify float32 error."""
+    gen = torch.Generator().manual_seed(11)
+    c, d = 6, 10
+    scales = torch.tensor([1.0, 1.0, 1e-2, 1e-3, 1e-3, 1.0], dtype=torch.float64)
+    means = torch.randn(c, d, generator=gen, dtype=torch.float64) * scales.unsqueeze(1)
+    labels = torch.arange(c).repeat(30)
+    feats = (means[labels] + 1e-4 * torch.randn(len(labels), d, generator=gen, dtype=torch.float64)).float()
+    result, twin = run_both(feats, labels, None, None)
+    assert math.isclose(result.summary["nc1"], twin["nc1"], rel_tol=1e-5)
+
+
+def test_tail_keys_follow_groups():
+    feats, labels, w, b = make_features(lt_counts(300, 8, 100), 12, dtype=torch.float32)
+    result = nctools.analyze(feats, labels, w, b)
+    audit = result.audit.set_index("group")
+    assert set(audit.index) == {"head", "medium", "tail"}
+    assert result.summary["tail_icpa_mean_deg_means"] == pytest.approx(audit.loc["tail", "icpa_mean_deg_means"])
+    counts = np.array(lt_counts(300, 8, 100))
+    tail = np.flatnonzero(counts < 20)
+    rows = w.double()[tail]
+    cos = torch.nn.functional.cosine_similarity(rows[:, None], rows[None], dim=-1)
+    angles = torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))
+    iu = torch.triu_indices(len(tail), len(tail), 1)
+    assert result.summary["tail_icpa_mean_deg_classifier"] == pytest.approx(float(angles[iu[0], iu[1]].mean()))
+    no_tail = nctools.analyze(feats, labels, w, b, groups=(100, 1))
+    assert no_tail.summary["tail_icpa_mean_deg_means"] is None
+    assert any("tail" in n for n in no_tail.notes)
