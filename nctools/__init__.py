@@ -7,6 +7,7 @@
 >>> nctools.analyze(means[labels], labels, weight=means).summary["nc2_cos_std_means"] < 1e-7
 True
 """
+from . import functional
 from .analysis import analyze, auto_chunk_size
 from .dump import Dump, DumpError, load_dump, save_dump
 from .result import SUMMARY_KEYS, NCResult
@@ -15,6 +16,6 @@ from .statistics import NeuralCollapse
 __version__ = "0.1.0"
 
 __all__ = [
-    "analyze", "auto_chunk_size", "NCResult", "NeuralCollapse", "SUMMARY_KEYS",
+    "analyze", "auto_chunk_size", "functional", "NCResult", "NeuralCollapse", "SUMMARY_KEYS",
     "Dump", "DumpError", "load_dump", "save_dump", "__version__",
 ]

@@ -6,6 +6,7 @@ come first; the precise (slower) search for *where* a problem is runs only once 
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -24,7 +25,10 @@ def as_tensor(value, name: str) -> torch.Tensor:
             raise TypeError(f"{name} must be a numeric array, got a numpy array of dtype {value.dtype}")
         if not value.dtype.isnative:  # big-endian data: torch only takes native byte order
             value = value.astype(value.dtype.newbyteorder("="))
-        return torch.from_numpy(value)
+        with warnings.catch_warnings():
+            # A read-only array (a memory-mapped dump) is fine: nctools never writes to its inputs.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(value)
     if isinstance(value, (list, tuple)):
         try:
             return torch.as_tensor(value)

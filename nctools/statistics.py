@@ -71,14 +71,29 @@ class Pass2Plan:
     inv_singular: torch.Tensor  # (k,) 1/s, float64 when the means are too ill-conditioned for float32
 
 
+# Eigenvalues of the Gram matrix M~ M~^T are exact to about eps64 * lambda_max, so the Gram route
+# gives singular values to ~1e-8 relative while lambda_min >= 1e-8 lambda_max; past that the
+# (slower) SVD of M~ itself resolves them.
+GRAM_EIGEN_FLOOR = 1e-8
+
+
 def pseudo_inverse_directions(centred: torch.Tensor):
-    """Right singular vectors and values of M~ kept for Sigma_B^+ (DESIGN: at most C'-1 directions,
-    dropping singular values below max(C', d) * eps64 * s_max)."""
-    k_max = centred.shape[0] - 1
+    """Right singular vectors V and values s of M~ kept for Sigma_B^+.
+
+    DESIGN: at most C'-1 directions (the rank of centred means), dropping singular values below
+    max(C', d) * eps64 * s_max.
+    """
+    c, d = centred.shape
+    k_max = min(c - 1, d)
+    evals, evecs = torch.linalg.eigh(centred @ centred.T)  # ascending, (C',) and (C', C')
+    evals, evecs = evals.flip(0)[:k_max], evecs.flip(1)[:, :k_max]
+    if k_max == 0 or evals[0] <= 0:
+        return centred.new_zeros(d, 0), centred.new_zeros(0)
+    if evals[-1] >= GRAM_EIGEN_FLOOR * evals[0]:
+        s = evals.sqrt()
+        return (centred.T @ evecs) / s, s  # V = M~^T U S^-1
     _, s, vh = torch.linalg.svd(centred, full_matrices=False)
-    if s.numel() == 0 or s[0] == 0:
-        return vh[:0].T, s[:0]
-    tol = max(centred.shape) * torch.finfo(_F64).eps * s[0]
+    tol = max(c, d) * torch.finfo(_F64).eps * s[0]
     keep = int(min(k_max, int((s > tol).sum())))
     return vh[:keep].T.contiguous(), s[:keep].contiguous()
 
@@ -214,6 +229,7 @@ class NeuralCollapse:
         self._compute_dtype: Optional[torch.dtype] = None
         self._shift: Optional[torch.Tensor] = None  # (C, d) pass-1 shift per class
         self._has_shift: Optional[torch.Tensor] = None
+        self._buffers: Dict[str, torch.Tensor] = {}
 
     def _zeros(self, dim: int) -> Dict[str, torch.Tensor]:
         c, dev = self.num_classes, self.device
@@ -278,8 +294,9 @@ class NeuralCollapse:
         state = self._state
         chunk_counts = torch.bincount(y, minlength=self.num_classes)
         self._set_shifts(h, y, chunk_counts)
-        hc = h.to(self._compute_dtype)
-        part = torch.zeros_like(self._shift).index_add_(0, y, hc - self._shift[y])
+        diff = self._gather("diff", self._shift, y)
+        torch.sub(h.to(self._compute_dtype), diff, out=diff)  # (n, d) h - shift_y
+        part = self._buffer("part", self.num_classes, self.dim, self._compute_dtype).zero_().index_add_(0, y, diff)
         if self.validate_args and not bool(torch.isfinite(part).all()):
             check_finite(h, "features", row_offset=self._rows)
         state["counts"] += chunk_counts
@@ -290,24 +307,40 @@ class NeuralCollapse:
         sums = state["shifted_sums"] + state["counts"].to(_F64).unsqueeze(1) * self._shift.to(_F64)
         return {"counts": state["counts"], "sums": sums}
 
+    def _buffer(self, name: str, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+        """A reusable (rows, cols) scratch tensor: fresh chunk-sized allocations cost a page
+        fault per 4 KB on every chunk, a sizeable share of pass 2 on a CPU."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != cols or buf.dtype != dtype:
+            buf = torch.empty(rows, cols, dtype=dtype, device=self.device)
+            self._buffers[name] = buf
+        return buf[:rows]
+
+    def _gather(self, name: str, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        out = self._buffer(name, index.shape[0], table.shape[1], table.dtype)
+        return torch.index_select(table, 0, index, out=out)
+
     def _update_residuals(self, h: torch.Tensor, y: torch.Tensor) -> None:
         plan, state, c = self.plan, self._state, self.num_classes
         yp = plan.index[y]  # position among present classes
         if self.validate_args and bool((yp < 0).any()):
             raise ValueError("pass 2 saw a class that pass 1 never saw: both passes must see the same data")
-        r = h.to(plan.compute_dtype) - plan.means_c[yp]  # (n, d) residual to the rounded mean
-        # Offsets ride in addmm's input: one gather per product, no extra pass over (n, C).
-        proj = torch.addmm(plan.proj_offset[yp], r, plan.basis_c)  # (n, k) V^T (h - mu_y)
-        scores = torch.addmm(plan.mean_dist_sq[yp], proj, plan.to_scores, alpha=-2.0)  # ||h - mu_c||^2 + const
-        nearest = scores.argmin(1)
+        r = self._gather("r", plan.means_c, yp)
+        torch.sub(h.to(plan.compute_dtype), r, out=r)  # (n, d) residual to the rounded mean
+        # Each product adds into its gathered offset (addmm's C += A B): no extra pass over (n, C).
+        proj = self._gather("proj", plan.proj_offset, yp).addmm_(r, plan.basis_c)  # (n, k) V^T (h - mu_y)
+        scores = self._gather("scores", plan.mean_dist_sq, yp).addmm_(proj, plan.to_scores, alpha=-2.0)
+        nearest = scores.argmin(1)  # ||h - mu_c||^2 minus a per-sample constant, minimised
         add = lambda name, values: state[name].index_add_(0, y, values.to(_F64))  # noqa: E731
         state["counts"] += torch.bincount(y, minlength=c)
         # Sums of positive terms: float32 loses no digits that matter here.
         add("resid_sq", torch.linalg.vector_norm(r, dim=1).square())
-        add("nc1_terms", torch.linalg.vector_norm(proj.to(plan.inv_singular.dtype) * plan.inv_singular, dim=1).square())
+        scaled = proj.mul_(plan.inv_singular) if proj.dtype == plan.inv_singular.dtype else proj * plan.inv_singular
+        add("nc1_terms", torch.linalg.vector_norm(scaled, dim=1).square())
         add("ncc_hits", nearest == yp)
         if self.weight is not None:
-            predicted = torch.addmm(plan.logit_offset[yp], r, plan.weight_t).argmax(1)  # (n,) of W h + b
+            logits = self._gather("logits", plan.logit_offset, yp).addmm_(r, plan.weight_t)  # W h + b
+            predicted = logits.argmax(1)
             add("hits", predicted == y)
             add("mismatch", predicted != plan.present_ids[nearest])
 
@@ -346,6 +379,7 @@ class NeuralCollapse:
         twin.__dict__.update(self.__dict__)
         twin._rows = 0
         twin._shift = twin._has_shift = None  # each worker shifts by its own first samples
+        twin._buffers = {}
         twin._state = twin._zeros(self.dim) if self._state else {}
         return twin
 

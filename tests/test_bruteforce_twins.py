@@ -190,3 +190,16 @@ def test_tail_keys_follow_groups():
     no_tail = nctools.analyze(feats, labels, w, b, groups=(100, 1))
     assert no_tail.summary["tail_icpa_mean_deg_means"] is None
     assert any("tail" in n for n in no_tail.notes)
+
+
+def test_svd_route_equals_gram_route(monkeypatch):
+    """The pseudo-inverse's two routes (Gram eigen-decomposition, SVD of M~) agree."""
+    import nctools.statistics as stats
+
+    feats, labels, w, b = make_features(lt_counts(200, 12, 50), 20, dtype=torch.float64, seed=8)
+    gram = nctools.analyze(feats, labels, w, b)
+    monkeypatch.setattr(stats, "GRAM_EIGEN_FLOOR", float("inf"))
+    svd = nctools.analyze(feats, labels, w, b)
+    for key, value in gram.summary.items():
+        if isinstance(value, float):
+            assert math.isclose(svd.summary[key], value, rel_tol=1e-10, abs_tol=1e-12), key

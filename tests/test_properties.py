@@ -157,3 +157,24 @@ def test_json_round_trip_has_the_summary_keys():
     assert list(result.per_class.columns[:3]) == ["class", "count", "group"]
     assert isinstance(repr(result), str) and "nc1" in repr(result)
     assert np.isfinite(result.icpa_means.numpy()).all()
+
+
+def test_memmap_features_equal_in_memory(tmp_path):
+    feats, labels, w, b = make_features([30, 20, 15, 13], 5, dtype=torch.float32)
+    mm = np.lib.format.open_memmap(tmp_path / "h.npy", mode="w+", dtype=np.float16, shape=tuple(feats.shape))
+    mm[:] = feats.numpy()
+    mm.flush()
+    mapped = np.load(tmp_path / "h.npy", mmap_mode="r")
+    from_disk = nctools.analyze(mapped, labels.numpy(), w, b, chunk_size=16)
+    in_memory = nctools.analyze(torch.from_numpy(np.asarray(mapped)), labels, w, b)
+    summaries_close(from_disk.summary, in_memory.summary, rtol=1e-6)
+
+
+def test_functional_forms_match_analyze():
+    from nctools import functional as F
+
+    feats, labels, w, b = make_features([30, 20, 15, 13], 5)
+    full = nctools.analyze(feats, labels, w, b)
+    assert F.nc1(feats, labels) == pytest.approx(full.summary["nc1"], rel=1e-12)
+    assert F.nc4(feats, labels, w, b) == full.summary["nc4_ncc_mismatch"]
+    assert F.nc2(w)["cos_std"] == pytest.approx(full.summary["nc2_cos_std_classifier"], rel=1e-12)
