@@ -209,9 +209,10 @@ def _pass2_metrics(stats, plan, s, per_class, has_classifier: bool, notes: List[
     resid_sq = stats["pass2_resid_sq"][ids] - n * plan.delta_sq  # undo the rounding of the means
     within_var = resid_sq / n  # V_c: mean squared distance to the own class mean
     c_used = len(ids)
-    nc1_class = stats["pass2_nc1_terms"][ids] / n
+    nc1_terms = stats["pass2_nc1_terms"][ids] - n * plan.nc1_offset_sq  # undo the rounding of the means
+    nc1_class = nc1_terms / n
     if plan.singular.numel():
-        s["nc1"] = float(stats["pass2_nc1_terms"][ids].sum() / n.sum())
+        s["nc1"] = float(nc1_terms.sum() / n.sum())
     else:
         notes.append("the class means coincide: Sigma_B is zero, so NC1 is null")
     between = plan.centred.square().sum() / c_used

@@ -22,7 +22,6 @@ from typing import Dict, Optional
 import torch
 
 from ._validation import as_tensor, check_classifier, check_finite, check_labels
-from .geometry import squared_distances
 
 __all__ = ["NeuralCollapse", "CENTERS"]
 
@@ -61,14 +60,17 @@ class Pass2Plan:
     singular: torch.Tensor  # (k,) float64 their singular values
     compute_dtype: torch.dtype
     means_c: torch.Tensor  # (C', d) means rounded to the compute dtype
-    delta_sq: torch.Tensor  # (C',) float64 ||mu - mu_c||^2: the rounding of the means
     basis_c: torch.Tensor  # (d, k) V in the compute dtype
     weight_t: Optional[torch.Tensor]  # (d, C) W^T in the compute dtype
-    proj_offset: torch.Tensor  # (C', k) -V^T (mu - mu_c): undoes the rounding of the means
-    logit_offset: Optional[torch.Tensor]  # (C', C) W mu_c + b, the logits of the rounded means
-    to_scores: torch.Tensor  # (k, C') S U^T: projections -> M~ r
-    mean_dist_sq: torch.Tensor  # (C', C') ||mu_c - mu_c'||^2 in the compute dtype
+    bias_row: Optional[torch.Tensor]  # (1, C) b (zeros without a bias) in the compute dtype
+    centre_proj: torch.Tensor  # (C', k) V^T (mu_c - mu_G): turns V^T r into V^T (h - mu_G)
+    to_scores: torch.Tensor  # (k, C') (U S)^T = V^T M~^T: projections -> dot products with M~
+    centred_sq: torch.Tensor  # (1, C') ||mu_c - mu_G||^2 in the compute dtype
     inv_singular: torch.Tensor  # (k,) 1/s, float64 when the means are too ill-conditioned for float32
+    # Pass 2 measures r = h - round(mu_y); these undo the rounding, per class and exactly, since
+    # the class sum of round-off residuals is n_c (mu - round(mu)) (DESIGN: match float64).
+    delta_sq: torch.Tensor  # (C',) float64 ||mu - round(mu)||^2
+    nc1_offset_sq: torch.Tensor  # (C',) float64 ||S^-1 V^T (mu - round(mu))||^2
 
 
 # Eigenvalues of the Gram matrix M~ M~^T are exact to about eps64 * lambda_max, so the Gram route
@@ -116,14 +118,10 @@ def make_plan(counts, sums, weight, bias, center: str, compute_dtype: torch.dtyp
     centred = means - mu_g
     basis, singular = pseudo_inverse_directions(centred)
     means_c = means.to(compute_dtype)
-    delta = means - means_c.to(_F64)
-    u_s = centred @ basis  # (C', k) = U S
-    logit_offset = None
+    delta = means - means_c.to(_F64)  # (C', d) round-off of the means
+    bias_row = None
     if weight is not None:
-        logit_offset = means_c.to(_F64) @ weight.T
-        if bias is not None:
-            logit_offset = logit_offset + bias
-        logit_offset = logit_offset.to(compute_dtype)
+        bias_row = (bias if bias is not None else weight.new_zeros(weight.shape[0])).unsqueeze(0)
     return Pass2Plan(
         present=present,
         present_ids=present_ids,
@@ -135,14 +133,15 @@ def make_plan(counts, sums, weight, bias, center: str, compute_dtype: torch.dtyp
         singular=singular,
         compute_dtype=compute_dtype,
         means_c=means_c,
-        delta_sq=delta.square().sum(1),
         basis_c=basis.to(compute_dtype),
         weight_t=None if weight is None else weight.T.to(compute_dtype).contiguous(),
-        proj_offset=(-delta @ basis).to(compute_dtype),
-        logit_offset=logit_offset,
-        to_scores=u_s.T.to(compute_dtype).contiguous(),
-        mean_dist_sq=squared_distances(centred).to(compute_dtype),
+        bias_row=None if bias_row is None else bias_row.to(compute_dtype),
+        centre_proj=((means_c.to(_F64) - mu_g) @ basis).to(compute_dtype),
+        to_scores=(centred @ basis).T.to(compute_dtype).contiguous(),
+        centred_sq=centred.square().sum(1).unsqueeze(0).to(compute_dtype),
         inv_singular=(1.0 / singular).to(compute_dtype if _well_conditioned(singular) else _F64),
+        delta_sq=delta.square().sum(1),
+        nc1_offset_sq=((delta @ basis) / singular).square().sum(1),
     )
 
 
@@ -325,12 +324,17 @@ class NeuralCollapse:
         yp = plan.index[y]  # position among present classes
         if self.validate_args and bool((yp < 0).any()):
             raise ValueError("pass 2 saw a class that pass 1 never saw: both passes must see the same data")
+        hc = h.to(plan.compute_dtype)
         r = self._gather("r", plan.means_c, yp)
-        torch.sub(h.to(plan.compute_dtype), r, out=r)  # (n, d) residual to the rounded mean
-        # Each product adds into its gathered offset (addmm's C += A B): no extra pass over (n, C).
-        proj = self._gather("proj", plan.proj_offset, yp).addmm_(r, plan.basis_c)  # (n, k) V^T (h - mu_y)
-        scores = self._gather("scores", plan.mean_dist_sq, yp).addmm_(proj, plan.to_scores, alpha=-2.0)
-        nearest = scores.argmin(1)  # ||h - mu_c||^2 minus a per-sample constant, minimised
+        torch.sub(hc, r, out=r)  # (n, d) residual to the rounded class mean
+        k = plan.basis_c.shape[1]
+        proj = torch.mm(r, plan.basis_c, out=self._buffer("proj", r.shape[0], k, r.dtype))  # (n, k) V^T r
+        # Nearest class centre: ||h - mu_c||^2 = ||h - mu_G||^2 + ||mu~_c||^2 - 2 (h - mu_G).mu~_c, and
+        # the dot products only see h - mu_G in span(V): V^T (h - mu_G) = V^T r + V^T (mu_y - mu_G).
+        centred_proj = self._gather("centred_proj", plan.centre_proj, yp).add_(proj)
+        scores = torch.addmm(plan.centred_sq, centred_proj, plan.to_scores, alpha=-2.0,
+                             out=self._buffer("scores", r.shape[0], plan.to_scores.shape[1], r.dtype))
+        nearest = scores.argmin(1)
         add = lambda name, values: state[name].index_add_(0, y, values.to(_F64))  # noqa: E731
         state["counts"] += torch.bincount(y, minlength=c)
         # Sums of positive terms: float32 loses no digits that matter here.
@@ -339,7 +343,8 @@ class NeuralCollapse:
         add("nc1_terms", torch.linalg.vector_norm(scaled, dim=1).square())
         add("ncc_hits", nearest == yp)
         if self.weight is not None:
-            logits = self._gather("logits", plan.logit_offset, yp).addmm_(r, plan.weight_t)  # W h + b
+            logits = torch.addmm(plan.bias_row, hc, plan.weight_t,
+                                 out=self._buffer("logits", r.shape[0], c, r.dtype))  # W h + b
             predicted = logits.argmax(1)
             add("hits", predicted == y)
             add("mismatch", predicted != plan.present_ids[nearest])
