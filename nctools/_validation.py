@@ -12,6 +12,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
+from .rows import RowSource
+
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
@@ -66,7 +68,14 @@ def check_finite(t: torch.Tensor, name: str, row_offset: int = 0) -> None:
 
 
 def check_features(features, name: str = "features", *, finite: bool = True) -> torch.Tensor:
-    """A non-empty 2-D floating tensor (N, d)."""
+    """A non-empty 2-D floating tensor (N, d), or a :class:`~nctools.rows.RowSource` on disk
+    (whose finiteness is checked later, chunk by chunk, as the analysis reads it)."""
+    if isinstance(features, RowSource):
+        if features.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{name} must be floating (float16/bfloat16/float32/float64), got {features.dtype}")
+        if 0 in features.shape:
+            raise ValueError(f"{name} is empty: shape {tuple(features.shape)}")
+        return features
     h = as_tensor(features, name)
     if h.ndim != 2:
         raise ValueError(f"{name} must be 2-D (num_samples, dim), got shape {_shape(h)}")

@@ -32,7 +32,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from safetensors.torch import save_file
 
 from nctools._atomic import atomic_write_path
 from nctools._validation import as_tensor, check_inputs
+from nctools.rows import ConcatRows, RowSource, SafetensorsRows, shard_paths
 
 __all__ = ["Dump", "DumpError", "FORMAT_VERSION", "load_dump", "save_dump"]
 
@@ -70,7 +71,7 @@ class DumpError(ValueError):
 class Dump:
     """The contents of one feature dump; tensors as stored (features are not upcast)."""
 
-    features: torch.Tensor  # (N, d) floating
+    features: Union[torch.Tensor, RowSource]  # (N, d) floating; a RowSource when loaded lazily
     labels: torch.Tensor  # (N,) int64
     weight: Optional[torch.Tensor]  # (C, d), "classifier.weight"
     bias: Optional[torch.Tensor]  # (C,), "classifier.bias"
@@ -159,11 +160,16 @@ def save_dump(path, features, labels, weight=None, bias=None, class_counts=None,
     return path
 
 
-def load_dump(path, *, validate: bool = True) -> Dump:
+def load_dump(path, *, validate: bool = True, lazy: bool = False) -> Dump:
     """Read and check a dump written by ``save_dump`` (or by hand, with the same keys).
 
     ``validate=False`` skips only the O(N*d) scan for NaN/Inf; keys, shapes, dtypes, label
     range and metadata are always checked. Every problem raises ``DumpError`` naming the file.
+
+    ``lazy=True`` leaves the features of a ``.safetensors`` dump on disk: ``dump.features`` is
+    then a :class:`~nctools.rows.RowSource` that ``nctools.analyze`` reads chunk by chunk (and
+    checks for NaN/Inf as it reads), so a dump larger than memory can be analysed. A folder of
+    ``part-*.safetensors`` shards (one epoch written by several processes) loads as one dump.
 
     >>> import tempfile, torch
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -178,10 +184,43 @@ def load_dump(path, *, validate: bool = True) -> Dump:
     nctools.dump.DumpError: missing.pt: no such file.
     """
     path = Path(path)
+    if path.is_dir() and shard_paths(path):
+        return _load_shards(path, validate=validate, lazy=lazy)
     fmt = _format_of(path)
     _check_is_nonempty_file(path)
-    tensors, metadata = fmt.read(path)
+    if not (lazy and fmt is _FORMATS[".safetensors"]):
+        return _build_dump(path, *fmt.read(path), validate=validate)
+    tensors, metadata = _read_safetensors(path, skip=("features",))
+    try:
+        tensors["features"] = SafetensorsRows(path)
+    except SafetensorError:
+        pass  # no "features" key: _build_dump names what is missing
+    except (OSError, ValueError) as err:
+        raise _error(path, f"features cannot be read ({_describe(err)})") from err
     return _build_dump(path, tensors, metadata, validate=validate)
+
+
+def _load_shards(folder: Path, *, validate: bool, lazy: bool) -> Dump:
+    """The ``part-*.safetensors`` shards of one folder as one dump: features and labels stacked in
+    name order; the classifier, counts and epoch must agree across shards."""
+    parts = [load_dump(p, validate=validate, lazy=lazy) for p in shard_paths(folder)]
+    first = parts[0]
+    for part in parts[1:]:
+        for field in ("weight", "bias", "class_counts"):
+            mine, theirs = getattr(first, field), getattr(part, field)
+            if (mine is None) != (theirs is None) or (mine is not None and not torch.equal(mine, theirs)):
+                raise _error(part.path, f"its {field} differs from that of {first.path.name}: shards of one dump "
+                                        "must share the classifier and counts")
+        if part.epoch != first.epoch:
+            raise _error(part.path, f"it is from epoch {part.epoch}, but {first.path.name} is from epoch {first.epoch}")
+    features = ConcatRows([p.features for p in parts]) if lazy else torch.cat([p.features for p in parts])
+    labels = torch.cat([p.labels for p in parts])
+    try:
+        check_inputs(features, labels, first.weight, first.bias, first.class_counts, num_classes=first.num_classes,
+                     finite=False)
+    except (TypeError, ValueError) as err:
+        raise _error(folder, str(err)) from err
+    return Dump(features, labels, first.weight, first.bias, first.class_counts, dict(first.metadata), folder)
 
 
 # --------------------------------------------------------------------------- checks shared by every format
@@ -259,6 +298,9 @@ def _tensor_fields(tensors: dict[str, Any]) -> dict[str, torch.Tensor]:
             raise ValueError(f"missing the {key!r} tensor; {_KEYS_SENTENCE}")
     fields = {}
     for key, value in tensors.items():
+        if isinstance(value, RowSource):  # features left on disk (lazy=True)
+            fields[_TENSOR_KEYS[key]] = value
+            continue
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{key!r} holds a {type(value).__name__}, not a tensor")
         if value.layout != torch.strided:
@@ -362,13 +404,13 @@ def _short(value: Any) -> str:
 # only, and turns the library's decoding errors into DumpError; _build_dump checks the rest.
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, Any], Any]:
+def _read_safetensors(path: Path, skip: tuple = ()) -> tuple[dict[str, Any], Any]:
     try:
         # safe_open rather than load_file: one open gives the header metadata, and only the
         # dump's own keys are read, so extra tensors (a whole state dict, say) cost nothing.
         with safe_open(str(path), framework="pt", device="cpu") as f:
             present = set(f.keys())
-            tensors = {key: f.get_tensor(key) for key in _TENSOR_KEYS if key in present}
+            tensors = {key: f.get_tensor(key) for key in _TENSOR_KEYS if key in present and key not in skip}
             metadata = f.metadata() or {}
     except (SafetensorError, OSError) as err:
         raise _error(path, f"truncated or corrupt ({_describe(err)})") from err
