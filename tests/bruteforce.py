@@ -76,7 +76,13 @@ def brute_force(features, labels, weight=None, bias=None, center="class", num_cl
     sigma_w /= n
     sigma_b = sum(np.outer(m, m) for m in centred) / k
     out = {}
-    out["nc1"] = float(np.trace(sigma_w @ np.linalg.pinv(sigma_b, rcond=1e-10, hermitian=True))) / k
+    sigma_b_pinv = np.linalg.pinv(sigma_b, rcond=1e-10, hermitian=True)
+    out["nc1"] = float(np.trace(sigma_w @ sigma_b_pinv)) / k
+    per_class_w = {c: np.zeros((d, d)) for c in present}
+    for i in range(n):
+        r = h[i] - means[y[i]]
+        per_class_w[y[i]] += np.outer(r, r) / counts[y[i]]
+    out["nc1_class"] = {c: float(np.trace(per_class_w[c] @ sigma_b_pinv)) / k for c in present}
     out["nc1_trace_ratio"] = float(np.trace(sigma_w) / np.trace(sigma_b))
     var = {c: within[c] / counts[c] for c in present}
     cdnv = [(var[a] + var[b]) / (2 * float((means[a] - means[b]) @ (means[a] - means[b])))

@@ -25,6 +25,8 @@ def assert_matches_twin(result, twin, rtol, atol=1e-12, skip=()):
     for c, v in twin["within_var"].items():
         assert math.isclose(table.loc[c, "within_var"], v, rel_tol=rtol, abs_tol=atol)
         assert table.loc[c, "count"] == twin["counts"][c]
+    for c, v in twin["nc1_class"].items():
+        assert math.isclose(table.loc[c, "nc1"], v, rel_tol=rtol, abs_tol=atol), (c, table.loc[c, "nc1"], v)
     for c, v in twin.get("ncc_accuracy", {}).items():
         assert table.loc[c, "ncc_accuracy"] == pytest.approx(v, abs=1e-12)
     for c, v in twin.get("duality_cos", {}).items():

@@ -178,3 +178,18 @@ def test_functional_forms_match_analyze():
     assert F.nc1(feats, labels) == pytest.approx(full.summary["nc1"], rel=1e-12)
     assert F.nc4(feats, labels, w, b) == full.summary["nc4_ncc_mismatch"]
     assert F.nc2(w)["cos_std"] == pytest.approx(full.summary["nc2_cos_std_classifier"], rel=1e-12)
+
+
+def test_training_counts_drive_the_groups_of_a_test_set():
+    feats, labels, w, b = make_features([10] * 6, 8)  # a balanced test set
+    train_counts = torch.tensor([500, 150, 60, 25, 12, 5])
+    result = nctools.analyze(feats, labels, w, b, class_counts=train_counts)
+    table = result.per_class
+    assert table["train_count"].tolist() == train_counts.tolist()
+    assert table["group"].tolist() == ["head", "head", "medium", "medium", "tail", "tail"]
+    assert result.audit.set_index("group").loc["tail", "num_classes"] == 2
+    assert result.summary["tail_icpa_mean_deg_classifier"] == pytest.approx(
+        float(nctools.functional.icpa(w[4:])[0, 1]))
+    custom = nctools.analyze(feats, labels, w, b, class_counts=train_counts, groups=(200, 30))
+    assert custom.per_class["group"].tolist() == ["head", "medium", "medium", "tail", "tail", "tail"]
+    assert custom.options["groups"] == [200.0, 30.0]
