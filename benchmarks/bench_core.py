@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import nctools
+from _table import print_table
 
 
 class PeakRSS:
@@ -144,11 +145,7 @@ def main() -> None:
             ("NC1 analyze vs textbook", f"{result.summary['nc1']:.9g} vs {nc1_textbook:.9g}"),
             ("NC4 analyze vs textbook", f"{result.summary['nc4_ncc_mismatch']:.6f} vs {nc4_textbook:.6f}"),
         ]
-    width = max(len(k) for k, _ in rows)
-    print(f"| {'measure':<{width}} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for key, value in rows:
-        print(f"| {key:<{width}} | {value} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import nctools
+from _table import print_table
 from nctools.rows import shard_paths
 
 ANALYSE = r"""
@@ -90,11 +91,7 @@ def main() -> None:
         ("peak RSS of the analysing process", f"{measured['max_rss_kib'] / 2**20:.2f} GiB"),
         ("of which the two C x C angle matrices", f"{angle_bytes / 2**30:.2f} GiB"),
     ]
-    width = max(len(k) for k, _ in rows)
-    print(f"| {'measure':<{width}} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for key, value in rows:
-        print(f"| {key:<{width}} | {value} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ def as_tensor(value, name: str) -> torch.Tensor:
             raise TypeError(f"{name} must be a numeric array, got a numpy array of dtype {value.dtype}")
         if not value.dtype.isnative:  # big-endian data: torch only takes native byte order
             value = value.astype(value.dtype.newbyteorder("="))
+        if value.dtype.kind == "u" and value.dtype.itemsize > 1:  # torch has few unsigned ops
+            value = value.astype(np.int64)
         with warnings.catch_warnings():
             # A read-only array (a memory-mapped dump) is fine: nctools never writes to its inputs.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -148,6 +150,8 @@ def check_class_counts(class_counts, num_classes: int) -> torch.Tensor:
     if n.ndim != 1 or n.shape[0] != num_classes:
         raise ValueError(f"class_counts must be 1-D with one entry per class ({num_classes},), got {_shape(n)}")
     if n.dtype.is_floating_point:
+        if not bool(torch.isfinite(n).all()):
+            raise ValueError("class_counts must be finite whole numbers, got NaN or Inf")
         if not torch.equal(n, n.round()):
             raise ValueError("class_counts must be whole numbers")
     elif n.dtype not in _INT_DTYPES:

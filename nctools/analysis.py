@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._validation import check_inputs
+from ._validation import as_tensor, check_inputs
 from .audit import check_groups
 from .result import NCResult
 from .statistics import CENTERS, NeuralCollapse
@@ -30,13 +30,12 @@ def _chunks(features, labels, chunk_size: int) -> Iterator[Tuple[torch.Tensor, t
     for start in range(0, features.shape[0], chunk_size):
         h = features[start:start + chunk_size]
         y = labels[start:start + chunk_size]
-        if isinstance(h, np.ndarray):
-            h = torch.from_numpy(np.ascontiguousarray(h))
-        if isinstance(y, np.ndarray):
-            y = torch.from_numpy(np.ascontiguousarray(y))
+        if isinstance(h, np.ndarray):  # byte order, read-only memory maps: as_tensor handles them
+            h = as_tensor(np.ascontiguousarray(h), "features")
         yield h, y
 
 
+@torch.no_grad()
 def analyze(
     features,
     labels,
@@ -88,8 +87,10 @@ def analyze(
     if center not in CENTERS:
         raise ValueError(f"center must be one of {CENTERS}, got {center!r}")
     check_groups(groups)
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if chunk_size is not None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        chunk_size = int(chunk_size)
     checked = check_inputs(features, labels, weight, bias, class_counts, num_classes, finite=False)
     if validate:
         from ._validation import check_finite

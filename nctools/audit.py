@@ -95,6 +95,9 @@ def verdict(audit: pd.DataFrame) -> Optional[str]:
     if tail.empty or tail.iloc[0]["squeezed_means"] is None:
         return None
     means, rows = tail.iloc[0]["squeezed_means"], tail.iloc[0]["squeezed_classifier"]
+    if rows is None:  # no classifier: say only what the means show
+        return ("the tail classes' means are squeezed (no classifier given)" if means
+                else "the tail classes' means keep near-optimal angles (no classifier given)")
     if means and rows:
         return "complete minority collapse: the tail classes' means and classifier rows are both squeezed"
     if rows:

@@ -176,9 +176,11 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
                          rows_geo["norms"] if rows is not None else None, duality, optimum)
     tail = audit[audit["group"] == "tail"]
     if not tail.empty:
-        s["tail_icpa_mean_deg_means"] = tail.iloc[0]["icpa_mean_deg_means"]
-        s["tail_icpa_mean_deg_classifier"] = tail.iloc[0]["icpa_mean_deg_classifier"]
-        s["tail_nc3_cos_mean"] = tail.iloc[0]["nc3_cos_mean"]
+        for key, column in (("tail_icpa_mean_deg_means", "icpa_mean_deg_means"),
+                            ("tail_icpa_mean_deg_classifier", "icpa_mean_deg_classifier"),
+                            ("tail_nc3_cos_mean", "nc3_cos_mean")):
+            value = tail.iloc[0][column]
+            s[key] = None if value is None or pd.isna(value) else float(value)
     if tail.empty or tail.iloc[0]["num_classes"] < 2:
         many, few = check_groups(groups)
         notes.append(f"fewer than 2 tail classes (training count < {few:g}): the tail angles are null; "

@@ -19,9 +19,11 @@ import contextlib
 from dataclasses import dataclass
 from typing import Dict, Optional
 
+import numpy as np
 import torch
 
 from ._validation import as_tensor, check_classifier, check_finite, check_labels
+from .geometry import squared_distances
 
 __all__ = ["NeuralCollapse", "CENTERS"]
 
@@ -40,10 +42,19 @@ def _exact_matmul():
         torch.set_float32_matmul_precision(previous)
 
 
-def _resolve_device(device) -> torch.device:
+def resolve_device(device) -> torch.device:
+    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but CUDA is not available here; use 'cpu' or 'auto'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
+    return dev
 
 
 @dataclass
@@ -62,10 +73,12 @@ class Pass2Plan:
     means_c: torch.Tensor  # (C', d) means rounded to the compute dtype
     basis_c: torch.Tensor  # (d, k) V in the compute dtype
     weight_t: Optional[torch.Tensor]  # (d, C) W^T in the compute dtype
-    bias_row: Optional[torch.Tensor]  # (1, C) b (zeros without a bias) in the compute dtype
-    centre_proj: torch.Tensor  # (C', k) V^T (mu_c - mu_G): turns V^T r into V^T (h - mu_G)
+    # Decisions are scored against the sample's own class, so that float32 rounding scales with
+    # the gaps between classes, not with the size of the features (two nearly merged tail means
+    # stay apart; a large common offset cancels):
+    logit_gap: Optional[torch.Tensor]  # (C', C) (w_c - w_y).mu_y + b_c - b_y: logits - own logit at h = mu_y
+    mean_dist_sq: torch.Tensor  # (C', C') ||mu_c - mu_y||^2
     to_scores: torch.Tensor  # (k, C') (U S)^T = V^T M~^T: projections -> dot products with M~
-    centred_sq: torch.Tensor  # (1, C') ||mu_c - mu_G||^2 in the compute dtype
     inv_singular: torch.Tensor  # (k,) 1/s, float64 when the means are too ill-conditioned for float32
     # Pass 2 measures r = h - round(mu_y); these undo the rounding, per class and exactly, since
     # the class sum of round-off residuals is n_c (mu - round(mu)) (DESIGN: match float64).
@@ -74,9 +87,10 @@ class Pass2Plan:
 
 
 # Eigenvalues of the Gram matrix M~ M~^T are exact to about eps64 * lambda_max, so the Gram route
-# gives singular values to ~1e-8 relative while lambda_min >= 1e-8 lambda_max; past that the
+# gives singular values to ~1e-10 relative while lambda_min >= 1e-6 lambda_max; past that the
 # (slower) SVD of M~ itself resolves them.
-GRAM_EIGEN_FLOOR = 1e-8
+GRAM_EIGEN_FLOOR = 1e-6
+
 
 
 def pseudo_inverse_directions(centred: torch.Tensor):
@@ -119,9 +133,10 @@ def make_plan(counts, sums, weight, bias, center: str, compute_dtype: torch.dtyp
     basis, singular = pseudo_inverse_directions(centred)
     means_c = means.to(compute_dtype)
     delta = means - means_c.to(_F64)  # (C', d) round-off of the means
-    bias_row = None
+    logit_gap = None
     if weight is not None:
-        bias_row = (bias if bias is not None else weight.new_zeros(weight.shape[0])).unsqueeze(0)
+        logits = means_c.to(_F64) @ weight.T + (0.0 if bias is None else bias)  # (C', C) at the rounded means
+        logit_gap = (logits - logits.gather(1, present_ids.unsqueeze(1))).to(compute_dtype)
     return Pass2Plan(
         present=present,
         present_ids=present_ids,
@@ -135,10 +150,9 @@ def make_plan(counts, sums, weight, bias, center: str, compute_dtype: torch.dtyp
         means_c=means_c,
         basis_c=basis.to(compute_dtype),
         weight_t=None if weight is None else weight.T.to(compute_dtype).contiguous(),
-        bias_row=None if bias_row is None else bias_row.to(compute_dtype),
-        centre_proj=((means_c.to(_F64) - mu_g) @ basis).to(compute_dtype),
+        logit_gap=logit_gap,
+        mean_dist_sq=squared_distances(centred).to(compute_dtype),
         to_scores=(centred @ basis).T.to(compute_dtype).contiguous(),
-        centred_sq=centred.square().sum(1).unsqueeze(0).to(compute_dtype),
         inv_singular=(1.0 / singular).to(compute_dtype if _well_conditioned(singular) else _F64),
         delta_sq=delta.square().sum(1),
         nc1_offset_sq=((delta @ basis) / singular).square().sum(1),
@@ -195,13 +209,14 @@ class NeuralCollapse:
         device="auto",
         validate_args: bool = True,
     ):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        num_classes = int(num_classes)
         if center not in CENTERS:
             raise ValueError(f"center must be one of {CENTERS}, got {center!r}")
         self.num_classes = num_classes
         self.center = center
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.validate_args = validate_args
         self.weight = self.bias = None
         self.dim: Optional[int] = None
@@ -212,8 +227,8 @@ class NeuralCollapse:
             w, b = check_classifier(w, bias, w.shape[-1] if w.ndim == 2 else -1)
             if w.shape[0] != num_classes:
                 raise ValueError(f"weight must have num_classes = {num_classes} rows, got {w.shape[0]}")
-            self.weight = w.to(self.device, _F64)
-            self.bias = None if b is None else b.to(self.device, _F64)
+            self.weight = w.detach().to(self.device, _F64)
+            self.bias = None if b is None else b.detach().to(self.device, _F64)
             self.dim = w.shape[1]
         self.reset()
 
@@ -221,20 +236,19 @@ class NeuralCollapse:
     def reset(self) -> None:
         """Forget all data (the classifier and options stay)."""
         self.pass_index = 1
+        self.dim = None if self.weight is None else self.weight.shape[1]
         self.plan: Optional[Pass2Plan] = None
         self._global1: Optional[Dict[str, torch.Tensor]] = None
         self._rows = 0
         self._state: Dict[str, torch.Tensor] = {}
         self._compute_dtype: Optional[torch.dtype] = None
-        self._shift: Optional[torch.Tensor] = None  # (C, d) pass-1 shift per class
-        self._has_shift: Optional[torch.Tensor] = None
         self._buffers: Dict[str, torch.Tensor] = {}
 
     def _zeros(self, dim: int) -> Dict[str, torch.Tensor]:
         c, dev = self.num_classes, self.device
         if self.pass_index == 1:
             return {"counts": torch.zeros(c, dtype=torch.long, device=dev),
-                    "shifted_sums": torch.zeros(c, dim, dtype=_F64, device=dev)}
+                    "sums": torch.zeros(c, dim, dtype=_F64, device=dev)}
         state = {name: torch.zeros(c, dtype=_F64, device=dev)
                  for name in ("resid_sq", "nc1_terms", "ncc_hits")}
         state["counts"] = torch.zeros(c, dtype=torch.long, device=dev)
@@ -255,9 +269,11 @@ class NeuralCollapse:
             y = check_labels(y, h.shape[0], self.num_classes)
         return h, y
 
+    @torch.no_grad()
     def update(self, features, labels) -> None:
         """Add one chunk: features (n, d) float, labels (n,) int in [0, C)."""
         h, y = self._check_chunk(features, labels)
+        h = h.detach()
         if h.shape[0] == 0:
             return
         if self.dim is None:
@@ -266,8 +282,10 @@ class NeuralCollapse:
             self._compute_dtype = _F64 if h.dtype == _F64 else torch.float32
         if not self._state:
             self._state = self._zeros(self.dim)
-        h = h.to(self.device, non_blocking=True)
-        y = y.to(self.device, non_blocking=True).long()
+        # Non-blocking only towards a GPU: a non-blocking copy to the CPU may be read too early.
+        to_gpu = self.device.type == "cuda"
+        h = h.to(self.device, non_blocking=to_gpu)
+        y = y.to(self.device, non_blocking=to_gpu).long()
         if self.pass_index == 1:
             self._update_moments(h, y)
         else:
@@ -275,36 +293,15 @@ class NeuralCollapse:
                 self._update_residuals(h, y)
         self._rows += h.shape[0]
 
-    def _set_shifts(self, h: torch.Tensor, y: torch.Tensor, chunk_counts: torch.Tensor) -> None:
-        """Fix each class's shift to the first sample of it ever seen (a point near its mean)."""
-        if self._shift is None:
-            self._shift = torch.zeros(self.num_classes, self.dim, dtype=self._compute_dtype, device=self.device)
-            self._has_shift = torch.zeros(self.num_classes, dtype=torch.bool, device=self.device)
-        new = (chunk_counts > 0) & ~self._has_shift
-        if bool(new.any()):
-            first = torch.full_like(chunk_counts, h.shape[0])
-            first.scatter_reduce_(0, y, torch.arange(h.shape[0], device=y.device), reduce="amin")
-            self._shift[new] = h[first[new]].to(self._compute_dtype)
-            self._has_shift |= new
-
     def _update_moments(self, h: torch.Tensor, y: torch.Tensor) -> None:
-        # Sums of h - shift_y: small numbers, so a float32 chunk sum keeps the digits that a
-        # float32 sum of h itself would lose on nearly collapsed features; totals are float64.
-        state = self._state
-        chunk_counts = torch.bincount(y, minlength=self.num_classes)
-        self._set_shifts(h, y, chunk_counts)
-        diff = self._gather("diff", self._shift, y)
-        torch.sub(h.to(self._compute_dtype), diff, out=diff)  # (n, d) h - shift_y
-        part = self._buffer("part", self.num_classes, self.dim, self._compute_dtype).zero_().index_add_(0, y, diff)
+        # float64 sums of the float32 values are exact to ~eps64 * sqrt(n) of the features' size:
+        # far below any within-class spread, however collapsed (float32 partial sums are not).
+        h64 = self._buffer("h64", h.shape[0], h.shape[1], _F64).copy_(h)
+        part = self._buffer("part", self.num_classes, self.dim, _F64).zero_().index_add_(0, y, h64)
         if self.validate_args and not bool(torch.isfinite(part).all()):
             check_finite(h, "features", row_offset=self._rows)
-        state["counts"] += chunk_counts
-        state["shifted_sums"] += part
-
-    def _plain(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Pass-1 state as shift-free sums, the form that adds across accumulators."""
-        sums = state["shifted_sums"] + state["counts"].to(_F64).unsqueeze(1) * self._shift.to(_F64)
-        return {"counts": state["counts"], "sums": sums}
+        self._state["counts"] += torch.bincount(y, minlength=self.num_classes)
+        self._state["sums"] += part
 
     def _buffer(self, name: str, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
         """A reusable (rows, cols) scratch tensor: fresh chunk-sized allocations cost a page
@@ -329,11 +326,9 @@ class NeuralCollapse:
         torch.sub(hc, r, out=r)  # (n, d) residual to the rounded class mean
         k = plan.basis_c.shape[1]
         proj = torch.mm(r, plan.basis_c, out=self._buffer("proj", r.shape[0], k, r.dtype))  # (n, k) V^T r
-        # Nearest class centre: ||h - mu_c||^2 = ||h - mu_G||^2 + ||mu~_c||^2 - 2 (h - mu_G).mu~_c, and
-        # the dot products only see h - mu_G in span(V): V^T (h - mu_G) = V^T r + V^T (mu_y - mu_G).
-        centred_proj = self._gather("centred_proj", plan.centre_proj, yp).add_(proj)
-        scores = torch.addmm(plan.centred_sq, centred_proj, plan.to_scores, alpha=-2.0,
-                             out=self._buffer("scores", r.shape[0], plan.to_scores.shape[1], r.dtype))
+        # ||h - mu_c||^2 = ||r||^2 + 2 r.(mu~_y - mu~_c) + ||mu_y - mu_c||^2, and r.mu~_c = (V^T r).(V^T mu~_c):
+        # minus a per-sample constant, the score is ||mu_y - mu_c||^2 - 2 (V^T r).(V^T mu~_c).
+        scores = self._gather("scores", plan.mean_dist_sq, yp).addmm_(proj, plan.to_scores, alpha=-2.0)
         nearest = scores.argmin(1)
         add = lambda name, values: state[name].index_add_(0, y, values.to(_F64))  # noqa: E731
         state["counts"] += torch.bincount(y, minlength=c)
@@ -343,32 +338,56 @@ class NeuralCollapse:
         add("nc1_terms", torch.linalg.vector_norm(scaled, dim=1).square())
         add("ncc_hits", nearest == yp)
         if self.weight is not None:
-            logits = torch.addmm(plan.bias_row, hc, plan.weight_t,
-                                 out=self._buffer("logits", r.shape[0], c, r.dtype))  # W h + b
-            predicted = logits.argmax(1)
+            # W h + b minus the sample's own-class logit (a per-sample constant): W r + gap[y].
+            predicted = self._gather("logits", plan.logit_gap, yp).addmm_(r, plan.weight_t).argmax(1)
             add("hits", predicted == y)
             add("mismatch", predicted != plan.present_ids[nearest])
 
     # ------------------------------------------------------------------------- passes, merging
     def _reduced(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """The state summed over processes (a copy), or the state itself in one process."""
-        dist = torch.distributed
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not self._distributed():
             return state
+        dist, comm = torch.distributed, self._comm_device()
         out = {}
         for name, value in state.items():
-            value = value.clone()
-            dist.all_reduce(value, op=dist.ReduceOp.SUM)
-            out[name] = value
+            reduced = value.to(comm, copy=True)
+            dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+            out[name] = reduced.to(value.device)
         return out
 
+    def _ensure_state(self) -> None:
+        """Zero statistics for a process or twin that saw no data, so that it still takes part in
+        the all-reduce (every process must); the dimension and product dtype come from the others."""
+        if self._distributed():
+            dist = torch.distributed
+            seen = torch.tensor([self.dim or 0, int(self._compute_dtype == torch.float32)], device=self._comm_device())
+            dist.all_reduce(seen, op=dist.ReduceOp.MAX)
+            if not self._state and int(seen[0]) > 0:
+                self.dim = int(seen[0])
+                self._compute_dtype = torch.float32 if int(seen[1]) else _F64
+        if not self._state and self.dim is not None and (self._compute_dtype or self._distributed()):
+            self._compute_dtype = self._compute_dtype or torch.float32
+            self._state = self._zeros(self.dim)
+        if not self._state:
+            raise RuntimeError("no data was seen: call update() first")
+
+    @staticmethod
+    def _distributed() -> bool:
+        dist = torch.distributed
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+    def _comm_device(self) -> torch.device:
+        # NCCL reduces CUDA tensors only; gloo takes CPU tensors.
+        return self.device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+
+    @torch.no_grad()
     def next_pass(self) -> None:
         """Freeze the class means (summed across processes) and start pass 2."""
         if self.pass_index != 1:
             raise RuntimeError("next_pass() was already called; call reset() to start again")
-        if not self._state:
-            raise RuntimeError("no data was seen in pass 1: call update() first")
-        self._global1 = self._reduced(self._plain(self._state))
+        self._ensure_state()
+        self._global1 = self._reduced(self._state)
         counts = self._global1["counts"]
         if int((counts > 0).sum()) < 2:
             raise ValueError(f"need samples of at least 2 classes, got {int((counts > 0).sum())}")
@@ -383,7 +402,6 @@ class NeuralCollapse:
         twin = NeuralCollapse.__new__(NeuralCollapse)
         twin.__dict__.update(self.__dict__)
         twin._rows = 0
-        twin._shift = twin._has_shift = None  # each worker shifts by its own first samples
         twin._buffers = {}
         twin._state = twin._zeros(self.dim) if self._state else {}
         return twin
@@ -394,7 +412,7 @@ class NeuralCollapse:
             raise TypeError(f"can only merge another NeuralCollapse, got {type(other).__name__}")
         if (other.num_classes, other.center) != (self.num_classes, self.center):
             raise ValueError("cannot merge accumulators with different num_classes or center")
-        if not other._state:
+        if not other._state or other._rows == 0 and other.pass_index == self.pass_index:
             return self
         if self.dim is not None and other.dim is not None and other.dim != self.dim:
             raise ValueError(f"cannot merge dims {self.dim} and {other.dim}")
@@ -405,32 +423,19 @@ class NeuralCollapse:
         if not self._state:
             self.dim, self._compute_dtype = other.dim, other._compute_dtype
             self._state = self._zeros(self.dim)
-        if self.pass_index == 1:
-            self._merge_moments(other)
-        else:
-            for name, value in other._state.items():
-                self._state[name] += value.to(self.device)
+        for name, value in other._state.items():
+            self._state[name] += value.to(self.device)
         self._rows += other._rows
         return self
 
-    def _merge_moments(self, other: "NeuralCollapse") -> None:
-        if self._shift is None:
-            self._shift = other._shift.to(self.device, self._compute_dtype).clone()
-            self._has_shift = other._has_shift.to(self.device).clone()
-        adopt = other._has_shift.to(self.device) & ~self._has_shift
-        self._shift[adopt] = other._shift.to(self.device, self._compute_dtype)[adopt]
-        self._has_shift |= adopt
-        theirs = other._plain(other._state)
-        counts = theirs["counts"].to(self.device)
-        self._state["counts"] += counts
-        self._state["shifted_sums"] += theirs["sums"].to(self.device) - counts.to(_F64).unsqueeze(1) * self._shift.to(_F64)
-
     def statistics(self) -> Dict[str, torch.Tensor]:
-        """The pass-1 sums (and the pass-2 sums when pass 2 ran), reduced across processes."""
-        if not self._state:
-            raise RuntimeError("no data was seen: call update() first")
+        """The pass-1 sums (and the pass-2 sums when pass 2 ran), reduced across processes.
+
+        Under ``torch.distributed`` this is a collective: call it (and ``next_pass``, ``compute``)
+        on every process."""
+        self._ensure_state()
         if self.pass_index == 1:
-            return self._reduced(self._plain(self._state))
+            return self._reduced(self._state)
         second = self._reduced(self._state)
         if not torch.equal(second["counts"], self._global1["counts"]):
             raise ValueError(
@@ -439,6 +444,7 @@ class NeuralCollapse:
             )
         return {**self._global1, **{f"pass2_{k}": v for k, v in second.items()}}
 
+    @torch.no_grad()
     def compute(self, *, class_counts=None, groups=(100, 20)):
         """The :class:`~nctools.NCResult` of everything seen so far."""
         from .result import build_result

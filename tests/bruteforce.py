@@ -76,7 +76,11 @@ def brute_force(features, labels, weight=None, bias=None, center="class", num_cl
     sigma_w /= n
     sigma_b = sum(np.outer(m, m) for m in centred) / k
     out = {}
-    sigma_b_pinv = np.linalg.pinv(sigma_b, rcond=1e-10, hermitian=True)
+    # DESIGN's pseudo-inverse: at most k-1 directions, singular values of M~ above
+    # max(k, d) * eps64 * s_max (an SVD of M~, not the package's Gram route).
+    _, s, vt = np.linalg.svd(np.array(centred), full_matrices=False)
+    keep = min(k - 1, int((s > max(k, d) * np.finfo(np.float64).eps * s[0]).sum()))
+    sigma_b_pinv = k * (vt[:keep].T / s[:keep] ** 2) @ vt[:keep]
     out["nc1"] = float(np.trace(sigma_w @ sigma_b_pinv)) / k
     per_class_w = {c: np.zeros((d, d)) for c in present}
     for i in range(n):

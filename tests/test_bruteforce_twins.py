@@ -205,3 +205,66 @@ def test_svd_route_equals_gram_route(monkeypatch):
     for key, value in gram.summary.items():
         if isinstance(value, float):
             assert math.isclose(svd.summary[key], value, rel_tol=1e-10, abs_tol=1e-12), key
+
+
+@pytest.mark.parametrize("condition", [1e3, 1e5, 1e7])
+def test_ill_conditioned_means_against_the_design_pseudo_inverse(condition):
+    """Means whose singular values span `condition`: both pseudo-inverse routes and the float64
+    scaling branch, float32 features, against the twin's SVD with the DESIGN cutoff."""
+    gen = torch.Generator().manual_seed(12)
+    c, d = 7, 12
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    u, _ = torch.linalg.qr(torch.randn(c, c, generator=gen, dtype=torch.float64))
+    u = u - u.mean(0)  # rows of centred means sum to zero
+    s = torch.logspace(0, -np.log10(condition), c, dtype=torch.float64)
+    means = 5.0 * (u * s) @ q[:c]
+    labels = torch.arange(c).repeat(40)
+    feats = (means[labels] + 1e-3 / condition * torch.randn(len(labels), d, generator=gen, dtype=torch.float64))
+    result, twin = run_both(feats.float(), labels, None, None)
+    assert math.isclose(result.summary["nc1"], twin["nc1"], rel_tol=1e-5), (result.summary["nc1"], twin["nc1"])
+
+
+def test_nearly_merged_tail_means_keep_their_nearest_centre():
+    """Two class means 3e-3 apart among means of norm ~40: the nearest-centre rule and NC4 must
+    still separate them in float32 (the minority-collapse case the audit exists for)."""
+    gen = torch.Generator().manual_seed(3)
+    means = 10 * torch.randn(6, 16, generator=gen, dtype=torch.float64)
+    means[5] = means[4] + 3e-3 * torch.nn.functional.normalize(torch.randn(16, generator=gen, dtype=torch.float64), dim=0)
+    labels = torch.arange(6).repeat_interleave(torch.tensor([40, 30, 20, 15, 12, 8]))
+    feats = means[labels] + 1e-4 * torch.randn(len(labels), 16, generator=gen, dtype=torch.float64)
+    w = means - means.mean(0) + 0.01 * torch.randn(6, 16, generator=gen, dtype=torch.float64)
+    result, twin = run_both(feats.float(), labels, w.float(), None)
+    assert list(result.per_class["ncc_accuracy"]) == [1.0] * 6
+    assert_matches_twin(result, twin, rtol=1e-5, atol=1e-9)
+
+
+def test_large_common_offset_keeps_the_argmax():
+    """Features with a common offset far above their spread: the classifier's decisions are
+    scored against the own class, so float32 rounding of the huge logits does not flip them."""
+    feats, labels, w, b = make_features([400, 300, 200, 100], 16, spread=0.2, offset=2000.0, seed=9)
+    result, twin = run_both(feats.float(), labels, (w * 0.01).float(), b.float())
+    assert result.summary["accuracy"] == twin["accuracy"]
+    assert result.summary["nc4_ncc_mismatch"] == twin["nc4_ncc_mismatch"]
+
+
+def test_pass1_float32_sums_at_the_default_chunk_size():
+    """Many rows of a class per chunk and weak separation (early training): the float32 partial
+    sums of pass 1 must not drift (they are re-centred every few hundred rows per class)."""
+    gen = torch.Generator().manual_seed(4)
+    means = 3.0 + 1e-3 * torch.randn(2, 8, generator=gen, dtype=torch.float64)
+    labels = torch.arange(2).repeat(10_000)
+    feats = (means[labels] + torch.randn(20_000, 8, generator=gen, dtype=torch.float64)).float()
+    result = nctools.analyze(feats, labels)  # default chunk size: all rows in one chunk
+    twin = brute_force(as_numpy64(feats), labels.numpy())
+    for key in ("nc1", "nc1_trace_ratio", "nc1_cdnv"):
+        assert math.isclose(result.summary[key], twin[key], rel_tol=1e-6), (key, result.summary[key], twin[key])
+
+
+def test_cdnv_of_nearly_coincident_means():
+    gen = torch.Generator().manual_seed(5)
+    means = 10 * torch.randn(4, 8, generator=gen, dtype=torch.float64)
+    means[1] = means[0] + 1e-5 * torch.randn(8, generator=gen, dtype=torch.float64)
+    labels = torch.arange(4).repeat(10)
+    feats = means[labels] + 1e-7 * torch.randn(40, 8, generator=gen, dtype=torch.float64)
+    result, twin = run_both(feats, labels, None, None)
+    assert math.isclose(result.summary["nc1_cdnv"], twin["nc1_cdnv"], rel_tol=1e-9)

@@ -19,6 +19,15 @@ def _data(dtype):
     return make_features([50, 31, 20, 9, 4], 7, seed=21, dtype=dtype)
 
 
+def _two_passes(acc, feats, labels, step=13):
+    for _ in range(2):
+        for start in range(0, len(labels), step):
+            acc.update(feats[start:start + step], labels[start:start + step])
+        if acc.pass_index == 1:
+            acc.next_pass()
+    return acc.compute()
+
+
 def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -27,12 +36,7 @@ def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
             feats, labels, w, b = _data(dtype)
             mine = slice(rank, None, world)  # an uneven, interleaved shard per rank
             acc = nctools.NeuralCollapse(5, w, b, device="cpu")
-            for _ in range(2):
-                for start in range(0, len(labels[mine]), 13):
-                    acc.update(feats[mine][start:start + 13], labels[mine][start:start + 13])
-                if acc.pass_index == 1:
-                    acc.next_pass()
-            results[name] = acc.compute().to_dict()
+            results[name] = _two_passes(acc, feats[mine], labels[mine]).to_dict()
         if rank == 0:
             with open(out_file, "w") as fh:
                 json.dump(results, fh)
@@ -45,8 +49,8 @@ def test_two_gloo_processes_equal_one(tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
     everything = json.loads(out_file.read_text())
     for name, (dtype, rtol) in DTYPES.items():
-        # float64 features: equal to float64 rounding; float32: the chunk grouping of the float32
-        # partial sums differs between the runs, so equal to float32 rounding.
+        # float64 features: equal to float64 rounding; float32: the float32 products of pass 2
+        # run on other chunk shapes in the two runs, so equal to float32 rounding.
         merged = everything[name]
         single = nctools.analyze(*_data(dtype)).to_dict()
         assert merged["summary"].keys() == single["summary"].keys()
@@ -56,3 +60,25 @@ def test_two_gloo_processes_equal_one(tmp_path):
             else:
                 assert merged["summary"][key] == value, (name, key)
         assert [r["count"] for r in merged["per_class"]] == [r["count"] for r in single["per_class"]]
+
+
+def _idle_rank_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        feats, labels, w, b = _data(torch.float32)
+        acc = nctools.NeuralCollapse(5, w, b, device="cpu")
+        mine = slice(0, None if rank == 0 else 0)  # rank 1 gets no data at all
+        result = _two_passes(acc, feats[mine], labels[mine])
+        if rank == 0:
+            with open(out_file, "w") as fh:
+                json.dump(result.to_dict(), fh)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_rank_without_data_still_takes_part(tmp_path):
+    out_file = tmp_path / "rank0.json"
+    mp.spawn(_idle_rank_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    merged = json.loads(out_file.read_text())
+    single = nctools.analyze(*_data(torch.float32)).to_dict()
+    assert merged["summary"] == single["summary"]

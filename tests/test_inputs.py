@@ -91,3 +91,65 @@ def test_accumulator_checks_each_chunk():
 def test_validate_false_skips_the_scan_but_not_the_structure():
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         nctools.analyze(FEATS, LABELS[:-1], validate=False)
+
+
+def test_parameters_that_require_grad_are_fine():
+    layer = torch.nn.Linear(5, 3)
+    feats = torch.nn.Linear(5, 5)(FEATS)  # features straight out of a forward pass
+    assert feats.requires_grad and layer.weight.requires_grad
+    result = nctools.analyze(feats, LABELS, layer.weight, layer.bias)
+    assert result.summary["accuracy"] is not None
+
+
+@pytest.mark.parametrize("device,message", [("gpu", "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+                                            ("meta", "device must be a CPU or CUDA device")])
+def test_bad_device_is_a_clear_error(device, message):
+    with pytest.raises(ValueError, match=message):
+        nctools.analyze(FEATS, LABELS, device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="CUDA is not available here"):
+        nctools.analyze(FEATS, LABELS, device="cuda")
+
+
+def test_numpy_odd_dtypes_and_integer_types():
+    big_endian = FEATS.numpy().astype(">f4")
+    unsigned = LABELS.numpy().astype(np.uint32)
+    result = nctools.analyze(big_endian, unsigned, W, B, chunk_size=np.int64(8))
+    assert result.summary == nctools.analyze(FEATS, LABELS, W, B, chunk_size=8).summary
+    assert nctools.NeuralCollapse(np.int64(3)).num_classes == 3
+    with pytest.raises(ValueError, match="class_counts must be finite whole numbers"):
+        nctools.analyze(FEATS, LABELS, class_counts=torch.tensor([float("inf"), 12.0, 8.0]))
+
+
+def test_reset_forgets_the_dimension():
+    acc = nctools.NeuralCollapse(3)
+    acc.update(FEATS, LABELS)
+    acc.reset()
+    acc.update(FEATS[:, :4], LABELS)  # another model's features
+    acc.next_pass()
+    acc.update(FEATS[:, :4], LABELS)
+    assert acc.compute().summary["dim"] == 4
+
+
+def test_an_idle_twin_merges_as_nothing():
+    acc = nctools.NeuralCollapse(3, W, B)
+    idle = acc.spawn()
+    acc.update(FEATS, LABELS)
+    acc.merge(idle)
+    acc.next_pass()
+    idle2 = acc.spawn()
+    acc.update(FEATS, LABELS)
+    acc.merge(idle2)
+    assert acc.compute().summary == nctools.analyze(FEATS, LABELS, W, B, chunk_size=len(LABELS)).summary
+
+
+def test_verdict_without_a_classifier_speaks_of_the_means_only():
+    from datagen import lt_counts
+
+    feats, labels, _, _ = make_features(lt_counts(300, 8, 100), 12, classifier=False)
+    result = nctools.analyze(feats, labels)
+    assert any("no classifier given" in n for n in result.notes)
+    assert not any("classifier rows are not" in n or "means and rows" in n for n in result.notes)
