@@ -1,0 +1,75 @@
+"""Checkpoints: written atomically every epoch, read with ``weights_only=True``, and turned back
+into a model from the config they carry (how ``nctools`` analyses a trainer checkpoint).
+
+A checkpoint is a plain dict: ``format``, ``epoch``, ``config`` (the resolved config as nested
+dicts), ``model``, ``optimizer`` and ``scaler`` state dicts, ``history`` (per-epoch metrics),
+``class_counts`` and ``class_names``. Nothing in it needs pickle to load, so a checkpoint from a
+stranger cannot run code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .config import Config, from_dict, to_dict
+from .io import atomic_torch_save
+from .models import NCModel, build_model
+
+CHECKPOINT_FORMAT = "allnc_train.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A file is not a readable allnc_train checkpoint; the message names the file."""
+
+
+def checkpoint_path(out: Path, epoch: int) -> Path:
+    return Path(out) / "checkpoints" / f"epoch_{epoch:04d}.pt"
+
+
+def latest_checkpoint(out: str | Path) -> Path | None:
+    """The newest ``checkpoints/epoch_*.pt`` of a run directory, or None."""
+    found = sorted((Path(out) / "checkpoints").glob("epoch_*.pt"))
+    return found[-1] if found else None
+
+
+def save_checkpoint(out: Path, cfg: Config, epoch: int, model, optimizer, scaler, record: dict, keep: int) -> Path:
+    """Write this epoch's checkpoint, then prune all but the newest ``keep`` (0 = keep all)."""
+    path = atomic_torch_save({"format": CHECKPOINT_FORMAT, "epoch": epoch, "config": to_dict(cfg),
+                              "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scaler": scaler.state_dict(), "history": record["epochs"],
+                              "class_counts": record["data"]["class_counts"],
+                              "class_names": record["data"]["class_names"]}, checkpoint_path(out, epoch))
+    if keep > 0:  # prune only after the new one is safely on disk
+        for old in sorted(path.parent.glob("epoch_*.pt"))[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Read a checkpoint with ``weights_only=True`` and check that it is one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist.")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated file, foreign pickle, ...: one sentence naming the file
+        raise CheckpointError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}).") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path} is not an allnc_train checkpoint (format {found!r}).")
+    return ckpt
+
+
+def load_model(path: str | Path, map_location="cpu") -> tuple[NCModel, Config, dict]:
+    """Rebuild a checkpoint's model (in eval mode) from its own config: (model, config, checkpoint).
+
+    Extract features with ``model.features(x)``; the classifier is ``model.weight`` / ``model.bias``;
+    ``allnc_train.data.build_data(config.data, 1)`` rebuilds the run's data.
+    """
+    ckpt = load_checkpoint(path, map_location)
+    cfg = from_dict(ckpt["config"])
+    table = ckpt["model"].get("backbone.table")  # the unconstrained-features model sizes its table by N
+    model = build_model(cfg, len(ckpt["class_counts"]), 1 if table is None else table.shape[0])
+    model.load_state_dict(ckpt["model"])
+    return model.to(map_location).eval(), cfg, ckpt

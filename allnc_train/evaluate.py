@@ -1,0 +1,57 @@
+"""Evaluation and feature dumps: one no-grad pass gives features, labels and logits."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+from .models import NCModel
+
+
+@torch.no_grad()
+def collect(model: NCModel, loader: DataLoader, device: torch.device, autocast: bool = False
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features (N, d) float32, labels (N,) int64 and logits (N, C) float32, on the CPU, in loader order."""
+    was_training = model.training
+    model.eval()
+    feats, labels, logits = [], [], []
+    for x, y in loader:
+        with torch.autocast(device.type, dtype=torch.float16, enabled=autocast):
+            h = model.features(x.to(device, non_blocking=True))
+            z = model.classify(h)
+        feats.append(h.float().cpu())
+        logits.append(z.float().cpu())
+        labels.append(y)
+    model.train(was_training)
+    return torch.cat(feats), torch.cat(labels), torch.cat(logits)
+
+
+def accuracy_by_group(logits: torch.Tensor, labels: torch.Tensor, groups: Sequence[str]) -> dict[str, float | None]:
+    """Top-1 accuracy (percent) overall and for the many / medium / few classes (None if a group is empty).
+
+    Group accuracy averages over the group's samples (the usual LT convention on balanced test sets).
+
+    >>> acc = accuracy_by_group(torch.tensor([[2., 0], [0, 1], [3, 0]]), torch.tensor([0, 1, 1]), ["many", "few"])
+    >>> round(acc["top1"], 2), acc["many"], acc["few"], acc["medium"]
+    (66.67, 100.0, 50.0, None)
+    """
+    correct = (logits.argmax(1) == labels).double()
+    group_of = [groups[c] for c in labels.tolist()]
+    out: dict[str, float | None] = {"top1": 100.0 * correct.mean().item() if len(labels) else None}
+    for g in ("many", "medium", "few"):
+        mask = torch.tensor([x == g for x in group_of], dtype=torch.bool)
+        out[g] = 100.0 * correct[mask].mean().item() if mask.any() else None
+    return out
+
+
+def write_dump(path: Path, features: torch.Tensor, labels: torch.Tensor, model: NCModel, class_counts: Sequence[int],
+               dtype: str, metadata: dict) -> Path:
+    """A feature dump in the DESIGN format through ``nctools.save_dump`` (atomic)."""
+    from nctools import save_dump
+
+    weight = model.weight.detach().float().cpu()
+    bias = None if model.bias is None else model.bias.detach().float().cpu()
+    return save_dump(path, features.to(getattr(torch, dtype)), labels, weight=weight, bias=bias,
+                     class_counts=torch.tensor(list(class_counts), dtype=torch.int64), metadata=metadata)

@@ -1,0 +1,281 @@
+"""The training loop: one run directory, resumable, a feature dump and a checkpoint every epoch.
+
+Run directory layout::
+
+    run.json                       config, environment, data summary, per-epoch metrics, status
+    checkpoints/epoch_0007.pt      model, optimiser, scaler, history, config (weights_only-loadable)
+    dumps/epoch_0007.safetensors   train-set features + classifier (the nctools dump format)
+    dumps-test/epoch_0007.safetensors   evaluation-set features, when run.dump_test is on
+
+Reproducibility: the model is initialised from ``seed``; every epoch re-seeds python, numpy and
+torch from (seed, epoch) and every sampler draws from its own (seed, stream, epoch) generator, so a
+run resumed from the checkpoint of epoch k repeats epochs k+1.. exactly (bitwise on the CPU).
+"""
+from __future__ import annotations
+
+import math
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from itertools import repeat
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .config import Config, flatten, from_dict, to_dict
+from .data import DataBundle, build_data, shot_groups
+from .evaluate import accuracy_by_group, collect, write_dump
+from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from .io import atomic_write_json
+from .models import build_model, num_parameters
+from .objective import train_step
+from .samplers import ClassAwareSampler, epoch_seed
+from .schedules import gbbn_eta, learning_rate
+
+# Keys that may differ between a run and its resumption: where data lives and how the run is shown.
+RESUME_MAY_CHANGE = {"run.progress", "run.device", "data.root", "data.download", "data.train_split",
+                     "data.test_split", "data.num_workers"}
+
+
+class RunError(RuntimeError):
+    """A run cannot start or resume (existing run, no checkpoint, config mismatch); one sentence."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint stays on disk."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"run.device is {name!r} but no CUDA device is available; use 'auto' or 'cpu'.")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def environment(device: torch.device) -> dict:
+    """Provenance stored in run.json: versions, device, code revision."""
+    import torchvision
+
+    try:  # read-only; None outside a git checkout or before the first commit
+        done = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], capture_output=True, text=True,
+                              timeout=5, cwd=Path(__file__).resolve().parent)
+        commit = done.stdout.strip() if done.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "platform": platform.platform(), "device": str(device),
+            "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                            else platform.processor() or None),
+            "threads": torch.get_num_threads(), "git_commit": commit}
+
+
+def method_label(cfg: Config) -> str:
+    """'allnc', or the method plus the components switched away from its defaults, e.g. 'allnc-hycon'."""
+    label = cfg.method.name
+    defaults = {"gbbn": label in ("bbn", "allnc"), "hycon": label == "allnc", "p2p": label == "allnc"}
+    for name, default in defaults.items():
+        on = getattr(cfg, name).enabled
+        if on != default:
+            label += ("+" if on else "-") + name
+    return label
+
+
+def _to(batch, device):
+    return None if batch is None else tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+def make_loaders(cfg: Config, data: DataBundle, device: torch.device):
+    """(conventional loader, re-balancing loader or None, train-eval loader, eval loader or None)."""
+    pin = device.type == "cuda"
+    common = dict(batch_size=cfg.optim.batch_size, num_workers=cfg.data.num_workers, pin_memory=pin,
+                  persistent_workers=False)
+    conv = ClassAwareSampler(data.train_labels, data.class_counts, "instance", cfg.seed, stream=0)
+    loaders = [DataLoader(data.train, sampler=conv, **common)]
+    if cfg.gbbn.enabled:
+        rebal = ClassAwareSampler(data.train_labels, data.class_counts, cfg.gbbn.sampler, cfg.seed, stream=1)
+        loaders.append(DataLoader(data.train, sampler=rebal, **common))
+    else:
+        loaders.append(None)
+    loaders.append(DataLoader(data.train_eval, shuffle=False, **common))
+    loaders.append(DataLoader(data.test, shuffle=False, **common) if data.test is not None else None)
+    return loaders
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting and resuming
+# ---------------------------------------------------------------------------------------------
+
+def _open_run(cfg: Config, out: Path, resume: bool) -> dict | None:
+    """Check the run directory; return the checkpoint to resume from (or None for a fresh run)."""
+    existing = latest_checkpoint(out)
+    if not resume:
+        if existing is not None or (out / "run.json").exists():
+            raise RunError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
+        return None
+    if existing is None:
+        raise RunError(f"nothing to resume in {out}: it holds no checkpoints/epoch_*.pt.")
+    try:
+        ckpt = load_checkpoint(existing)
+    except CheckpointError as exc:
+        raise RunError(str(exc)) from None
+    old, new = flatten(ckpt["config"]), flatten(to_dict(cfg))
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUME_MAY_CHANGE)
+    if changed:
+        k = changed[0]
+        raise RunError(f"the config differs from the run's own in {', '.join(changed)} (e.g. {k}: run has "
+                       f"{old.get(k)!r}, now {new.get(k)!r}); resume with the run's config.")
+    return ckpt
+
+
+def stored_config(out: Path) -> Config:
+    """The resolved config of the run in ``out`` (from its latest checkpoint)."""
+    ckpt_file = latest_checkpoint(Path(out))
+    if ckpt_file is None:
+        raise RunError(f"nothing to resume in {out}: it holds no checkpoints/epoch_*.pt.")
+    try:
+        return from_dict(load_checkpoint(ckpt_file)["config"])
+    except CheckpointError as exc:
+        raise RunError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# One epoch's evaluation and dumps
+# ---------------------------------------------------------------------------------------------
+
+def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: int, loaders, device, amp) -> dict:
+    """Evaluate and write this epoch's dumps as the config asks; returns the metrics to log."""
+    _, _, train_loader, eval_loader = loaders
+    last = epoch == cfg.optim.epochs
+    do_eval = last or epoch % cfg.run.eval_every == 0
+    do_dump = cfg.run.dump_every > 0 and (last or epoch % cfg.run.dump_every == 0)
+    groups = shot_groups(data.class_counts)
+    meta = {"epoch": epoch, "dataset": cfg.data.dataset, "imbalance_ratio": round(data.imbalance_ratio, 6),
+            "method": method_label(cfg), "class_names": data.class_names, "arch": cfg.model.arch, "seed": cfg.seed}
+    suffix = cfg.run.dump_format
+    metrics: dict = {}
+    if do_dump or (do_eval and eval_loader is None):
+        feats, labels, logits = collect(model, train_loader, device, amp)
+        metrics["train_top1"] = accuracy_by_group(logits, labels, groups)["top1"]
+        if do_dump:
+            write_dump(out / "dumps" / f"epoch_{epoch:04d}.{suffix}", feats, labels, model, data.class_counts,
+                       cfg.run.dump_dtype, {**meta, "split": "train"})
+            metrics["dump"] = f"dumps/epoch_{epoch:04d}.{suffix}"
+        if eval_loader is None:  # labels-only data (unconstrained features): the training samples are all there is
+            metrics.update({f"eval_{k}": v for k, v in accuracy_by_group(logits, labels, groups).items()})
+            metrics["eval_split"] = "train"
+    if eval_loader is not None and (do_eval or (do_dump and cfg.run.dump_test)):
+        feats, labels, logits = collect(model, eval_loader, device, amp)
+        metrics.update({f"eval_{k}": v for k, v in accuracy_by_group(logits, labels, groups).items()})
+        metrics["eval_split"] = "test"
+        if do_dump and cfg.run.dump_test:
+            write_dump(out / "dumps-test" / f"epoch_{epoch:04d}.{suffix}", feats, labels, model, data.class_counts,
+                       cfg.run.dump_dtype, {**meta, "split": "test"})
+            metrics["dump_test"] = f"dumps-test/epoch_{epoch:04d}.{suffix}"
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+def train_one_epoch(model, cfg: Config, optimizer, scaler, loaders, epoch: int, device, amp: bool,
+                    log_prior: torch.Tensor) -> dict:
+    """One pass over the training set; returns the epoch's mean losses, last lr and eta."""
+    conv_loader, rebal_loader = loaders[:2]
+    steps = len(conv_loader)
+    seed_everything(epoch_seed(cfg.seed, 99, epoch))  # this epoch's augmentation randomness
+    for loader in (conv_loader, rebal_loader):
+        if loader is not None:
+            loader.sampler.set_epoch(epoch)
+    eta = gbbn_eta(epoch - 1, cfg.optim.epochs, cfg.gbbn.gamma) if cfg.gbbn.enabled else 1.0
+    model.train()
+    sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))  # summed on device: no sync
+    tic = time.perf_counter()
+    batches = zip(conv_loader, rebal_loader if rebal_loader is not None else repeat(None))
+    for i, (batch, rebal) in enumerate(tqdm(batches, total=steps, desc=f"epoch {epoch}/{cfg.optim.epochs}",
+                                            disable=not cfg.run.progress, leave=False, file=sys.stderr)):
+        lr = learning_rate(cfg.optim, (epoch - 1) * steps + i, steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        parts = train_step(model, cfg, optimizer, scaler, _to(batch, device), _to(rebal, device), eta, log_prior, amp)
+        for k, v in parts.items():
+            sums[k] += v.float()
+    entry = {"epoch": epoch, "lr": lr, "eta": eta, **{k: (v / steps).item() for k, v in sums.items()},
+             "train_time_s": round(time.perf_counter() - tic, 3)}
+    if not math.isfinite(entry["loss"]):
+        raise TrainingDiverged(f"training diverged in epoch {epoch}: the mean loss is {entry['loss']}; lower "
+                               "optim.lr or the loss weights.")
+    return entry
+
+
+def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Train as ``cfg`` says, writing into ``out``; returns the run record (also ``out/run.json``).
+
+    ``resume`` continues from the latest checkpoint in ``out``. ``stop_after`` ends the call after
+    that epoch, exactly as if the process had been killed there (used by tests and by time-sliced jobs).
+    """
+    out = Path(out)
+    ckpt = _open_run(cfg, out, resume)
+    device = resolve_device(cfg.run.device)
+    amp = cfg.run.amp and device.type == "cuda"
+    views = cfg.hycon.views if cfg.hycon.enabled else 1
+    data = build_data(cfg.data, views)
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg, data.num_classes, len(data.train_labels)).to(device)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
+                                momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay,
+                                nesterov=cfg.optim.nesterov)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    record = {"config": to_dict(cfg), "environment": environment(device), "status": "running",
+              "data": {"num_train": len(data.train_labels), "class_counts": data.class_counts,
+                       "class_names": data.class_names, "groups": shot_groups(data.class_counts),
+                       "imbalance_ratio": data.imbalance_ratio},
+              "model": {"parameters": num_parameters(model), "feature_dim": model.feature_dim},
+              "method": method_label(cfg), "epochs": []}
+    start = 1
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        record["epochs"], start = list(ckpt["history"]), ckpt["epoch"] + 1
+
+    loaders = make_loaders(cfg, data, device)
+    counts = torch.tensor(data.class_counts, dtype=torch.float32)
+    log_prior = (counts / counts.sum()).log().to(device)  # (C,) for logit adjustment
+
+    for epoch in range(start, cfg.optim.epochs + 1):
+        entry = train_one_epoch(model, cfg, optimizer, scaler, loaders, epoch, device, amp, log_prior)
+        entry.update(evaluate_and_dump(model, cfg, data, out, epoch, loaders, device, amp))
+        record["epochs"].append(entry)
+        if epoch == cfg.optim.epochs:
+            record["status"] = "finished"
+        save_checkpoint(out, cfg, epoch, model, optimizer, scaler, record, cfg.run.keep_checkpoints)
+        atomic_write_json(out / "run.json", record)
+        if cfg.run.progress:
+            shown = {k: entry.get(k) for k in ("loss", "eval_top1", "eval_many", "eval_medium", "eval_few")}
+            tqdm.write(f"epoch {epoch}: " + " ".join(f"{k}={v:.4g}" for k, v in shown.items() if v is not None),
+                       file=sys.stderr)
+        if stop_after is not None and epoch >= stop_after:
+            break
+    if start > cfg.optim.epochs:  # resumed a finished run: nothing to do, keep the record current
+        record["status"] = "finished"
+        atomic_write_json(out / "run.json", record)
+    return record
