@@ -7,15 +7,38 @@
 >>> nctools.analyze(means[labels], labels, weight=means).summary["nc2_cos_std_means"] < 1e-7
 True
 """
-from . import functional
-from .analysis import analyze, auto_chunk_size
-from .dump import Dump, DumpError, load_dump, save_dump
-from .result import SUMMARY_KEYS, NCResult
-from .statistics import NeuralCollapse
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "analyze", "auto_chunk_size", "functional", "NCResult", "NeuralCollapse", "SUMMARY_KEYS",
-    "Dump", "DumpError", "load_dump", "save_dump", "__version__",
-]
+# Public names and the modules they live in. Imported on first use (PEP 562), so that
+# `nctools --help` does not wait for torch.
+_HOME = {
+    "analyze": ".analysis",
+    "auto_chunk_size": ".analysis",
+    "NCResult": ".result",
+    "SUMMARY_KEYS": ".result",
+    "NeuralCollapse": ".statistics",
+    "Dump": ".dump",
+    "DumpError": ".dump",
+    "load_dump": ".dump",
+    "save_dump": ".dump",
+    "extract": ".extraction",
+}
+__all__ = [*_HOME, "functional", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        value = getattr(importlib.import_module(_HOME[name], __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    if name == "functional":
+        return importlib.import_module(".functional", __name__)
+    raise AttributeError(f"module 'nctools' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -110,7 +110,7 @@ def test_bad_device_is_a_clear_error(device, message):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_is_a_clear_error():
-    with pytest.raises(ValueError, match="CUDA is not available here"):
+    with pytest.raises(ValueError, match="no CUDA device is available here"):
         nctools.analyze(FEATS, LABELS, device="cuda")
 
 

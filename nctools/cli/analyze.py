@@ -1,0 +1,95 @@
+"""``nctools analyze PATH``: the NC metrics of one dump, checkpoint or model, with figures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .options import (center_option, device_option, format_option, groups_option, out_option, png_option,
+                      quiet_option, show_progress, split_option, status)
+
+_DESCRIBED = ("split", "epoch", "dataset", "imbalance_ratio", "method", "arch")
+
+
+def describe(dump) -> str:
+    """One line of provenance from the dump's metadata (what was analysed)."""
+    meta = dump.metadata
+    parts = [f"{key.replace('_', ' ')} {meta[key]}" for key in _DESCRIBED if key in meta]
+    return ", ".join(parts) if parts else "no metadata"
+
+
+def report_dump(dump, label: str, *, out: Path, center: str, groups, device: str, png: bool, fmt: str,
+                quiet: bool, extra_options: dict | None = None, command: str = "analyze") -> None:
+    """Analyse ``dump``, write the report into ``out`` and print the summary (the shared core of
+    ``analyze`` and ``demo``)."""
+    from .. import report
+    from ..analysis import analyze as run_analysis
+    from ..statistics import resolve_device
+
+    dev = resolve_device(device)
+    result = run_analysis(dump.features, dump.labels, dump.weight, dump.bias, dump.class_counts, center=center,
+                          device=dev, groups=groups, num_classes=dump.num_classes,
+                          progress=None if show_progress(quiet) else False)  # None: the core decides by size
+    options = {"input": label, "device": str(dev), **(extra_options or {})}
+    source = {"path": label, "metadata": dict(dump.metadata)}
+    written = report.write_analysis(out, result, dump.class_names, options, source, png=png, label=Path(label).name)
+    if fmt == "json":
+        metrics = json.loads((Path(out) / "metrics.json").read_text())
+        click.echo(json.dumps(metrics, indent=2))
+    else:
+        click.echo(report.format_summary(result, [f"nctools {command}: {label}", describe(dump)]))
+    status(f"wrote {out}/ ({', '.join(written)})", quiet)
+
+
+SHORT_HELP = "Metrics and figures of one dump, checkpoint or model."
+
+
+@click.command(short_help=SHORT_HELP)
+@click.argument("path", type=click.Path(path_type=Path))
+@out_option("nctools-report", "Folder for metrics.json, per_class.csv and the figure PDFs (created).")
+@center_option
+@split_option
+@groups_option
+@device_option
+@png_option
+@format_option
+@quiet_option
+@click.option("--arch", metavar="NAME",
+              help="Architecture of a plain state dict: 'resnet32' (allnc_train's ResNet-32) or a torchvision "
+                   "model name (resnet18, resnet50, ...).")
+@click.option("--data", type=click.Path(path_type=Path), metavar="DIR",
+              help="Images to extract features on: an image folder (DIR/<class>/*.jpg, or DIR/train and "
+                   "DIR/test of those) or a CIFAR root; for a checkpoint, overrides the dataset it names.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Images per forward pass when extracting features.")
+@click.option("--image-size", type=click.IntRange(min=8), default=None,
+              help="Side of the square input images [default: 32 for resnet32, 224 for torchvision models].")
+def analyze(path, out, center, split, groups, device, png, fmt, quiet, arch, data, batch_size, image_size):
+    """Analyse PATH: a feature dump, an allnc_train checkpoint, or a state dict with --arch.
+
+    \b
+    PATH is one of
+      a feature dump (.safetensors, .pt, .npz) with features, labels and the classifier;
+      an allnc_train checkpoint (checkpoints/epoch_*.pt): the model is rebuilt from its stored
+        config and features are extracted on the dataset it names (or --data);
+      a plain state dict (.pt, .pth, .safetensors) with --arch and --data.
+
+    Prints the metrics table (NC1, NC2 for means and classifier, ICPA with the ETF optimum, NC3,
+    NC4 and accuracy, the tail classes) and writes into --out: metrics.json, per_class.csv,
+    icpa.pdf, per_class.pdf, cosines.pdf and report.pdf (all figures), with --png also PNGs.
+
+    \b
+    Examples:
+      nctools analyze runs/c10_lt/dumps/epoch_0200.safetensors -o report/
+      nctools analyze runs/c10_lt/checkpoints/epoch_0200.pt --data data/cifar10 --split test
+      nctools analyze resnet18.pth --arch resnet18 --data images/ --format json
+    """
+    from ..sources import SourceOptions, load_source
+
+    source = SourceOptions(arch=arch, data=data, split=split, device=device, batch_size=batch_size,
+                           image_size=image_size, progress=show_progress(quiet))
+    dump = load_source(path, source)
+    extra = {"split": split or dump.split, "arch": arch, "data": None if data is None else str(data)}
+    report_dump(dump, str(path), out=out, center=center, groups=groups, device=device, png=png, fmt=fmt,
+                quiet=quiet, extra_options=extra)

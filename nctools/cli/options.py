@@ -1,0 +1,81 @@
+"""Options shared by several commands (defined once), and the error types of the CLI boundary.
+
+Exit codes: 0 success, 2 bad input (one line naming the file and the problem), 1 an unexpected
+internal error (one line; the traceback only with ``NCTOOLS_DEBUG=1``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Tuple
+
+import click
+
+DEBUG_ENV = "NCTOOLS_DEBUG"
+
+
+class BadInput(click.ClickException):
+    """A problem with what the user gave: one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+
+class InternalError(click.ClickException):
+    """A bug or an unforeseen failure: one line on stderr, exit status 1."""
+
+    exit_code = 1
+
+
+def one_line(err: BaseException) -> str:
+    """The exception's message on one line (library messages may span several)."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def _parse_groups(ctx, param, value: str) -> Tuple[float, float]:
+    try:
+        many, few = (float(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected two numbers MANY,FEW such as 100,20, got {value!r}") from None
+    if not 0 <= few <= many:
+        raise click.BadParameter(f"expected 0 <= FEW <= MANY, got MANY={many:g}, FEW={few:g}")
+    return many, few
+
+
+def out_option(default: str, help_text: str):
+    return click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=default,
+                        show_default=True, help=help_text)
+
+
+center_option = click.option(
+    "--center", type=click.Choice(["class", "sample"]), default="class", show_default=True,
+    help="Global centre of the class means: 'class' = unweighted mean of class means (the simplex "
+         "geometry under imbalance), 'sample' = sample-weighted mean (Papyan et al.).")
+groups_option = click.option(
+    "--groups", default="100,20", show_default=True, callback=_parse_groups, metavar="MANY,FEW",
+    help="Head / medium / tail split by training count: head > MANY, tail < FEW, medium in between.")
+device_option = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="Where to compute: 'auto' uses CUDA when available.")
+png_option = click.option("--png", is_flag=True, help="Also write each figure as a PNG (150 dpi).")
+format_option = click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    help="What to print on stdout: a readable table, or the numbers as JSON.")
+quiet_option = click.option("--quiet", "-q", is_flag=True,
+                            help="No progress bars or status lines on stderr (results still go to stdout).")
+split_option = click.option(
+    "--split", type=click.Choice(["train", "test"]), default=None,
+    help="Which split's features: for a model, the split to extract on [default: train]; for a run, "
+         "dumps/ (train) or dumps-test/ (test); for a dump, a check of the split it holds.")
+
+
+def show_progress(quiet: bool) -> bool:
+    """Progress bars only for a person watching: not with --quiet, not into a pipe or a log file."""
+    import sys
+
+    return not quiet and sys.stderr.isatty()
+
+
+def status(message: str, quiet: bool) -> None:
+    """A status line on stderr (stdout is for results)."""
+    if not quiet:
+        click.echo(message, err=True)

@@ -1,0 +1,50 @@
+"""``nctools track RUN_DIR``: the summary keys over epochs, from a run's dumps."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import (center_option, device_option, format_option, groups_option, png_option, quiet_option,
+                      split_option, status)
+from .runs_common import format_table, read_runs
+
+
+SHORT_HELP = "Per-epoch metrics and curves of one run."
+
+
+@click.command(short_help=SHORT_HELP)
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for track.csv and the curve PDFs (created) [default: RUN_DIR/nctools-track].")
+@split_option
+@center_option
+@groups_option
+@device_option
+@png_option
+@format_option
+@quiet_option
+def track(run_dir, out, split, center, groups, device, png, fmt, quiet):
+    """Analyse every epoch dump of RUN_DIR, in epoch order, one at a time.
+
+    Reads RUN_DIR/dumps/epoch_*.safetensors (or .pt, .npz; RUN_DIR/dumps-test with --split test;
+    or the epoch files in RUN_DIR itself) and writes into --out: track.csv (one row per epoch,
+    the summary keys of metrics.json), one curve PDF each for NC1, cos-Std of means and rows
+    (cos_std.pdf), self-duality, NC4, tail ICPA and accuracy, and report.pdf with all of them.
+
+    \b
+    Example:
+      nctools track runs/cifar10_lt_r100_allnc/ --png
+    """
+    from .. import report
+
+    (run,) = read_runs([run_dir], split=split, center=center, groups=groups, device=device, quiet=quiet)
+    out = out if out is not None else Path(run_dir) / "nctools-track"
+    written = report.write_track(out, run.table, label=Path(run_dir).name, png=png)
+    if fmt == "json":
+        click.echo(run.table.to_json(orient="records", indent=2))
+    else:
+        click.echo(f"nctools track: {run_dir} ({len(run.table)} epochs, method {run.method or '-'}, "
+                   f"imbalance ratio {run.imbalance_ratio if run.imbalance_ratio is not None else '-'})")
+        click.echo(format_table(run.table))
+    status(f"wrote {out}/ ({', '.join(written)})", quiet)

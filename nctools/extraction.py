@@ -1,0 +1,133 @@
+"""``nctools.extract``: penultimate features of any ``torch.nn.Module``, through a forward hook.
+
+The features are what enters the classifier layer, so a pre-forward hook on that layer sees them
+whatever the model's ``forward`` does before it (pooling, flattening, dropout in eval mode).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Iterable, Optional, Union
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._validation import check_inputs
+from .dump import Dump
+from .statistics import resolve_device
+
+__all__ = ["extract", "find_layer"]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    # DataParallel and DistributedDataParallel keep the real model in .module. Running that module
+    # directly on one device is what an evaluation pass wants: DataParallel would run the hook on
+    # replicas in several threads (features out of order), DDP would sync buffers for nothing.
+    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    return model
+
+
+def find_layer(model: nn.Module, layer: Optional[str] = None) -> tuple[str, nn.Module]:
+    """``(name, module)`` of the named layer, or of the last ``nn.Linear`` registered in ``model``."""
+    model = _unwrap(model)
+    if layer is not None:
+        try:
+            return layer, model.get_submodule(layer)
+        except AttributeError:
+            names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+            raise ValueError(f"the model has no layer named {layer!r}; "
+                             f"its linear layers are {names or 'none'}") from None
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer; name the classifier layer with layer=")
+    return linears[-1]
+
+
+def _not_once(name: str, calls: int) -> str:
+    if calls == 0:
+        return (f"layer {name!r} was not called in the forward pass (a model that applies its classifier "
+                "functionally, with F.linear, hides it from the hook); pass layer= naming a module that runs")
+    return f"layer {name!r} ran {calls} times in one forward pass; extract needs a layer that runs once"
+
+
+def _batch_xy(batch, index: int):
+    if isinstance(batch, dict):
+        keys = [k for k in ("image", "input", "x") if k in batch], [k for k in ("label", "target", "y") if k in batch]
+        if keys[0] and keys[1]:
+            return batch[keys[0][0]], batch[keys[1][0]]
+    elif isinstance(batch, (list, tuple)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise TypeError(f"batch {index} of the loader is a {type(batch).__name__}; extract needs (inputs, labels) "
+                    "pairs or dicts with 'image' and 'label'")
+
+
+@torch.no_grad()
+def extract(
+    model: nn.Module,
+    loader: Iterable,
+    layer: Optional[str] = None,
+    device: Union[str, torch.device] = "auto",
+    *,
+    progress: Optional[bool] = None,
+    metadata: Optional[dict] = None,
+) -> Dump:
+    """Run ``model`` over ``loader`` and return a :class:`~nctools.Dump` of the classifier's inputs.
+
+    Args:
+        model: any module, possibly wrapped in ``DataParallel`` / ``DistributedDataParallel``.
+        loader: yields ``(inputs, labels)`` (or dicts with ``image`` and ``label``).
+        layer: dotted name of the classifier layer (default: the last ``nn.Linear``); its input
+            is the feature, its ``weight`` and ``bias`` the classifier.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
+        progress: progress bar on stderr (default: when stderr is a terminal).
+        metadata: strings to store with the dump (``split``, ``dataset``, ``class_names`` ...).
+
+    The model runs in eval mode without gradients and is put back in its former mode.
+
+    >>> import torch
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    >>> data = TensorDataset(torch.randn(10, 4), torch.tensor([0, 1] * 5))
+    >>> dump = extract(net, DataLoader(data, batch_size=4), device="cpu")
+    >>> tuple(dump.features.shape), tuple(dump.weight.shape), dump.metadata["layer"]
+    ((10, 3), (2, 3), '2')
+    """
+    dev = resolve_device(device)
+    net = _unwrap(model)
+    name, head = find_layer(net, layer)
+    captured: list[torch.Tensor] = []
+
+    def grab(_module, inputs):
+        captured.append(inputs[0].detach().flatten(1).float().cpu())  # (B, d)
+
+    was_training = net.training
+    net.eval()
+    net.to(dev)
+    handle = head.register_forward_pre_hook(grab)
+    features, labels = [], []
+    if progress is None:
+        progress = sys.stderr.isatty()
+    try:
+        for i, batch in enumerate(tqdm(loader, desc="extract", unit="batch", disable=not progress, leave=False,
+                                       file=sys.stderr)):
+            x, y = _batch_xy(batch, i)
+            before = len(captured)
+            net(x.to(dev))
+            if len(captured) != before + 1:
+                raise ValueError(_not_once(name, len(captured) - before))
+            features.append(captured.pop())
+            labels.append(torch.as_tensor(y).reshape(-1).long().cpu())
+    finally:
+        handle.remove()
+        net.train(was_training)
+    if not features:
+        raise ValueError("the loader yielded no batches")
+    weight = getattr(head, "weight", None)
+    bias = getattr(head, "bias", None)
+    weight = weight.detach().float().cpu() if isinstance(weight, torch.Tensor) else None
+    bias = bias.detach().float().cpu() if isinstance(bias, torch.Tensor) and weight is not None else None
+    checked = check_inputs(torch.cat(features), torch.cat(labels), weight, bias)
+    meta = {"layer": name, **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
+    return Dump(checked.features, checked.labels, checked.weight, checked.bias, None, meta)

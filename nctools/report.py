@@ -1,0 +1,291 @@
+"""Write reports: the terminal table, ``metrics.json``, CSVs and figure PDFs (DESIGN "Outputs").
+
+Nothing partial reaches the output folder: every file of one command is built in a hidden staging
+folder beside ``--out`` and moved into place only once all of them were written (a fresh ``--out``
+is one atomic rename; into an existing one each file is replaced atomically with ``os.replace``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+__all__ = ["staged_output", "format_summary", "write_analysis", "write_track", "write_compare",
+           "analysis_figures", "track_figures", "compare_figures"]
+
+
+# --------------------------------------------------------------------------- writing files
+
+
+@contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """Yield an empty staging folder; on success move its files into ``out``, on failure drop it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: --out exists and is not a directory.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.nctools-{secrets.token_hex(4)}.tmp"
+    stage.mkdir()
+    try:
+        yield stage
+        if not out.exists():
+            os.replace(stage, out)  # one rename: --out appears complete or not at all
+            return
+        for item in sorted(stage.iterdir()):
+            os.replace(item, out / item.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _save(fig, folder: Path, stem: str, png: bool) -> List[Path]:
+    paths = [folder / f"{stem}.pdf"]
+    fig.savefig(paths[0])
+    if png:
+        paths.append(folder / f"{stem}.png")
+        fig.savefig(paths[1], dpi=150)
+    return paths
+
+
+def _save_book(figures: Dict[str, Any], path: Path) -> Path:
+    """Every figure as one page of a multi-page PDF."""
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    with PdfPages(path) as pdf:
+        for fig in figures.values():
+            pdf.savefig(fig)
+    return path
+
+
+def _write_figures(figures: Dict[str, Any], folder: Path, png: bool, book: str = "report.pdf") -> None:
+    for stem, fig in figures.items():
+        _save(fig, folder, stem, png)
+    _save_book(figures, folder / book)
+
+
+def _names(folder: Path) -> List[str]:
+    """What a staging folder holds, tables first: the list a command reports as written."""
+    return sorted((p.name for p in folder.iterdir()), key=lambda n: (n.endswith((".pdf", ".png")), n))
+
+
+def _write_json(data: dict, path: Path) -> None:
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _plain(value):
+    """JSON-safe (NaN -> None) via NCResult's own conversion rules."""
+    from .result import _plain as plain
+
+    return plain(value)
+
+
+# --------------------------------------------------------------------------- the summary table
+
+# (section title, column titles, rows of (label, summary keys or the literal "optimum"))
+_SECTIONS = (
+    ("NC1  within-class variability", ("",), (
+        ("nc1  tr(Sw Sb+)/C", ("nc1",)),
+        ("trace ratio tr(Sw)/tr(Sb)", ("nc1_trace_ratio",)),
+        ("CDNV (mean over pairs)", ("nc1_cdnv",)),
+    )),
+    ("NC2  simplex ETF", ("means", "classifier"), (
+        ("equinorm (CV of norms)", ("nc2_equinorm_means", "nc2_equinorm_classifier")),
+        ("cos-Std over pairs", ("nc2_cos_std_means", "nc2_cos_std_classifier")),
+        ("max-angle |cos + 1/(C-1)|", ("nc2_maxangle_means", "nc2_maxangle_classifier")),
+        ("ETF error", ("nc2_etf_error_means", "nc2_etf_error_classifier")),
+    )),
+    ("ICPA  degrees", ("means", "classifier", "optimum"), (
+        ("mean pairwise angle", ("icpa_mean_deg_means", "icpa_mean_deg_classifier", "icpa_optimum_deg")),
+        ("min pairwise angle", ("icpa_min_deg_means", "icpa_min_deg_classifier", "icpa_optimum_deg")),
+    )),
+    ("NC3  self-duality", ("",), (
+        ("||W/|W| - M/|M|||^2", ("nc3_self_duality",)),
+        ("W-H ETF error", ("nc3_wh_etf_error",)),
+        ("mean cos(w_c, mu_c - mu_G)", ("nc3_cos_mean",)),
+    )),
+    ("NC4 and accuracy", ("",), (
+        ("NCC mismatch", ("nc4_ncc_mismatch",)),
+        ("accuracy (classifier)", ("accuracy",)),
+        ("bias collapse ||W mu_G + b||", ("bias_collapse",)),
+    )),
+    ("Tail classes  minority collapse", ("means", "classifier", "optimum"), (
+        ("tail mean angle (deg)", ("tail_icpa_mean_deg_means", "tail_icpa_mean_deg_classifier", "icpa_optimum_deg")),
+        ("tail mean cos(w_c, mu_c)", (None, "tail_nc3_cos_mean", None)),
+    )),
+)
+_LABEL_WIDTH, _COLUMN_WIDTH = 32, 12
+
+
+def _number(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+    return str(value)
+
+
+def format_summary(result, header: Sequence[str] = ()) -> str:
+    """The readable, grouped metrics table (``-`` for null values), then the result's notes."""
+    s = result.summary
+    lines = list(header)
+    lines.append(f"{s['num_samples']} samples, {s['num_classes']} classes, dim {s['dim']}, center={s['center']}")
+    for title, columns, rows in _SECTIONS:
+        lines.append("")
+        lines.append((f"{title:<{_LABEL_WIDTH}}" + "".join(f"{c:>{_COLUMN_WIDTH}}" for c in columns)).rstrip())
+        for label, keys in rows:
+            cells = ["" if key is None else _number(s[key]) for key in keys]
+            lines.append(f"  {label:<{_LABEL_WIDTH - 2}}" + "".join(f"{c:>{_COLUMN_WIDTH}}" for c in cells).rstrip())
+    if result.notes:
+        lines.append("")
+        lines += [f"note: {note}" for note in result.notes]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- nctools analyze
+
+
+def analysis_figures(result, class_names: Optional[Sequence[str]] = None, label: str = "") -> Dict[str, Any]:
+    """``{file stem: Figure}`` of one analysis, in report order."""
+    from . import plots
+
+    suffix = f" ({label})" if label else ""
+    return {
+        "icpa": plots.icpa_heatmaps(result.icpa_means, result.icpa_classifier, result.summary["icpa_optimum_deg"],
+                                    class_names, title=f"Inter-class pairwise angles (ICPA){suffix}"),
+        "per_class": plots.per_class_bars(result.per_class, class_names,
+                                          title=f"Per-class norms and self-duality against class size{suffix}"),
+        "cosines": plots.cosine_histogram(result.icpa_means, result.icpa_classifier, result.summary["num_classes"],
+                                          title=f"Pairwise cosines{suffix}"),
+    }
+
+
+def write_analysis(out: Path, result, class_names: Optional[Sequence[str]], options: dict, source: dict,
+                   png: bool = False, label: str = "") -> List[str]:
+    """metrics.json, per_class.csv, icpa/per_class/cosines PDFs and report.pdf into ``out``;
+    returns the names of the files written."""
+    figures = analysis_figures(result, class_names, label)
+    metrics = result.to_dict()
+    metrics["options"] = {**metrics["options"], **options}
+    metrics["source"] = source
+    table = result.per_class.copy()
+    if class_names is not None:
+        table.insert(1, "name", [class_names[c] for c in table["class"]])
+    with staged_output(out) as stage:
+        _write_json(_plain(metrics), stage / "metrics.json")
+        table.to_csv(stage / "per_class.csv", index=False)
+        _write_figures(figures, stage, png)
+        written = _names(stage)
+    return written
+
+
+# --------------------------------------------------------------------------- nctools track
+
+
+def _epoch_panel(table, ylabel, columns: Dict[str, str], **kw):
+    from .plots import Panel
+
+    x = table["epoch"].tolist()
+    # No axes title: a one-panel figure's suptitle already says what it shows.
+    return Panel("", ylabel, {label: (x, table[col].tolist()) for label, col in columns.items()}, **kw)
+
+
+def track_figures(table, label: str = "") -> Dict[str, Any]:
+    """One curve figure per quantity over epochs."""
+    from .plots import curves
+
+    optimum = table["icpa_optimum_deg"].iloc[-1] if len(table) else None
+    specs = {
+        "nc1": ("NC1 within-class variability", "tr(Sw Sb+)/C", {"NC1": "nc1"}, dict(logy=True)),
+        "cos_std": ("NC2 cos-Std", "std of pairwise cosines",
+                    {"means": "nc2_cos_std_means", "classifier": "nc2_cos_std_classifier"}, {}),
+        "self_duality": ("NC3 self-duality", "||W/|W| - M/|M|||^2", {"self-duality": "nc3_self_duality"}, {}),
+        "nc4": ("NC4 nearest-class-centre mismatch", "fraction of samples", {"NC4": "nc4_ncc_mismatch"}, {}),
+        "tail_icpa": ("Tail ICPA", "mean pairwise angle (degrees)",
+                      {"means": "tail_icpa_mean_deg_means", "classifier": "tail_icpa_mean_deg_classifier"},
+                      dict(hline=optimum)),
+        "accuracy": ("Accuracy of the classifier", "fraction correct", {"accuracy": "accuracy"}, {}),
+    }
+    title = f" ({label})" if label else ""
+    return {stem: curves([_epoch_panel(table, y, cols, **kw)], "epoch", f"{t}{title}")
+            for stem, (t, y, cols, kw) in specs.items()}
+
+
+def write_track(out: Path, table, label: str = "", png: bool = False) -> List[str]:
+    """track.csv and the curve PDFs (and report.pdf with every curve) into ``out``; returns the file names."""
+    figures = track_figures(table, label)
+    with staged_output(out) as stage:
+        table.to_csv(stage / "track.csv", index=False)
+        _write_figures(figures, stage, png)
+        written = _names(stage)
+    return written
+
+
+# --------------------------------------------------------------------------- nctools compare
+
+
+def compare_figures(tracks, labels: Sequence[str]) -> Dict[str, Any]:
+    """The paper's side-by-side figures for several runs (``tracks``: :class:`~nctools.runs.RunTrack`)."""
+    from .plots import Panel, curves, icpa_grid
+
+    optimum = tracks[0].last.summary["icpa_optimum_deg"]
+    figures = {"icpa_grid": icpa_grid([(lab, t.last.icpa_means, t.last.icpa_classifier)
+                                       for lab, t in zip(labels, tracks)], optimum, tracks[0].class_names)}
+
+    def over_epochs(key):
+        return {lab: (t.table["epoch"].tolist(), t.table[key].tolist()) for lab, t in zip(labels, tracks)}
+
+    figures["cos_std"] = curves([Panel("cos-Std of centred means", "std of pairwise cosines",
+                                       over_epochs("nc2_cos_std_means")),
+                                 Panel("cos-Std of classifier rows", "std of pairwise cosines",
+                                       over_epochs("nc2_cos_std_classifier"))], "epoch", "NC2 cos-Std")
+    figures["self_duality"] = curves([Panel("self-duality", "||W/|W| - M/|M|||^2", over_epochs("nc3_self_duality")),
+                                      Panel("mean cos(w_c, mu_c - mu_G)", "cosine", over_epochs("nc3_cos_mean"))],
+                                     "epoch", "NC3 self-duality")
+    ratios = {t.imbalance_ratio for t in tracks}
+    if None not in ratios and len(ratios) > 1:
+        figures["vs_ratio"] = _ratio_figure(tracks, labels)
+    return figures
+
+
+def _ratio_figure(tracks, labels):
+    """Last-epoch quantities against the imbalance ratio, one line per method."""
+    from .plots import Panel, curves
+
+    groups: Dict[str, list] = {}
+    for lab, t in zip(labels, tracks):
+        groups.setdefault(t.method or "runs", []).append(t)
+    panels = []
+    for key, title in (("nc2_cos_std_means", "cos-Std of means"), ("nc2_cos_std_classifier", "cos-Std of rows"),
+                       ("nc3_self_duality", "self-duality")):
+        lines = {}
+        for method, members in groups.items():
+            members = sorted(members, key=lambda t: t.imbalance_ratio)
+            lines[method] = ([t.imbalance_ratio for t in members], [t.last.summary[key] for t in members])
+        panels.append(Panel(title, key, lines, logx=True))
+    return curves(panels, "imbalance ratio", "Last epoch against the imbalance ratio")
+
+
+def compare_table(tracks, labels: Sequence[str]):
+    """One row per run: label, run directory, method, imbalance ratio, last epoch, summary keys."""
+    import pandas as pd
+
+    rows = []
+    for lab, t in zip(labels, tracks):
+        last = t.table.iloc[-1].to_dict()
+        rows.append({"label": lab, "run_dir": str(t.run_dir), "method": t.method,
+                     "imbalance_ratio": t.imbalance_ratio, **last})
+    return pd.DataFrame(rows)
+
+
+def write_compare(out: Path, tracks, labels: Sequence[str], png: bool = False) -> List[str]:
+    """compare.csv (last epoch per run) and the side-by-side figure PDFs into ``out``; returns the file names."""
+    figures = compare_figures(tracks, labels)
+    table = compare_table(tracks, labels)
+    with staged_output(out) as stage:
+        table.to_csv(stage / "compare.csv", index=False)
+        _write_figures(figures, stage, png)
+        written = _names(stage)
+    return written

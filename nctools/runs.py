@@ -1,0 +1,77 @@
+"""Run directories: the per-epoch dumps a training run writes, analysed one at a time.
+
+A run directory holds ``dumps/epoch_0001.safetensors`` ... (train split) and, optionally,
+``dumps-test/epoch_*`` (DESIGN "Inputs"). ``track_run`` streams over them in epoch order: one dump
+is in memory at a time, and only its summary row (and the last epoch's full result) is kept.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import pandas as pd
+
+from .dump import load_dump
+from .result import SUMMARY_KEYS, NCResult
+from .sources import SourceError
+
+__all__ = ["RunTrack", "epoch_dumps", "track_run"]
+
+_DUMP_NAME = re.compile(r"epoch_(\d+)\.(safetensors|pt|npz)")
+_FOLDERS = {"train": "dumps", "test": "dumps-test"}
+
+
+@dataclass
+class RunTrack:
+    """The summary keys per epoch of one run, and the last epoch's full result."""
+
+    run_dir: Path
+    table: pd.DataFrame  # one row per epoch: epoch, then SUMMARY_KEYS
+    last: NCResult
+    metadata: dict  # the last dump's metadata
+    class_names: Optional[list]
+    imbalance_ratio: Optional[float]
+    method: Optional[str]
+
+
+def epoch_dumps(run_dir, split: str = "train") -> list[Path]:
+    """``run_dir/dumps/epoch_*.{safetensors,pt,npz}`` in epoch order (or the epoch files in run_dir itself)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise SourceError(f"{run_dir}: {'no such directory' if not run_dir.exists() else 'is not a directory'}; "
+                          "track and compare take run directories holding dumps/epoch_*.safetensors.")
+    folder = run_dir / _FOLDERS[split]
+    if not folder.is_dir():
+        folder = run_dir
+    found: dict[int, Path] = {}
+    for path in folder.iterdir():
+        match = _DUMP_NAME.fullmatch(path.name)
+        if match and path.is_file():
+            epoch = int(match.group(1))
+            if epoch in found:
+                raise SourceError(f"{run_dir}: two dumps for epoch {epoch} ({found[epoch].name}, {path.name}).")
+            found[epoch] = path
+    if not found:
+        raise SourceError(f"{run_dir}: no {_FOLDERS[split]}/epoch_*.safetensors (or .pt, .npz) files.")
+    return [found[e] for e in sorted(found)]
+
+
+def track_run(run_dir, *, split: str = "train", center: str = "class", groups: Sequence[float] = (100, 20),
+              device: str = "auto", on_epoch: Optional[Callable[[Path], None]] = None) -> RunTrack:
+    """Analyse every epoch dump of a run in order; ``on_epoch(path)`` is called after each (progress)."""
+    from .analysis import analyze
+
+    rows, last, dump = [], None, None
+    for path in epoch_dumps(run_dir, split):
+        dump = load_dump(path)
+        last = analyze(dump.features, dump.labels, dump.weight, dump.bias, dump.class_counts, center=center,
+                       device=device, groups=groups, num_classes=dump.num_classes, progress=False)
+        epoch = dump.epoch if dump.epoch is not None else int(_DUMP_NAME.fullmatch(path.name).group(1))
+        rows.append({"epoch": epoch, **{key: last.summary[key] for key in SUMMARY_KEYS}})
+        if on_epoch is not None:
+            on_epoch(path)
+    table = pd.DataFrame(rows, columns=["epoch", *SUMMARY_KEYS])
+    return RunTrack(Path(run_dir), table, last, dict(dump.metadata), dump.class_names, dump.imbalance_ratio,
+                    dump.method)

@@ -1,0 +1,143 @@
+"""Helpers shared by the CLI tests (synthetic dumps and runs), and the CLI-wide checks: help
+texts, exit codes of internal errors, and every command once as a real subprocess."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import nctools
+from nctools.cli import cli
+from nctools.geometry import simplex_etf
+
+COUNTS = (150, 60, 30, 15, 8, 4)  # head, medium and tail classes
+NAMES = ["ant", "bee", "cat", "dog", "eel", "fox"]
+
+
+def make_dump(path: Path, *, counts=COUNTS, noise: float = 0.3, epoch: int = 1, ratio=None, method="ce",
+              classifier: bool = True, seed: int = 0, **meta) -> Path:
+    """A small dump: noisy simplex-ETF class means, a classifier near the means, metadata."""
+    g = torch.Generator().manual_seed(seed)
+    c, d = len(counts), 8
+    means = 3 * simplex_etf(c, d, dtype=torch.float32)
+    labels = torch.arange(c).repeat_interleave(torch.tensor(counts))
+    features = means[labels] + noise * torch.randn(len(labels), d, generator=g)
+    weight = means + 0.1 * torch.randn(c, d, generator=g) if classifier else None
+    bias = torch.zeros(c) if classifier else None
+    metadata = {"epoch": epoch, "split": "train", "dataset": "synthetic", "method": method,
+                "class_names": NAMES[:c], **meta}
+    if ratio is not None:
+        metadata["imbalance_ratio"] = ratio
+    return nctools.save_dump(path, features, labels, weight=weight, bias=bias, metadata=metadata)
+
+
+def make_run(run_dir: Path, epochs=(1, 2, 3), **kw) -> Path:
+    """A run directory with one dump per epoch, collapsing as the epochs go on."""
+    for e in epochs:
+        make_dump(run_dir / "dumps" / f"epoch_{e:04d}.safetensors", epoch=e, noise=1.0 / e, seed=e, **kw)
+    return run_dir
+
+
+def invoke(*args, env=None):
+    return CliRunner(env=env).invoke(cli, [str(a) for a in args])
+
+
+def pdf_pages(path: Path) -> int:
+    import pypdfium2
+
+    pdf = pypdfium2.PdfDocument(str(path))
+    try:
+        return len(pdf)
+    finally:
+        pdf.close()
+
+
+def leftovers(folder: Path) -> list:
+    """Staging folders or temporary files that a command failed to clean up."""
+    return [p.name for p in folder.rglob("*") if ".nctools-" in p.name or p.name.endswith(".tmp")]
+
+
+# --------------------------------------------------------------------------- help and exit codes
+
+
+def test_help_lists_every_command():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for name in ("analyze", "track", "compare", "demo"):
+        assert name in result.output
+    assert "Exit status" in result.output
+
+
+@pytest.mark.parametrize("command, words", [
+    ("analyze", ["--out", "--center", "--split", "--groups", "--device", "--png", "--format", "--quiet",
+                 "--arch", "--data", "Examples"]),
+    ("track", ["--out", "track.csv", "--split", "--png", "Example"]),
+    ("compare", ["--labels", "icpa_grid.pdf", "vs_ratio.pdf", "Example"]),
+    ("demo", ["--out", "nctools-demo", "make_demo_dump.py"]),
+])
+def test_every_subcommand_help_is_complete(command, words):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    for word in words:
+        assert word in result.output, word
+
+
+def test_unexpected_error_exits_1_with_one_line(tmp_path, monkeypatch):
+    import nctools.report
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("figure engine fell over")
+
+    monkeypatch.setattr(nctools.report, "analysis_figures", boom)
+    dump = make_dump(tmp_path / "d.safetensors")
+    result = invoke("analyze", dump, "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "internal error" in result.stderr and "NCTOOLS_DEBUG=1" in result.stderr
+    assert not (tmp_path / "out").exists()
+    debug = invoke("analyze", dump, "--out", tmp_path / "out", env={"NCTOOLS_DEBUG": "1"})
+    assert isinstance(debug.exception, RuntimeError)  # the traceback is there when asked for
+
+
+def test_failure_while_writing_leaves_no_partial_output(tmp_path, monkeypatch):
+    import nctools.report
+
+    def broken_book(figures, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nctools.report, "_save_book", broken_book)  # after metrics.json was staged
+    result = invoke("analyze", make_dump(tmp_path / "d.safetensors"), "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "disk full" in result.stderr
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- the console script
+
+
+def _console(*args, cwd):
+    exe = shutil.which("nctools")
+    assert exe, "the nctools console script is not installed (pip install -e .)"
+    return subprocess.run([exe, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=240)
+
+
+def test_console_script_runs_every_command(tmp_path):
+    run_a = make_run(tmp_path / "run_a", ratio=10)
+    run_b = make_run(tmp_path / "run_b", ratio=100)
+    dump = run_a / "dumps" / "epoch_0003.safetensors"
+    done = _console("analyze", dump, "--out", "rep", "--quiet", "--format", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout)["summary"]) == set(nctools.SUMMARY_KEYS) and done.stderr == ""
+    done = _console("track", run_a, "--out", "trk", cwd=tmp_path)
+    assert done.returncode == 0 and (tmp_path / "trk" / "track.csv").is_file(), done.stderr
+    done = _console("compare", run_a, run_b, "--out", "cmp", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0 and (tmp_path / "cmp" / "vs_ratio.pdf").is_file(), done.stderr
+    done = _console("demo", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0 and (tmp_path / "nctools-demo" / "report.pdf").is_file(), done.stderr
+    bad = _console("analyze", tmp_path / "missing.pt", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines() == [f"Error: {tmp_path / 'missing.pt'}: no such file."]
