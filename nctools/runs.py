@@ -14,12 +14,13 @@ from typing import Callable, Optional, Sequence
 import pandas as pd
 
 from .dump import load_dump
+from .rows import shard_paths
 from .result import SUMMARY_KEYS, NCResult
-from .sources import SourceError
+from .sources import SourceError, analyze_source
 
 __all__ = ["RunTrack", "epoch_dumps", "track_run"]
 
-_DUMP_NAME = re.compile(r"epoch_(\d+)\.(safetensors|pt|npz)")
+_DUMP_NAME = re.compile(r"epoch_(\d+)(\.(safetensors|pt|npz))?")  # a file, or a folder of part-* shards
 _FOLDERS = {"train": "dumps", "test": "dumps-test"}
 
 
@@ -48,7 +49,7 @@ def epoch_dumps(run_dir, split: str = "train") -> list[Path]:
     found: dict[int, Path] = {}
     for path in folder.iterdir():
         match = _DUMP_NAME.fullmatch(path.name)
-        if match and path.is_file():
+        if match and (path.is_file() if match.group(2) else path.is_dir() and bool(shard_paths(path))):
             epoch = int(match.group(1))
             if epoch in found:
                 raise SourceError(f"{run_dir}: two dumps for epoch {epoch} ({found[epoch].name}, {path.name}).")
@@ -61,13 +62,10 @@ def epoch_dumps(run_dir, split: str = "train") -> list[Path]:
 def track_run(run_dir, *, split: str = "train", center: str = "class", groups: Sequence[float] = (100, 20),
               device: str = "auto", on_epoch: Optional[Callable[[Path], None]] = None) -> RunTrack:
     """Analyse every epoch dump of a run in order; ``on_epoch(path)`` is called after each (progress)."""
-    from .analysis import analyze
-
     rows, last, dump = [], None, None
     for path in epoch_dumps(run_dir, split):
-        dump = load_dump(path)
-        last = analyze(dump.features, dump.labels, dump.weight, dump.bias, dump.class_counts, center=center,
-                       device=device, groups=groups, num_classes=dump.num_classes, progress=False)
+        dump = load_dump(path, lazy=True)  # one epoch at a time, its features read chunk by chunk
+        last = analyze_source(path, dump, center=center, device=device, groups=groups, progress=False)
         epoch = dump.epoch if dump.epoch is not None else int(_DUMP_NAME.fullmatch(path.name).group(1))
         rows.append({"epoch": epoch, **{key: last.summary[key] for key in SUMMARY_KEYS}})
         if on_epoch is not None:

@@ -21,6 +21,7 @@ from typing import Any, Optional
 import torch
 
 from .dump import Dump, DumpError, load_dump
+from .rows import shard_paths
 
 __all__ = ["SourceError", "SourceOptions", "load_source", "DUMP_SUFFIXES", "MODEL_SUFFIXES"]
 
@@ -37,6 +38,18 @@ class SourceError(DumpError):
 
 def _error(path, problem: str) -> SourceError:
     return SourceError(f"{path}: {problem.rstrip().rstrip('.')}.")
+
+
+def analyze_source(path, dump: Dump, **kwargs):
+    """``nctools.analyze`` of a loaded dump; a problem found while its features are read (NaN in a
+    lazily read file, say) names the file like every other input error."""
+    from .analysis import analyze
+
+    try:
+        return analyze(dump.features, dump.labels, dump.weight, dump.bias, dump.class_counts,
+                       num_classes=dump.num_classes, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise _error(path, str(err)) from err
 
 
 @dataclass
@@ -56,8 +69,10 @@ def load_source(path, options: Optional[SourceOptions] = None) -> Dump:
     """A dump of the features, labels and classifier that ``path`` (with ``options``) stands for."""
     path, options = Path(path), options or SourceOptions()
     if path.is_dir():
-        raise _error(path, "is a directory; analyze takes a dump, a checkpoint or a state dict "
-                           "(for a run directory use nctools track)")
+        if shard_paths(path):  # one epoch's dump written as part-*.safetensors shards
+            return _as_dump(path, options)
+        raise _error(path, "is a directory; analyze takes a dump (or a folder of part-*.safetensors shards), "
+                           "a checkpoint or a state dict (for a run directory use nctools track)")
     if not path.exists():
         raise _error(path, "no such file")
     suffix = path.suffix.lower()
@@ -84,7 +99,7 @@ def load_source(path, options: Optional[SourceOptions] = None) -> Dump:
 
 
 def _as_dump(path: Path, options: SourceOptions) -> Dump:
-    dump = load_dump(path)
+    dump = load_dump(path, lazy=True)  # safetensors features stay on disk: analyze streams them
     if options.split is not None and dump.split is not None and dump.split != options.split:
         raise _error(path, f"the dump holds the {dump.split} split, but --split {options.split} was asked for")
     return dump

@@ -46,3 +46,29 @@ def test_track_takes_a_folder_of_epoch_files(tmp_path):
     result = invoke("track", folder, "--out", tmp_path / "out", "--quiet")
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "out" / "track.csv")) == 2
+
+
+def test_track_and_analyze_read_sharded_epochs(tmp_path):
+    """Epochs written as dumps/epoch_NNNN/part-*.safetensors (one shard per process) read as one."""
+    import torch
+    from click.testing import CliRunner
+
+    import nctools
+    from nctools.cli import cli
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat(30)
+    weight = torch.randn(4, 6, generator=gen)
+    for epoch in (1, 2):
+        feats = torch.randn(4, 6, generator=gen)[labels] + 0.3 * torch.randn(120, 6, generator=gen)
+        folder = tmp_path / "run" / "dumps" / f"epoch_{epoch:04d}"
+        for part, rows in enumerate((slice(0, 50), slice(50, 120))):
+            nctools.save_dump(folder / f"part-{part:04d}.safetensors", feats[rows], labels[rows], weight,
+                              metadata={"epoch": epoch})
+    result = CliRunner().invoke(cli, ["track", str(tmp_path / "run"), "--out", str(tmp_path / "track"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "track" / "track.csv").read_text().count("\n") == 3  # header + 2 epochs
+    result = CliRunner().invoke(cli, ["analyze", str(folder), "--out", str(tmp_path / "one"), "--quiet",
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert '"num_samples": 120' in result.output

@@ -24,13 +24,12 @@ def report_dump(dump, label: str, *, out: Path, center: str, groups, device: str
     """Analyse ``dump``, write the report into ``out`` and print the summary (the shared core of
     ``analyze`` and ``demo``)."""
     from .. import report
-    from ..analysis import analyze as run_analysis
+    from ..sources import analyze_source
     from ..statistics import resolve_device
 
     dev = resolve_device(device)
-    result = run_analysis(dump.features, dump.labels, dump.weight, dump.bias, dump.class_counts, center=center,
-                          device=dev, groups=groups, num_classes=dump.num_classes,
-                          progress=None if show_progress(quiet) else False)  # None: the core decides by size
+    result = analyze_source(label, dump, center=center, device=dev, groups=groups,
+                            progress=None if show_progress(quiet) else False)  # None: the core decides by size
     options = {"input": label, "device": str(dev), **(extra_options or {})}
     source = {"path": label, "metadata": dict(dump.metadata)}
     written = report.write_analysis(out, result, dump.class_names, options, source, png=png, label=Path(label).name)
