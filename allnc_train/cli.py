@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"allnc-train: interrupted; continue with: allnc-train --out {args.out} --resume", file=sys.stderr)
         return 130
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone prints the summary
+        return 0
     last = record["epochs"][-1] if record["epochs"] else {}
     print(json.dumps({"out": str(args.out), "status": record["status"], "epoch": last.get("epoch"),
                       **{k: last.get(k) for k in ("eval_top1", "eval_many", "eval_medium", "eval_few")}}))

@@ -84,12 +84,20 @@ def update_running_stats(model: NCModel, cfg: Config, stats) -> None:
 
 
 def train_step(model: NCModel, cfg: Config, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               batch, rebal_batch, eta: float, log_prior: torch.Tensor, autocast: bool) -> dict[str, torch.Tensor]:
-    """Forward, backward, optimiser step, running-statistics update. Returns the logged parts."""
+               batch, rebal_batch, eta: float, log_prior: torch.Tensor, autocast: bool, loss_forward=None
+               ) -> dict[str, torch.Tensor]:
+    """Forward, backward, optimiser step, running-statistics update. Returns the logged parts.
+
+    ``loss_forward``: :func:`training_loss` wrapped in DistributedDataParallel (see ``distributed.wrap``)
+    when training across processes; None computes the loss directly.
+    """
     device_type = "cuda" if next(model.parameters()).is_cuda else "cpu"
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type, dtype=torch.float16, enabled=autocast):
-        loss, parts, stats = training_loss(model, cfg, batch, rebal_batch, eta, log_prior)
+        if loss_forward is None:
+            loss, parts, stats = training_loss(model, cfg, batch, rebal_batch, eta, log_prior)
+        else:
+            loss, parts, stats = loss_forward(batch, rebal_batch, eta, log_prior)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()

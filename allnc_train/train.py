@@ -10,6 +10,10 @@ Run directory layout::
 Reproducibility: the model is initialised from ``seed``; every epoch re-seeds python, numpy and
 torch from (seed, epoch) and every sampler draws from its own (seed, stream, epoch) generator, so a
 run resumed from the checkpoint of epoch k repeats epochs k+1.. exactly (bitwise on the CPU).
+
+Across processes (``torchrun``, DistributedDataParallel) the hooks in :mod:`allnc_train.distributed`
+shard the samplers and evaluation sets, merge losses and accuracies, gather the dumps to rank 0 and
+leave all writing to rank 0; on one process each hook is the identity.
 """
 from __future__ import annotations
 
@@ -28,9 +32,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from . import distributed
 from .config import Config, flatten, from_dict, to_dict
 from .data import DataBundle, build_data, shot_groups
-from .evaluate import accuracy_by_group, collect, write_dump
+from .evaluate import collect, write_dump
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from .io import atomic_write_json
 from .models import build_model, num_parameters
@@ -104,17 +109,18 @@ def _to(batch, device):
 def make_loaders(cfg: Config, data: DataBundle, device: torch.device):
     """(conventional loader, re-balancing loader or None, train-eval loader, eval loader or None)."""
     pin = device.type == "cuda"
-    common = dict(batch_size=cfg.optim.batch_size, num_workers=cfg.data.num_workers, pin_memory=pin,
-                  persistent_workers=False)
+    common = dict(batch_size=distributed.local_batch_size(cfg.optim.batch_size), num_workers=cfg.data.num_workers,
+                  pin_memory=pin, persistent_workers=False)
+    shard, block = distributed.shard_sampler, distributed.shard_dataset  # this rank's share; identity on one
     conv = ClassAwareSampler(data.train_labels, data.class_counts, "instance", cfg.seed, stream=0)
-    loaders = [DataLoader(data.train, sampler=conv, **common)]
+    loaders = [DataLoader(data.train, sampler=shard(conv), **common)]
     if cfg.gbbn.enabled:
         rebal = ClassAwareSampler(data.train_labels, data.class_counts, cfg.gbbn.sampler, cfg.seed, stream=1)
-        loaders.append(DataLoader(data.train, sampler=rebal, **common))
+        loaders.append(DataLoader(data.train, sampler=shard(rebal), **common))
     else:
         loaders.append(None)
-    loaders.append(DataLoader(data.train_eval, shuffle=False, **common))
-    loaders.append(DataLoader(data.test, shuffle=False, **common) if data.test is not None else None)
+    loaders.append(DataLoader(block(data.train_eval), shuffle=False, **common))
+    loaders.append(DataLoader(block(data.test), shuffle=False, **common) if data.test is not None else None)
     return loaders
 
 
@@ -160,7 +166,11 @@ def stored_config(out: Path) -> Config:
 # ---------------------------------------------------------------------------------------------
 
 def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: int, loaders, device, amp) -> dict:
-    """Evaluate and write this epoch's dumps as the config asks; returns the metrics to log."""
+    """Evaluate and write this epoch's dumps as the config asks; returns the metrics to log.
+
+    Across processes each rank evaluates its block, accuracies are merged and rank 0 writes the dumps.
+    """
+    accuracy_by_group = distributed.accuracy_by_group  # over every rank's samples; the plain one on one process
     _, _, train_loader, eval_loader = loaders
     last = epoch == cfg.optim.epochs
     do_eval = last or epoch % cfg.run.eval_every == 0
@@ -174,8 +184,8 @@ def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: in
         feats, labels, logits = collect(model, train_loader, device, amp)
         metrics["train_top1"] = accuracy_by_group(logits, labels, groups)["top1"]
         if do_dump:
-            write_dump(out / "dumps" / f"epoch_{epoch:04d}.{suffix}", feats, labels, model, data.class_counts,
-                       cfg.run.dump_dtype, {**meta, "split": "train"})
+            _write_dump(out / "dumps" / f"epoch_{epoch:04d}.{suffix}", feats, labels, model, data.class_counts,
+                        cfg.run.dump_dtype, {**meta, "split": "train"})
             metrics["dump"] = f"dumps/epoch_{epoch:04d}.{suffix}"
         if eval_loader is None:  # labels-only data (unconstrained features): the training samples are all there is
             metrics.update({f"eval_{k}": v for k, v in accuracy_by_group(logits, labels, groups).items()})
@@ -185,10 +195,17 @@ def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: in
         metrics.update({f"eval_{k}": v for k, v in accuracy_by_group(logits, labels, groups).items()})
         metrics["eval_split"] = "test"
         if do_dump and cfg.run.dump_test:
-            write_dump(out / "dumps-test" / f"epoch_{epoch:04d}.{suffix}", feats, labels, model, data.class_counts,
-                       cfg.run.dump_dtype, {**meta, "split": "test"})
+            _write_dump(out / "dumps-test" / f"epoch_{epoch:04d}.{suffix}", feats, labels, model, data.class_counts,
+                        cfg.run.dump_dtype, {**meta, "split": "test"})
             metrics["dump_test"] = f"dumps-test/epoch_{epoch:04d}.{suffix}"
     return metrics
+
+
+def _write_dump(path: Path, feats, labels, *args) -> None:
+    """``write_dump`` of every rank's rows, gathered to rank 0 in rank order (plain on one process)."""
+    gathered = distributed.gather_to_main(feats, labels)
+    if gathered is not None:
+        write_dump(path, *gathered, *args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,11 +213,14 @@ def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: in
 # ---------------------------------------------------------------------------------------------
 
 def train_one_epoch(model, cfg: Config, optimizer, scaler, loaders, epoch: int, device, amp: bool,
-                    log_prior: torch.Tensor) -> dict:
-    """One pass over the training set; returns the epoch's mean losses, last lr and eta."""
+                    log_prior: torch.Tensor, loss_forward=None) -> dict:
+    """One pass over the training set; returns the epoch's mean losses, last lr and eta.
+
+    ``loss_forward``: the DistributedDataParallel-wrapped loss when training across processes.
+    """
     conv_loader, rebal_loader = loaders[:2]
     steps = len(conv_loader)
-    seed_everything(epoch_seed(cfg.seed, 99, epoch))  # this epoch's augmentation randomness
+    seed_everything(epoch_seed(cfg.seed, 99 + 1000 * distributed.rank(), epoch))  # augmentation randomness
     for loader in (conv_loader, rebal_loader):
         if loader is not None:
             loader.sampler.set_epoch(epoch)
@@ -210,13 +230,17 @@ def train_one_epoch(model, cfg: Config, optimizer, scaler, loaders, epoch: int, 
     tic = time.perf_counter()
     batches = zip(conv_loader, rebal_loader if rebal_loader is not None else repeat(None))
     for i, (batch, rebal) in enumerate(tqdm(batches, total=steps, desc=f"epoch {epoch}/{cfg.optim.epochs}",
-                                            disable=not cfg.run.progress, leave=False, file=sys.stderr)):
+                                            disable=not (cfg.run.progress and distributed.is_main()), leave=False,
+                                            file=sys.stderr)):
         lr = learning_rate(cfg.optim, (epoch - 1) * steps + i, steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        parts = train_step(model, cfg, optimizer, scaler, _to(batch, device), _to(rebal, device), eta, log_prior, amp)
+        parts = train_step(model, cfg, optimizer, scaler, _to(batch, device), _to(rebal, device), eta, log_prior, amp,
+                           loss_forward)
         for k, v in parts.items():
             sums[k] += v.float()
+    sums = distributed.mean_over_ranks(sums)  # the same on every rank, so all ranks agree on divergence
+    distributed.sync_buffers(model)  # evaluate and checkpoint rank 0's running statistics everywhere
     entry = {"epoch": epoch, "lr": lr, "eta": eta, **{k: (v / steps).item() for k, v in sums.items()},
              "train_time_s": round(time.perf_counter() - tic, 3)}
     if not math.isfinite(entry["loss"]):
@@ -231,9 +255,13 @@ def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | 
     ``resume`` continues from the latest checkpoint in ``out``. ``stop_after`` ends the call after
     that epoch, exactly as if the process had been killed there (used by tests and by time-sliced jobs).
     """
-    out = Path(out)
-    ckpt = _open_run(cfg, out, resume)
-    device = resolve_device(cfg.run.device)
+    with distributed.process_group(resolve_device(cfg.run.device)) as device:  # joins torchrun's group, if any
+        return _train(cfg, Path(out), device, resume, stop_after)
+
+
+def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_after: int | None) -> dict:
+    ckpt = _open_run(cfg, out, resume)  # every rank checks before any can write (DDP's set-up is collective)
+    main = distributed.is_main()  # only rank 0 writes
     amp = cfg.run.amp and device.type == "cuda"
     views = cfg.hycon.views if cfg.hycon.enabled else 1
     data = build_data(cfg.data, views)
@@ -244,7 +272,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | 
                                 momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay,
                                 nesterov=cfg.optim.nesterov)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    record = {"config": to_dict(cfg), "environment": environment(device), "status": "running",
+    record = {"config": to_dict(cfg), "environment": {**environment(device), **distributed.describe()},
+              "status": "running",
               "data": {"num_train": len(data.train_labels), "class_counts": data.class_counts,
                        "class_names": data.class_names, "groups": shot_groups(data.class_counts),
                        "imbalance_ratio": data.imbalance_ratio},
@@ -257,19 +286,22 @@ def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | 
         scaler.load_state_dict(ckpt["scaler"])
         record["epochs"], start = list(ckpt["history"]), ckpt["epoch"] + 1
 
+    loss_forward = distributed.wrap(model, cfg, device)  # DistributedDataParallel across processes, else None
     loaders = make_loaders(cfg, data, device)
     counts = torch.tensor(data.class_counts, dtype=torch.float32)
     log_prior = (counts / counts.sum()).log().to(device)  # (C,) for logit adjustment
 
     for epoch in range(start, cfg.optim.epochs + 1):
-        entry = train_one_epoch(model, cfg, optimizer, scaler, loaders, epoch, device, amp, log_prior)
+        entry = train_one_epoch(model, cfg, optimizer, scaler, loaders, epoch, device, amp, log_prior, loss_forward)
         entry.update(evaluate_and_dump(model, cfg, data, out, epoch, loaders, device, amp))
         record["epochs"].append(entry)
         if epoch == cfg.optim.epochs:
             record["status"] = "finished"
-        save_checkpoint(out, cfg, epoch, model, optimizer, scaler, record, cfg.run.keep_checkpoints)
-        atomic_write_json(out / "run.json", record)
-        if cfg.run.progress:
+        if main:
+            save_checkpoint(out, cfg, epoch, model, optimizer, scaler, record, cfg.run.keep_checkpoints)
+            atomic_write_json(out / "run.json", record)
+        distributed.barrier()  # nobody runs ahead of a checkpoint being written
+        if cfg.run.progress and main:
             shown = {k: entry.get(k) for k in ("loss", "eval_top1", "eval_many", "eval_medium", "eval_few")}
             tqdm.write(f"epoch {epoch}: " + " ".join(f"{k}={v:.4g}" for k, v in shown.items() if v is not None),
                        file=sys.stderr)
@@ -277,5 +309,6 @@ def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | 
             break
     if start > cfg.optim.epochs:  # resumed a finished run: nothing to do, keep the record current
         record["status"] = "finished"
-        atomic_write_json(out / "run.json", record)
+        if main:
+            atomic_write_json(out / "run.json", record)
     return record
