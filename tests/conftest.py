@@ -37,3 +37,13 @@ def cifar10_root(tmp_path_factory) -> Path:
     if not candidates:
         pytest.fail(f"{CIFAR10_TARBALL} holds no train/ folder")
     return candidates[0]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for the duration of a test: on a shared 2-core machine torch's worker
+    threads spin-wait under load (measured: the trainer's tests 5x slower with 2 threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

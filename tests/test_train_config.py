@@ -2,21 +2,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from allnc_train import make_configs
 from allnc_train.cli import CONFIG_DIR, main
 from allnc_train.config import ConfigError, load_config, parse_override, resolve, to_dict
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine torch's worker threads spin-wait under load
-    (measured here: this file's tests 5x slower with 2 threads). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_defaults_and_method_switches():

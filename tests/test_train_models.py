@@ -8,14 +8,7 @@ from allnc_train.config import resolve
 from allnc_train.models import FreeFeatures, NCModel, ResNetCifar, build_model, num_parameters, torchvision_backbone
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine torch's worker threads spin-wait under load
-    (measured here: this file's tests 5x slower with 2 threads). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_resnet32_shape_size_and_option_a_shortcuts():

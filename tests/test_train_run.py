@@ -24,14 +24,7 @@ from nctools import load_dump
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine torch's worker threads spin-wait under load
-    (measured here: this file's tests 5x slower with 2 threads). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = ["data.n_max=24", "data.imbalance_ratio=10", "data.test_per_class=8", "data.num_workers=0",
