@@ -34,7 +34,7 @@ __all__ = [
     "wh_etf_error",
     "duality_cosines",
     "squared_distances",
-    "cdnv_pairs",
+    "cdnv_mean",
 ]
 
 
@@ -82,8 +82,14 @@ def _cosines_from_gram(gram: torch.Tensor) -> torch.Tensor:
 
 def pair_values(square: torch.Tensor) -> torch.Tensor:
     """The strict upper triangle of a (k, k) matrix as a flat vector (the unordered pairs)."""
-    i, j = torch.triu_indices(square.shape[0], square.shape[0], offset=1, device=square.device)
-    return square[i, j]
+    # A boolean mask (k^2 bytes) rather than triu_indices (16 k^2 bytes): C reaches 8,142.
+    k = square.shape[0]
+    return square[torch.ones(k, k, dtype=torch.bool, device=square.device).triu_(1)]
+
+
+# Rows per block where a (k, k) temporary would otherwise be made: at C = 8,142 each full
+# float64 (k, k) matrix is 530 MB, so only the matrices that are results are held whole.
+_BLOCK = 1024
 
 
 def frame_summary(vectors: torch.Tensor) -> dict:
@@ -95,15 +101,18 @@ def frame_summary(vectors: torch.Tensor) -> dict:
     gram = _gram(vectors)
     k = gram.shape[0]
     norms = gram.diagonal().sqrt()
-    cos = _cosines_from_gram(gram)
-    icpa = torch.rad2deg(torch.arccos(cos)).fill_diagonal_(0.0)
-    pair_cos, pair_angles = pair_values(cos), pair_values(icpa)
+    etf = _etf_gap(gram)
+    # From here on the Gram matrix is turned, in place, into the cosines and then the angles.
+    cos = gram.div_(norms.unsqueeze(1)).div_(norms.unsqueeze(0)).clamp_(-1.0, 1.0)
+    pair_cos = pair_values(cos)
+    pair_angles = torch.rad2deg(torch.arccos(pair_cos))
+    icpa = cos.arccos_().rad2deg_().fill_diagonal_(0.0)
     return {
         "norms": norms,
         "equinorm": float(norms.std(correction=1) / norms.mean()),
         "cos_std": float(pair_cos.std(correction=0)),
         "max_angle": float((pair_cos + 1.0 / (k - 1)).abs().mean()),
-        "etf_error": _etf_gap(gram),
+        "etf_error": etf,
         "icpa": icpa,
         "icpa_mean": float(pair_angles.mean()),
         "icpa_min": float(pair_angles.min()),
@@ -131,9 +140,16 @@ def max_angle(vectors: torch.Tensor) -> float:
 
 
 def _etf_gap(gram: torch.Tensor) -> float:
+    """|| G/||G||_F - T ||_F with T = (I - 11^T/k)/sqrt(k-1), a block of rows at a time."""
     k = gram.shape[0]
-    target = (torch.eye(k, dtype=torch.float64, device=gram.device) - 1.0 / k) / math.sqrt(k - 1)
-    return float((gram / gram.norm() - target).norm())
+    scale, c = float(gram.norm()), 1.0 / math.sqrt(k - 1)
+    total = 0.0
+    for start in range(0, k, _BLOCK):
+        block = gram[start:start + _BLOCK] / scale + c / k  # G/g - T off the diagonal
+        rows = torch.arange(block.shape[0], device=gram.device)
+        block[rows, rows + start] -= c  # and on it
+        total += float(block.square().sum())
+    return math.sqrt(total)
 
 
 def etf_error(vectors: torch.Tensor) -> float:
@@ -145,7 +161,7 @@ def duality_summary(weight: torch.Tensor, centred_means: torch.Tensor) -> dict:
     """NC3 from the one cross-Gram W M^T: ``self_duality`` (Papyan), ``wh_etf_error`` (Zhu et
     al.) and the per-class ``cosines`` cos(w_c, mu_c - mu_G)."""
     w, m = weight.double(), centred_means.double()
-    cross = w @ m.T
+    cross = w @ m.T  # (k, k), dropped on return
     w_norms, m_norms = w.norm(dim=1), m.norm(dim=1)
     w_fro, m_fro = w_norms.norm(), m_norms.norm()
     return {
@@ -170,23 +186,37 @@ def duality_cosines(weight: torch.Tensor, centred_means: torch.Tensor) -> torch.
     return duality_summary(weight, centred_means)["cosines"]
 
 
-def squared_distances(vectors: torch.Tensor) -> torch.Tensor:
-    """(k, k) squared distances between rows, float64.
+def _distance_block(v: torch.Tensor, sq: torch.Tensor, start: int) -> torch.Tensor:
+    """Squared distances from rows start.. of v (a block) to every row, float64."""
+    rows = slice(start, start + _BLOCK)
+    scale = sq[rows].unsqueeze(1) + sq.unsqueeze(0)
+    block = (scale - 2.0 * (v[rows] @ v.T)).clamp_min_(0.0)
+    # ||a||^2 + ||b||^2 - 2 a.b cancels for pairs much closer than their norms: recompute those
+    # as ||a - b||^2 (relative error of the Gram form there > ~1e-13).
+    i, j = torch.nonzero(block < 1e-3 * scale, as_tuple=True)
+    block[i, j] = (v[i + start] - v[j]).square().sum(1)
+    block[torch.arange(block.shape[0], device=v.device), torch.arange(start, start + block.shape[0], device=v.device)] = 0.0
+    return block
 
-    Through the Gram matrix (one product), except for pairs much closer than their norms, where
-    ||a||^2 + ||b||^2 - 2 a.b cancels: those are recomputed as ||a - b||^2 directly.
-    """
+
+def squared_distances(vectors: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """(k, k) squared distances between rows, computed in float64 (a block of rows at a time)
+    and returned in ``dtype``."""
     v = vectors.double()
-    gram = v @ v.T
-    sq = gram.diagonal()
-    scale = sq.unsqueeze(0) + sq.unsqueeze(1)
-    out = (scale - 2.0 * gram).clamp_min_(0.0)
-    i, j = torch.nonzero(out < 1e-3 * scale, as_tuple=True)  # relative error there > ~1e-13
-    out[i, j] = (v[i] - v[j]).square().sum(1)
-    return out.fill_diagonal_(0.0)
+    sq = v.square().sum(1)
+    out = torch.empty(v.shape[0], v.shape[0], dtype=dtype, device=v.device)
+    for start in range(0, v.shape[0], _BLOCK):
+        out[start:start + _BLOCK] = _distance_block(v, sq, start)
+    return out
 
 
-def cdnv_pairs(within_var: torch.Tensor, centred_means: torch.Tensor) -> torch.Tensor:
-    """(V_c + V_c') / (2 ||mu_c - mu_c'||^2) over unordered pairs (CDNV, Galanti et al. 2022)."""
-    dist_sq = squared_distances(centred_means)
-    return pair_values((within_var.unsqueeze(0) + within_var.unsqueeze(1)) / (2.0 * dist_sq))
+def cdnv_mean(within_var: torch.Tensor, centred_means: torch.Tensor) -> float:
+    """Mean over unordered pairs of (V_c + V_c') / (2 ||mu_c - mu_c'||^2) (CDNV, Galanti et al. 2022)."""
+    v = centred_means.double()
+    k, sq, total = v.shape[0], v.square().sum(1), 0.0
+    for start in range(0, k, _BLOCK):
+        block = _distance_block(v, sq, start)
+        ratio = (within_var[start:start + _BLOCK].unsqueeze(1) + within_var.unsqueeze(0)) / (2.0 * block)
+        upper = torch.ones_like(ratio, dtype=torch.bool).triu_(start + 1)  # the pairs c < c'
+        total += float(ratio[upper].sum())
+    return total / (k * (k - 1) / 2)

@@ -193,7 +193,7 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
         if isinstance(value, float) and not math.isfinite(value):
             s[key] = None
             notes.append(f"{key} is not finite for this input (coinciding vectors?) and is reported as null")
-    icpa_means_full = _scatter_square(icpa_m, ids, num_classes)
+    icpa_means_full = icpa_m.cpu() if c_used == num_classes else _scatter_square(icpa_m, ids, num_classes)
     if weight is None:
         icpa_w_full = None
     elif c_used == num_classes:
@@ -219,7 +219,7 @@ def _pass2_metrics(stats, plan, s, per_class, has_classifier: bool, notes: List[
         notes.append("the class means coincide: Sigma_B is zero, so NC1 is null")
     between = plan.centred.square().sum() / c_used
     s["nc1_trace_ratio"] = float((resid_sq.sum() / n.sum()) / between)
-    s["nc1_cdnv"] = float(geo.cdnv_pairs(within_var, plan.centred).mean())
+    s["nc1_cdnv"] = geo.cdnv_mean(within_var, plan.centred)
     num_classes = per_class.shape[0]
     per_class["within_var"] = _scatter(within_var, ids, num_classes)
     per_class["nc1"] = _scatter(nc1_class, ids, num_classes)
@@ -233,10 +233,10 @@ def _pass2_metrics(stats, plan, s, per_class, has_classifier: bool, notes: List[
 
 
 def _nearest(angles: torch.Tensor) -> torch.Tensor:
-    """Angle to the nearest other vector, per row."""
-    a = angles.clone()
-    a.fill_diagonal_(float("inf"))
-    return a.min(dim=1).values
+    """Angle to the nearest other vector, per row (the diagonal is masked in place, then restored)."""
+    nearest = angles.fill_diagonal_(float("inf")).min(dim=1).values
+    angles.fill_diagonal_(0.0)
+    return nearest
 
 
 def _scatter(values: torch.Tensor, ids: torch.Tensor, size: int) -> np.ndarray:

@@ -102,13 +102,15 @@ def pseudo_inverse_directions(centred: torch.Tensor):
     """
     c, d = centred.shape
     k_max = min(c - 1, d)
-    evals, evecs = torch.linalg.eigh(centred @ centred.T)  # ascending, (C',) and (C', C')
+    # The smaller Gram matrix: M~ M~^T (C', C') gives U, then V = M~^T U S^-1; M~^T M~ (d, d)
+    # gives V directly (iNaturalist: C' = 8,142 > d = 2,048).
+    evals, evecs = torch.linalg.eigh(centred @ centred.T if c <= d else centred.T @ centred)  # ascending
     evals, evecs = evals.flip(0)[:k_max], evecs.flip(1)[:, :k_max]
     if k_max == 0 or evals[0] <= 0:
         return centred.new_zeros(d, 0), centred.new_zeros(0)
     if evals[-1] >= GRAM_EIGEN_FLOOR * evals[0]:
         s = evals.sqrt()
-        return (centred.T @ evecs) / s, s  # V = M~^T U S^-1
+        return ((centred.T @ evecs) / s if c <= d else evecs.contiguous()), s
     _, s, vh = torch.linalg.svd(centred, full_matrices=False)
     tol = max(c, d) * torch.finfo(_F64).eps * s[0]
     keep = int(min(k_max, int((s > tol).sum())))
@@ -135,9 +137,12 @@ def make_plan(counts, sums, weight, bias, center: str, compute_dtype: torch.dtyp
     means_c = means.to(compute_dtype)
     delta = means - means_c.to(_F64)  # (C', d) round-off of the means
     logit_gap = None
-    if weight is not None:
-        logits = means_c.to(_F64) @ weight.T + (0.0 if bias is None else bias)  # (C', C) at the rounded means
-        logit_gap = (logits - logits.gather(1, present_ids.unsqueeze(1))).to(compute_dtype)
+    if weight is not None:  # (C', C), a block of classes at a time (C'^2 float64 is 530 MB for iNat)
+        logit_gap = torch.empty(len(present_ids), weight.shape[0], dtype=compute_dtype, device=means.device)
+        for start in range(0, len(present_ids), 1024):
+            rows = slice(start, start + 1024)
+            logits = means_c[rows].to(_F64) @ weight.T + (0.0 if bias is None else bias)  # at the rounded means
+            logit_gap[rows] = logits - logits.gather(1, present_ids[rows].unsqueeze(1))
     return Pass2Plan(
         present=present,
         present_ids=present_ids,
@@ -151,7 +156,7 @@ def make_plan(counts, sums, weight, bias, center: str, compute_dtype: torch.dtyp
         means_c=means_c,
         projector=(basis if weight is None else torch.cat([basis, weight.T], dim=1)).to(compute_dtype).contiguous(),
         logit_gap=logit_gap,
-        mean_dist_sq=squared_distances(centred).to(compute_dtype),
+        mean_dist_sq=squared_distances(centred, dtype=compute_dtype),
         to_scores=(centred @ basis).T.to(compute_dtype).contiguous(),
         inv_singular=(1.0 / singular).to(compute_dtype if _well_conditioned(singular) else _F64),
         delta_sq=delta.square().sum(1),
@@ -396,6 +401,10 @@ class NeuralCollapse:
                               self._compute_dtype)
         self.pass_index = 2
         self._state = self._zeros(self.dim)
+
+    def free_buffers(self) -> None:
+        """Drop the per-chunk scratch tensors (they are made again by the next ``update``)."""
+        self._buffers = {}
 
     def spawn(self) -> "NeuralCollapse":
         """An empty accumulator with the same options, classifier and (in pass 2) frozen means:

@@ -193,3 +193,27 @@ def test_training_counts_drive_the_groups_of_a_test_set():
     custom = nctools.analyze(feats, labels, w, b, class_counts=train_counts, groups=(200, 30))
     assert custom.per_class["group"].tolist() == ["head", "medium", "medium", "tail", "tail", "tail"]
     assert custom.options["groups"] == [200.0, 30.0]
+
+
+def test_blocked_geometry_equals_dense():
+    """More classes than one block (1,024 rows): the blocked (k, k) work equals dense formulas."""
+    import math
+
+    from nctools import geometry as geo
+
+    gen = torch.Generator().manual_seed(7)
+    v = torch.randn(1500, 8, generator=gen, dtype=torch.float64)
+    k = v.shape[0]
+    dense_d2 = (v.unsqueeze(0) - v.unsqueeze(1)).square().sum(-1)
+    assert torch.allclose(geo.squared_distances(v), dense_d2, rtol=1e-10, atol=1e-12)
+    var = torch.rand(k, generator=gen, dtype=torch.float64)
+    iu = torch.triu_indices(k, k, 1)
+    dense_cdnv = float(((var[iu[0]] + var[iu[1]]) / (2 * dense_d2[iu[0], iu[1]])).mean())
+    assert math.isclose(geo.cdnv_mean(var, v), dense_cdnv, rel_tol=1e-10)
+    gram = v @ v.T
+    target = (torch.eye(k, dtype=torch.float64) - 1.0 / k) / math.sqrt(k - 1)
+    frame = geo.frame_summary(v)
+    assert math.isclose(frame["etf_error"], float((gram / gram.norm() - target).norm()), rel_tol=1e-10)
+    cos = (gram / gram.diagonal().sqrt().outer(gram.diagonal().sqrt())).clamp(-1, 1)
+    assert math.isclose(frame["cos_std"], float(cos[iu[0], iu[1]].std(correction=0)), rel_tol=1e-10)
+    assert torch.allclose(frame["icpa"][iu[0], iu[1]], torch.rad2deg(torch.arccos(cos[iu[0], iu[1]])))
