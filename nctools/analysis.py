@@ -115,5 +115,5 @@ def analyze(
         for h, y in _chunks(feats, labs, rows):
             acc.update(h, y)
             bar.update()
-    acc.free_buffers()  # the result's (C, C) matrices need the room more
+    acc.free_buffers(tables=True)  # the result's (C, C) matrices need the room more
     return acc.compute(class_counts=checked.class_counts, groups=groups)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .geometry import pair_values
+from .geometry import upper_blocks
 
 __all__ = ["GROUPS", "SQUEEZE_TOLERANCE_DEG", "check_groups", "assign_groups", "audit_groups"]
 
@@ -42,10 +42,11 @@ def assign_groups(counts: torch.Tensor, groups: Sequence[float] = (100, 20)) -> 
 
 
 def _mean_pair_angle(angles: torch.Tensor, members: np.ndarray) -> Optional[float]:
-    if members.sum() < 2:
+    m = int(members.sum())
+    if m < 2:
         return None
     idx = torch.as_tensor(np.flatnonzero(members), device=angles.device)
-    return float(pair_values(angles[idx][:, idx]).mean())
+    return sum(float(block.sum()) for block in upper_blocks(angles, idx)) / (m * (m - 1) / 2)
 
 
 def audit_groups(

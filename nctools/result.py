@@ -118,9 +118,10 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
 
     centred = plan.centred  # (C', d)
     rows = weight[ids] if weight is not None else None  # (C', d)
+    # NC3 first: its (C', C') cross-Gram is gone before the two angle matrices are made.
+    dual = geo.duality_summary(rows, centred) if rows is not None else None
     means_geo = geo.frame_summary(centred)
     rows_geo = geo.frame_summary(rows) if rows is not None else None
-    dual = geo.duality_summary(rows, centred) if rows is not None else None
     icpa_m = means_geo["icpa"]
     icpa_w = rows_geo["icpa"] if rows is not None else None
     optimum = geo.icpa_optimum_deg(c_used)

@@ -323,6 +323,8 @@ class NeuralCollapse:
 
     def _update_residuals(self, h: torch.Tensor, y: torch.Tensor) -> None:
         plan, state, c = self.plan, self._state, self.num_classes
+        if plan.projector is None:
+            raise RuntimeError("pass 2's tables were freed (free_buffers(tables=True)); call reset() to start again")
         yp = plan.index[y]  # position among present classes
         if self.validate_args and bool((yp < 0).any()):
             raise ValueError("pass 2 saw a class that pass 1 never saw: both passes must see the same data")
@@ -402,9 +404,13 @@ class NeuralCollapse:
         self.pass_index = 2
         self._state = self._zeros(self.dim)
 
-    def free_buffers(self) -> None:
-        """Drop the per-chunk scratch tensors (they are made again by the next ``update``)."""
+    def free_buffers(self, *, tables: bool = False) -> None:
+        """Drop the per-chunk scratch tensors (made again by the next ``update``) and, with
+        ``tables=True``, pass 2's (C, C) look-up tables too: ``compute()`` still works, further
+        updates need ``reset()``."""
         self._buffers = {}
+        if tables and self.plan is not None:
+            self.plan.logit_gap = self.plan.mean_dist_sq = self.plan.projector = self.plan.to_scores = None
 
     def spawn(self) -> "NeuralCollapse":
         """An empty accumulator with the same options, classifier and (in pass 2) frozen means:
