@@ -36,3 +36,13 @@ def random_orthogonal(dim, seed=0):
 
 def as_numpy64(t):
     return None if t is None else np.asarray(t.double().numpy())
+
+
+def two_passes(acc, feats, labels, step=13):
+    """Feed an accumulator both passes in chunks of ``step`` rows; return its result."""
+    for _ in range(2):
+        for start in range(0, len(labels), step):
+            acc.update(feats[start:start + step], labels[start:start + step])
+        if acc.pass_index == 1:
+            acc.next_pass()
+    return acc.compute()

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import nctools
-from datagen import make_features
+from datagen import make_features, two_passes
 
 
 DTYPES = {"float64": (torch.float64, 1e-12), "float32": (torch.float32, 1e-6)}
@@ -17,15 +17,6 @@ DTYPES = {"float64": (torch.float64, 1e-12), "float32": (torch.float32, 1e-6)}
 
 def _data(dtype):
     return make_features([50, 31, 20, 9, 4], 7, seed=21, dtype=dtype)
-
-
-def _two_passes(acc, feats, labels, step=13):
-    for _ in range(2):
-        for start in range(0, len(labels), step):
-            acc.update(feats[start:start + step], labels[start:start + step])
-        if acc.pass_index == 1:
-            acc.next_pass()
-    return acc.compute()
 
 
 def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
@@ -36,7 +27,7 @@ def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
             feats, labels, w, b = _data(dtype)
             mine = slice(rank, None, world)  # an uneven, interleaved shard per rank
             acc = nctools.NeuralCollapse(5, w, b, device="cpu")
-            results[name] = _two_passes(acc, feats[mine], labels[mine]).to_dict()
+            results[name] = two_passes(acc, feats[mine], labels[mine]).to_dict()
         if rank == 0:
             with open(out_file, "w") as fh:
                 json.dump(results, fh)
@@ -68,7 +59,7 @@ def _idle_rank_worker(rank: int, world: int, init_file: str, out_file: str) -> N
         feats, labels, w, b = _data(torch.float32)
         acc = nctools.NeuralCollapse(5, w, b, device="cpu")
         mine = slice(0, None if rank == 0 else 0)  # rank 1 gets no data at all
-        result = _two_passes(acc, feats[mine], labels[mine])
+        result = two_passes(acc, feats[mine], labels[mine])
         if rank == 0:
             with open(out_file, "w") as fh:
                 json.dump(result.to_dict(), fh)

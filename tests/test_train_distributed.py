@@ -28,6 +28,7 @@ from allnc_train.evaluate import accuracy_by_group
 from allnc_train.samplers import KINDS, ClassAwareSampler
 from allnc_train.train import train
 from nctools import load_dump
+from datagen import two_passes
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
@@ -75,15 +76,6 @@ def _ufm(*extra: str):
                                                             "optim.epochs=2", *extra])
 
 
-def _two_passes(acc, feats, labels, step=97):
-    for _ in range(2):
-        for start in range(0, len(labels), step):
-            acc.update(feats[start:start + step], labels[start:start + step])
-        if acc.pass_index == 1:
-            acc.next_pass()
-    return acc.compute()
-
-
 def _ufm_worker(rank: int, world: int, init_file: str, tmp: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -101,7 +93,7 @@ def _ufm_worker(rank: int, world: int, init_file: str, tmp: str) -> None:
         dump = load_dump(tmp / "ddp" / "dumps" / "epoch_0002.safetensors")
         mine = slice(rank, None, world)
         acc = nctools.NeuralCollapse(dump.num_classes, dump.weight.double(), dump.bias.double(), device="cpu")
-        merged = _two_passes(acc, dump.features[mine].double(), dump.labels[mine]).to_dict()
+        merged = two_passes(acc, dump.features[mine].double(), dump.labels[mine], step=97).to_dict()
         if rank == 0:
             (tmp / "rank0.json").write_text(json.dumps({"record": record, "merged": merged, "odd": odd}))
     finally:
