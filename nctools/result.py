@@ -117,7 +117,8 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
         train_counts = counts
 
     centred = plan.centred  # (C', d)
-    rows = weight[ids] if weight is not None else None  # (C', d)
+    # (C', d); the weight itself when every class is present (a copy is 133 MB at iNat's size)
+    rows = None if weight is None else weight if c_used == num_classes else weight[ids]
     # NC3 first: its (C', C') cross-Gram is gone before the two angle matrices are made.
     dual = geo.duality_summary(rows, centred) if rows is not None else None
     means_geo = geo.frame_summary(centred)

@@ -410,7 +410,8 @@ class NeuralCollapse:
         updates need ``reset()``."""
         self._buffers = {}
         if tables and self.plan is not None:
-            self.plan.logit_gap = self.plan.mean_dist_sq = self.plan.projector = self.plan.to_scores = None
+            for name in ("logit_gap", "mean_dist_sq", "projector", "to_scores", "means_c"):
+                setattr(self.plan, name, None)
 
     def spawn(self) -> "NeuralCollapse":
         """An empty accumulator with the same options, classifier and (in pass 2) frozen means:
