@@ -24,7 +24,6 @@ __all__ = [
     "duality_summary",
     "icpa_optimum_deg",
     "cosine_matrix",
-    "pair_values",
     "icpa_degrees",
     "equinorm",
     "cos_std",
@@ -66,25 +65,15 @@ def icpa_optimum_deg(num_classes: int) -> float:
 
 def cosine_matrix(vectors: torch.Tensor) -> torch.Tensor:
     """(k, k) cosines between rows; a zero row gives NaN in its row and column."""
-    return _cosines_from_gram(_gram(vectors))
-
-
-def _gram(vectors: torch.Tensor) -> torch.Tensor:
-    v = vectors.double()
-    return v @ v.T
-
-
-def _cosines_from_gram(gram: torch.Tensor) -> torch.Tensor:
+    gram = _gram(vectors)
     norms = gram.diagonal().sqrt()
     # zero norm -> NaN, on purpose: an angle to a zero vector is undefined
     return (gram / norms.unsqueeze(0) / norms.unsqueeze(1)).clamp(-1.0, 1.0)
 
 
-def pair_values(square: torch.Tensor) -> torch.Tensor:
-    """The strict upper triangle of a (k, k) matrix as a flat vector (the unordered pairs)."""
-    # A boolean mask (k^2 bytes) rather than triu_indices (16 k^2 bytes): C reaches 8,142.
-    k = square.shape[0]
-    return square[torch.ones(k, k, dtype=torch.bool, device=square.device).triu_(1)]
+def _gram(vectors: torch.Tensor) -> torch.Tensor:
+    v = vectors.double()
+    return v @ v.T
 
 
 # Rows per block where a (k, k) temporary would otherwise be made: at C = 8,142 each full

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import (center_option, device_option, format_option, groups_option, out_option, png_option,
-                      quiet_option, show_progress, split_option, status)
+from .options import analysis_options, out_option, show_progress, status
 
 _DESCRIBED = ("split", "epoch", "dataset", "imbalance_ratio", "method", "arch")
 
@@ -47,13 +46,7 @@ SHORT_HELP = "Metrics and figures of one dump, checkpoint or model."
 @click.command(short_help=SHORT_HELP)
 @click.argument("path", type=click.Path(path_type=Path))
 @out_option("nctools-report", "Folder for metrics.json, per_class.csv and the figure PDFs (created).")
-@center_option
-@split_option
-@groups_option
-@device_option
-@png_option
-@format_option
-@quiet_option
+@analysis_options
 @click.option("--arch", metavar="NAME",
               help="Architecture of a plain state dict: 'resnet32' (allnc_train's ResNet-32) or a torchvision "
                    "model name (resnet18, resnet50, ...).")

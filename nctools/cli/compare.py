@@ -5,8 +5,7 @@ from pathlib import Path
 
 import click
 
-from .options import (center_option, device_option, format_option, groups_option, out_option, png_option,
-                      quiet_option, split_option, status)
+from .options import analysis_options, out_option, status
 from .runs_common import format_table, read_runs
 
 
@@ -30,13 +29,7 @@ SHORT_HELP = "Side-by-side figures of several runs."
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--labels", metavar="A,B,...", help="Names for the runs in the figures [default: folder names].")
 @out_option("nctools-compare", "Folder for compare.csv and the figure PDFs (created).")
-@split_option
-@center_option
-@groups_option
-@device_option
-@png_option
-@format_option
-@quiet_option
+@analysis_options
 def compare(run_dirs, labels, out, split, center, groups, device, png, fmt, quiet):
     """Compare runs side by side: ICPA grids, cos-Std and self-duality curves.
 

@@ -79,3 +79,11 @@ def status(message: str, quiet: bool) -> None:
     """A status line on stderr (stdout is for results)."""
     if not quiet:
         click.echo(message, err=True)
+
+
+def analysis_options(command):
+    """The options every analysing command shares (--split ... --quiet), in one place."""
+    for option in reversed((split_option, center_option, groups_option, device_option, png_option,
+                            format_option, quiet_option)):
+        command = option(command)
+    return command

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import click
 
-from .options import (center_option, device_option, format_option, groups_option, png_option, quiet_option,
-                      split_option, status)
+from .options import analysis_options, status
 from .runs_common import format_table, read_runs
 
 
@@ -17,13 +16,7 @@ SHORT_HELP = "Per-epoch metrics and curves of one run."
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for track.csv and the curve PDFs (created) [default: RUN_DIR/nctools-track].")
-@split_option
-@center_option
-@groups_option
-@device_option
-@png_option
-@format_option
-@quiet_option
+@analysis_options
 def track(run_dir, out, split, center, groups, device, png, fmt, quiet):
     """Analyse every epoch dump of RUN_DIR, in epoch order, one at a time.
 
