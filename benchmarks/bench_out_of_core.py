@@ -24,7 +24,7 @@ import torch
 
 import nctools
 from _table import print_table
-from nctools.rows import shard_paths
+from nctools.io.rows import shard_paths
 
 ANALYSE = r"""
 import json, resource, sys, time

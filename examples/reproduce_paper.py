@@ -14,8 +14,8 @@ Three steps, each through the project's own entry points:
    compare`` (``OUT/compare/<family>_r<beta>/``: CE-balanced vs CE-LT vs AllNC-LT; ``..._vs_ratio``;
    ``..._ablation``);
 3. write ``fig2_icpa.pdf`` (compare's ICPA grid), ``fig3_cos_std.pdf`` and ``fig4_self_duality.pdf``
-   (:func:`nctools.paper_figures.methods_by_ratio` on the track tables), ``fig5b_eta.pdf``
-   (:func:`nctools.paper_figures.eta_curves`, with the eta the AllNC run logged), PNG twins, and
+   (:func:`allnc_train.paper_figures.methods_by_ratio` on the track tables), ``fig5b_eta.pdf``
+   (:func:`allnc_train.paper_figures.eta_curves`, with the eta the AllNC run logged), PNG twins, and
    ``results.md`` (a last-epoch table per family, the ablation table, every command and wall time).
 
 Families: ``ufm10`` is the unconstrained-features model (10 classes, 500 ... 500/beta free 32-d
@@ -298,8 +298,8 @@ def analysis_commands(runs: List[Run], out: Path, light: bool = False) -> List[L
 
 def light_track(runs: List[Run], out: Path) -> None:
     """track.csv (no figures) for every run that ``nctools track`` did not analyse, through
-    :func:`nctools.runs.track_run`, the function behind ``nctools track``."""
-    from nctools.runs import track_run
+    :func:`nctools.report.tracking.track_run`, the function behind ``nctools track``."""
+    from nctools.report.tracking import track_run
 
     for run in runs:
         target = out / "track" / run.name / "track.csv"
@@ -329,7 +329,7 @@ def paper_figures(runs: List[Run], out: Path, primary2: Family, primary: Family)
     """fig2 .. fig5b (PDF + PNG) into ``out``, one set per family (suffix ``_<family>``) and the
     un-suffixed names for the primary families (``primary2`` for Fig. 2, ``primary`` for the
     rest); returns the file names written."""
-    from nctools.paper_figures import eta_curves, methods_by_ratio
+    from allnc_train.paper_figures import eta_curves, methods_by_ratio
 
     written = []
     families = list(dict.fromkeys(r.family for r in runs))

@@ -1,7 +1,7 @@
 """nctools: neural-collapse diagnostics for classifiers trained on imbalanced data.
 
 >>> import torch, nctools
->>> from nctools.geometry import simplex_etf
+>>> from nctools.core.geometry import simplex_etf
 >>> means = simplex_etf(5, 8, dtype=torch.float32)
 >>> labels = torch.arange(5).repeat(4)
 >>> nctools.analyze(means[labels], labels, weight=means).summary["nc2_cos_std_means"] < 1e-7
@@ -16,16 +16,17 @@ __version__ = "0.1.0"
 # Public names and the modules they live in. Imported on first use (PEP 562), so that
 # `nctools --help` does not wait for torch.
 _HOME = {
-    "analyze": ".analysis",
-    "auto_chunk_size": ".analysis",
-    "NCResult": ".result",
-    "SUMMARY_KEYS": ".result",
-    "NeuralCollapse": ".statistics",
-    "Dump": ".dump",
-    "DumpError": ".dump",
-    "load_dump": ".dump",
-    "save_dump": ".dump",
-    "extract": ".extraction",
+    "analyze": ".core.analysis",
+    "auto_chunk_size": ".core.analysis",
+    "NCResult": ".core.result",
+    "SUMMARY_KEYS": ".core.result",
+    "NeuralCollapse": ".core.statistics",
+    "simplex_etf": ".core.geometry",
+    "Dump": ".io.dump",
+    "DumpError": ".io.dump",
+    "load_dump": ".io.dump",
+    "save_dump": ".io.dump",
+    "extract": ".io.extraction",
 }
 __all__ = [*_HOME, "functional", "__version__"]
 

@@ -196,7 +196,7 @@ def test_tail_keys_follow_groups():
 
 def test_svd_route_equals_gram_route(monkeypatch):
     """The pseudo-inverse's two routes (Gram eigen-decomposition, SVD of M~) agree."""
-    import nctools.statistics as stats
+    import nctools.core.statistics as stats
 
     feats, labels, w, b = make_features(lt_counts(200, 12, 50), 20, dtype=torch.float64, seed=8)
     gram = nctools.analyze(feats, labels, w, b)

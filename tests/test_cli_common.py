@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import nctools
 from nctools.cli import cli
-from nctools.geometry import simplex_etf
+from nctools.core.geometry import simplex_etf
 
 COUNTS = (150, 60, 30, 15, 8, 4)  # head, medium and tail classes
 NAMES = ["ant", "bee", "cat", "dog", "eel", "fox"]
@@ -88,12 +88,12 @@ def test_every_subcommand_help_is_complete(command, words):
 
 
 def test_unexpected_error_exits_1_with_one_line(tmp_path, monkeypatch):
-    import nctools.report
+    import nctools.report.writer
 
     def boom(*args, **kwargs):
         raise RuntimeError("figure engine fell over")
 
-    monkeypatch.setattr(nctools.report, "analysis_figures", boom)
+    monkeypatch.setattr(nctools.report.writer, "analysis_figures", boom)
     dump = make_dump(tmp_path / "d.safetensors")
     result = invoke("analyze", dump, "--out", tmp_path / "out")
     assert result.exit_code == 1
@@ -105,12 +105,12 @@ def test_unexpected_error_exits_1_with_one_line(tmp_path, monkeypatch):
 
 
 def test_failure_while_writing_leaves_no_partial_output(tmp_path, monkeypatch):
-    import nctools.report
+    import nctools.report.writer
 
     def broken_book(figures, path):
         raise OSError("disk full")
 
-    monkeypatch.setattr(nctools.report, "_save_book", broken_book)  # after metrics.json was staged
+    monkeypatch.setattr(nctools.report.writer, "_save_book", broken_book)  # after metrics.json was staged
     result = invoke("analyze", make_dump(tmp_path / "d.safetensors"), "--out", tmp_path / "out")
     assert result.exit_code == 2 and "disk full" in result.stderr
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []

@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import nctools._validation
-import nctools.dump
-from nctools.dump import FORMAT_VERSION, Dump, DumpError, load_dump, save_dump
+import nctools.core.validation
+import nctools.io.dump
+from nctools.io.dump import FORMAT_VERSION, Dump, DumpError, load_dump, save_dump
 
 FORMATS = [".safetensors", ".pt", ".npz"]
 FLOAT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
@@ -157,8 +157,8 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, mon
         tmp.write_bytes(before[: len(before) // 2])
         raise interrupt
 
-    fmt = nctools.dump._FORMATS[".pt"]
-    monkeypatch.setitem(nctools.dump._FORMATS, ".pt", fmt._replace(write=write_half_then_fail))
+    fmt = nctools.io.dump._FORMATS[".pt"]
+    monkeypatch.setitem(nctools.io.dump._FORMATS, ".pt", fmt._replace(write=write_half_then_fail))
     with pytest.raises(type(interrupt)):
         save_good(path)
     assert path.read_bytes() == before
@@ -411,7 +411,7 @@ def test_validate_false_skips_the_finiteness_scan_only(tmp_path, monkeypatch):
     def scan_must_not_run(*args, **kwargs):
         raise AssertionError("validate=False ran the O(N*d) finiteness scan")
 
-    monkeypatch.setattr(nctools._validation, "check_finite", scan_must_not_run)
+    monkeypatch.setattr(nctools.core.validation, "check_finite", scan_must_not_run)
     dump = load_dump(tmp_path / "nan.safetensors", validate=False)
     assert torch.isnan(dump.features[0, 0])
     # The structural checks stay on.

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import nctools
-from nctools.rows import ConcatRows, SafetensorsRows
+from nctools.io.rows import ConcatRows, SafetensorsRows
 from datagen import make_features
 
 FEATS, LABELS, W, B = make_features([40, 25, 12, 6], 9, dtype=torch.float32, seed=2)

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from nctools import extract
-from nctools.extraction import find_layer
+from nctools.io.extraction import find_layer
 
 
 class Net(nn.Module):

@@ -8,8 +8,8 @@ import torch
 from matplotlib.figure import Figure
 
 import nctools
-from nctools import plots
-from nctools.geometry import simplex_etf
+from nctools.report import plots
+from nctools.core.geometry import simplex_etf
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nctools
-from nctools.geometry import simplex_etf
+from nctools.core.geometry import simplex_etf
 from datagen import make_features, random_orthogonal
 
 FAST = settings(max_examples=25, deadline=None)
@@ -189,7 +189,7 @@ def test_training_counts_drive_the_groups_of_a_test_set():
     assert table["group"].tolist() == ["head", "head", "medium", "medium", "tail", "tail"]
     assert result.audit.set_index("group").loc["tail", "num_classes"] == 2
     assert result.summary["tail_icpa_mean_deg_classifier"] == pytest.approx(
-        float(nctools.functional.icpa(w[4:])[0, 1]))
+        float(nctools.core.functional.icpa(w[4:])[0, 1]))
     custom = nctools.analyze(feats, labels, w, b, class_counts=train_counts, groups=(200, 30))
     assert custom.per_class["group"].tolist() == ["head", "medium", "medium", "tail", "tail", "tail"]
     assert custom.options["groups"] == [200.0, 30.0]
@@ -199,7 +199,7 @@ def test_blocked_geometry_equals_dense():
     """More classes than one block (1,024 rows): the blocked (k, k) work equals dense formulas."""
     import math
 
-    from nctools import geometry as geo
+    from nctools.core import geometry as geo
 
     gen = torch.Generator().manual_seed(7)
     v = torch.randn(1500, 8, generator=gen, dtype=torch.float64)

@@ -23,8 +23,8 @@ def report_dump(dump, label: str, *, out: Path, center: str, groups, device: str
     """Analyse ``dump``, write the report into ``out`` and print the summary (the shared core of
     ``analyze`` and ``demo``)."""
     from .. import report
-    from ..sources import analyze_source
-    from ..statistics import resolve_device
+    from ..io.sources import analyze_source
+    from ..core.device import resolve_device
 
     dev = resolve_device(device)
     result = analyze_source(label, dump, center=center, device=dev, groups=groups,
@@ -77,7 +77,7 @@ def analyze(path, out, center, split, groups, device, png, fmt, quiet, arch, dat
       nctools analyze runs/c10_lt/checkpoints/epoch_0200.pt --data data/cifar10 --split test
       nctools analyze resnet18.pth --arch resnet18 --data images/ --format json
     """
-    from ..sources import SourceOptions, load_source
+    from ..io.sources import SourceOptions, load_source
 
     source = SourceOptions(arch=arch, data=data, split=split, device=device, batch_size=batch_size,
                            image_size=image_size, progress=show_progress(quiet))

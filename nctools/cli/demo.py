@@ -34,7 +34,7 @@ def demo(out, png, fmt, device, quiet):
     what `nctools analyze` writes: the metrics table, metrics.json, per_class.csv and the
     figure PDFs.
     """
-    from ..dump import load_dump
+    from ..io.dump import load_dump
     from .analyze import report_dump
 
     path = demo_dump_path()

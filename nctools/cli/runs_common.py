@@ -13,11 +13,11 @@ _TABLE_COLUMNS = {  # column in the track table -> short heading for the termina
 
 
 def read_runs(run_dirs, *, split, center, groups, device, quiet):
-    """One :class:`~nctools.runs.RunTrack` per run directory, streaming over its dumps."""
+    """One :class:`~nctools.report.tracking.RunTrack` per run directory, streaming over its dumps."""
     from tqdm.auto import tqdm
 
-    from ..statistics import resolve_device
-    from ..runs import epoch_dumps, track_run
+    from ..core.device import resolve_device
+    from ..report.tracking import epoch_dumps, track_run
 
     dev = str(resolve_device(device))
     tracks = []

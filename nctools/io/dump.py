@@ -39,9 +39,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from nctools._atomic import atomic_write_path
-from nctools._validation import as_tensor, check_inputs
-from nctools.rows import ConcatRows, RowSource, SafetensorsRows, shard_paths
+from nctools.io.atomic import atomic_write_path
+from nctools.core.validation import as_tensor, check_inputs
+from nctools.io.rows import ConcatRows, RowSource, SafetensorsRows, shard_paths
 
 __all__ = ["Dump", "DumpError", "FORMAT_VERSION", "load_dump", "save_dump"]
 
@@ -167,7 +167,7 @@ def load_dump(path, *, validate: bool = True, lazy: bool = False) -> Dump:
     range and metadata are always checked. Every problem raises ``DumpError`` naming the file.
 
     ``lazy=True`` leaves the features of a ``.safetensors`` dump on disk: ``dump.features`` is
-    then a :class:`~nctools.rows.RowSource` that ``nctools.analyze`` reads chunk by chunk (and
+    then a :class:`~nctools.io.rows.RowSource` that ``nctools.analyze`` reads chunk by chunk (and
     checks for NaN/Inf as it reads), so a dump larger than memory can be analysed. A folder of
     ``part-*.safetensors`` shards (one epoch written by several processes) loads as one dump.
 
@@ -181,7 +181,7 @@ def load_dump(path, *, validate: bool = True, lazy: bool = False) -> Dump:
     >>> load_dump("missing.pt")
     Traceback (most recent call last):
     ...
-    nctools.dump.DumpError: missing.pt: no such file.
+    nctools.io.dump.DumpError: missing.pt: no such file.
     """
     path = Path(path)
     if path.is_dir() and shard_paths(path):

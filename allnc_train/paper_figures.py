@@ -1,6 +1,6 @@
-"""Figures of the AllNC paper that :mod:`nctools.plots` does not draw (used by examples/reproduce_paper.py).
+"""Figures of the AllNC paper that :mod:`nctools.report.plots` does not draw (used by examples/reproduce_paper.py).
 
-Like :mod:`nctools.plots`, these build a ``matplotlib.figure.Figure`` and write nothing:
+Like :mod:`nctools.report.plots`, these build a ``matplotlib.figure.Figure`` and write nothing:
 
 - :func:`eta_curves`: the generalised bilateral-branch weight eta(t) = 1 - (t/T)^gamma and 1 - eta(t)
   for several gamma (the paper's Fig. 5b), optionally with the eta a run actually logged;

@@ -15,44 +15,14 @@ slice, or the ``part-*.safetensors`` shards of one epoch read as one matrix.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import torch
 from safetensors import safe_open
 
-__all__ = ["RowSource", "SafetensorsRows", "ConcatRows"]
+from ..core.rows import RowSource
 
-
-class RowSource:
-    """A read-only (N, d) matrix whose rows are read on demand: ``shape``, ``dtype``,
-    ``rows[start:stop]`` -> tensor, ``len(rows)``."""
-
-    shape: Tuple[int, int]
-    dtype: torch.dtype
-    ndim = 2
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def _bounds(self, item) -> Tuple[int, int]:
-        if not isinstance(item, slice) or item.step not in (None, 1):
-            raise TypeError(f"{type(self).__name__} supports contiguous row slices only, got {item!r}")
-        start, stop, _ = item.indices(self.shape[0])
-        return start, max(start, stop)
-
-    def __getitem__(self, item) -> torch.Tensor:
-        start, stop = self._bounds(item)
-        return self.read(start, stop)
-
-    def read(self, start: int, stop: int) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def materialize(self) -> torch.Tensor:
-        """All rows as one in-memory tensor."""
-        return self.read(0, self.shape[0])
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype})"
+__all__ = ["RowSource", "SafetensorsRows", "ConcatRows", "shard_paths"]
 
 
 class SafetensorsRows(RowSource):

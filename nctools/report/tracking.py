@@ -13,10 +13,10 @@ from typing import Callable, Optional, Sequence
 
 import pandas as pd
 
-from .dump import load_dump
-from .rows import shard_paths
-from .result import SUMMARY_KEYS, NCResult
-from .sources import SourceError, analyze_source
+from ..io.dump import load_dump
+from ..io.rows import shard_paths
+from ..core.result import SUMMARY_KEYS, NCResult
+from ..io.sources import SourceError, analyze_source
 
 __all__ = ["RunTrack", "epoch_dumps", "track_run"]
 

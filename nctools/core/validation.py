@@ -70,7 +70,7 @@ def check_finite(t: torch.Tensor, name: str, row_offset: int = 0) -> None:
 
 
 def check_features(features, name: str = "features", *, finite: bool = True) -> torch.Tensor:
-    """A non-empty 2-D floating tensor (N, d), or a :class:`~nctools.rows.RowSource` on disk
+    """A non-empty 2-D floating tensor (N, d), or a :class:`~nctools.core.rows.RowSource` on disk
     (whose finiteness is checked later, chunk by chunk, as the analysis reads it)."""
     if isinstance(features, RowSource):
         if features.dtype not in _FLOAT_DTYPES:

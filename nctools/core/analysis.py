@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._validation import as_tensor, check_inputs
+from .validation import as_tensor, check_inputs
 from .audit import check_groups
 from .result import NCResult
 from .statistics import CENTERS, NeuralCollapse
@@ -77,7 +77,7 @@ def analyze(
         ``.icpa_classifier``, ``.audit``, ``.notes`` and ``.to_json()``.
 
     >>> import torch, nctools
-    >>> from nctools.geometry import simplex_etf
+    >>> from nctools.core.geometry import simplex_etf
     >>> means = 3 * simplex_etf(10, 16, dtype=torch.float32)
     >>> labels = torch.arange(10).repeat_interleave(20)
     >>> result = nctools.analyze(means[labels], labels, weight=means)
@@ -93,7 +93,7 @@ def analyze(
         chunk_size = int(chunk_size)
     checked = check_inputs(features, labels, weight, bias, class_counts, num_classes, finite=False)
     if validate:
-        from ._validation import check_finite
+        from .validation import check_finite
 
         for name, t in (("weight", checked.weight), ("bias", checked.bias)):
             if t is not None:

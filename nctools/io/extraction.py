@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validation import check_inputs
+from ..core.validation import check_inputs
 from .dump import Dump
-from .statistics import resolve_device
+from ..core.device import resolve_device
 
 __all__ = ["extract", "find_layer"]
 

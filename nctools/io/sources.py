@@ -43,7 +43,7 @@ def _error(path, problem: str) -> SourceError:
 def analyze_source(path, dump: Dump, **kwargs):
     """``nctools.analyze`` of a loaded dump; a problem found while its features are read (NaN in a
     lazily read file, say) names the file like every other input error."""
-    from .analysis import analyze
+    from ..core.analysis import analyze
 
     try:
         return analyze(dump.features, dump.labels, dump.weight, dump.bias, dump.class_counts,

@@ -77,7 +77,7 @@ def _write_json(data: dict, path: Path) -> None:
 
 def _plain(value):
     """JSON-safe (NaN -> None) via NCResult's own conversion rules."""
-    from .result import _plain as plain
+    from ..core.result import _plain as plain
 
     return plain(value)
 
@@ -227,7 +227,7 @@ def write_track(out: Path, table, label: str = "", png: bool = False) -> List[st
 
 
 def compare_figures(tracks, labels: Sequence[str]) -> Dict[str, Any]:
-    """The paper's side-by-side figures for several runs (``tracks``: :class:`~nctools.runs.RunTrack`)."""
+    """The paper's side-by-side figures for several runs (``tracks``: :class:`~nctools.report.tracking.RunTrack`)."""
     from .plots import Panel, curves, icpa_grid
 
     optimum = tracks[0].last.summary["icpa_optimum_deg"]

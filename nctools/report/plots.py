@@ -2,7 +2,7 @@
 
 Nothing here writes files or shows windows: figures are made with ``matplotlib.figure.Figure``
 directly (no pyplot state, no GUI backend), so they are safe in scripts, tests and threads;
-:mod:`nctools.report` saves them.
+:mod:`nctools.report.writer` saves them.
 """
 from __future__ import annotations
 

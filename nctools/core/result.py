@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from . import geometry as geo
-from ._validation import check_class_counts
+from .validation import check_class_counts
 from .audit import assign_groups, audit_groups, check_groups, verdict
 
 __all__ = ["SUMMARY_KEYS", "NCResult", "build_result"]

@@ -22,7 +22,8 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from ._validation import as_tensor, check_classifier, check_finite, check_labels
+from .validation import as_tensor, check_classifier, check_finite, check_labels
+from .device import resolve_device
 from .geometry import squared_distances
 
 __all__ = ["NeuralCollapse", "CENTERS"]
@@ -40,21 +41,6 @@ def _exact_matmul():
         yield
     finally:
         torch.set_float32_matmul_precision(previous)
-
-
-def resolve_device(device) -> torch.device:
-    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for, but no CUDA device is available here; use 'cpu' or 'auto'")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
-    return dev
 
 
 @dataclass
@@ -189,7 +175,7 @@ class NeuralCollapse:
         validate_args: check each chunk's shape, labels and finiteness (cheap: no extra pass).
 
     >>> import torch
-    >>> from nctools.geometry import simplex_etf
+    >>> from nctools.core.geometry import simplex_etf
     >>> means = 5 * simplex_etf(4, 8, dtype=torch.float32)
     >>> labels = torch.arange(4).repeat(25)
     >>> feats = means[labels] + 0.01 * torch.randn(100, 8)
