@@ -45,7 +45,7 @@ def main() -> None:
         dump = nctools.load_dump(out / record["epochs"][-1]["dump"])
         means = torch.stack([dump.features[dump.labels == c].mean(0) for c in range(dump.num_classes)])
         centred = means - means.mean(0)
-        summary = nctools.analyze(dump.features, dump.labels, dump.weight, dump.bias, dump.class_counts).summary
+        summary = nctools.analyze(dump.features, dump.labels, dump.weight, dump.bias, class_counts=dump.class_counts).summary
         print(f"{method:8s} {mean_angle_deg(dump.weight[5:]):15.1f} {mean_angle_deg(centred[5:]):16.1f} "
               f"{summary['tail_icpa_mean_deg_classifier']:18.1f} {summary['tail_icpa_mean_deg_means']:11.1f} "
               f"{record['epochs'][-1]['eval_few']:13.1f}")

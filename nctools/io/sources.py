@@ -46,7 +46,7 @@ def analyze_source(path, dump: Dump, **kwargs):
     from ..core.analysis import analyze
 
     try:
-        return analyze(dump.features, dump.labels, dump.weight, dump.bias, dump.class_counts,
+        return analyze(dump.features, dump.labels, dump.weight, dump.bias, class_counts=dump.class_counts,
                        num_classes=dump.num_classes, **kwargs)
     except (TypeError, ValueError) as err:
         raise _error(path, str(err)) from err
