@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
+from nctools.io.atomic import atomic_write
+
 from .config import Config, from_dict, to_dict
-from .io import atomic_torch_save
 from .models import NCModel, build_model
 
 CHECKPOINT_FORMAT = "allnc_train.checkpoint/1"
@@ -35,11 +36,13 @@ def latest_checkpoint(out: str | Path) -> Path | None:
 
 def save_checkpoint(out: Path, cfg: Config, epoch: int, model, optimizer, scaler, record: dict, keep: int) -> Path:
     """Write this epoch's checkpoint, then prune all but the newest ``keep`` (0 = keep all)."""
-    path = atomic_torch_save({"format": CHECKPOINT_FORMAT, "epoch": epoch, "config": to_dict(cfg),
-                              "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scaler": scaler.state_dict(), "history": record["epochs"],
-                              "class_counts": record["data"]["class_counts"],
-                              "class_names": record["data"]["class_names"]}, checkpoint_path(out, epoch))
+    ckpt = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config": to_dict(cfg),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(), "history": record["epochs"],
+            "class_counts": record["data"]["class_counts"],
+            "class_names": record["data"]["class_names"]}
+    # Plain data only, so that torch.load(weights_only=True) reads it back.
+    path = atomic_write(checkpoint_path(out, epoch), lambda tmp: torch.save(ckpt, tmp))
     if keep > 0:  # prune only after the new one is safely on disk
         for old in sorted(path.parent.glob("epoch_*.pt"))[:-keep]:
             old.unlink(missing_ok=True)
@@ -61,6 +64,20 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
+def model_from_checkpoint(ckpt: dict) -> tuple[NCModel, Config]:
+    """The model a checkpoint's own config describes, with its weights: (model, config).
+
+    The one way to rebuild a model from a checkpoint (``load_model`` and ``nctools analyze`` both
+    use it). Raises ``KeyError`` for a missing entry, ``ConfigError`` for an invalid config and
+    ``RuntimeError`` when the weights do not fit.
+    """
+    cfg = from_dict(ckpt["config"])
+    table = ckpt["model"].get("backbone.table")  # the unconstrained-features model sizes its table by N
+    model = build_model(cfg, len(ckpt["class_counts"]), 1 if table is None else table.shape[0])
+    model.load_state_dict(ckpt["model"])
+    return model, cfg
+
+
 def load_model(path: str | Path, map_location="cpu") -> tuple[NCModel, Config, dict]:
     """Rebuild a checkpoint's model (in eval mode) from its own config: (model, config, checkpoint).
 
@@ -68,8 +85,5 @@ def load_model(path: str | Path, map_location="cpu") -> tuple[NCModel, Config, d
     ``allnc_train.data.build_data(config.data, 1)`` rebuilds the run's data.
     """
     ckpt = load_checkpoint(path, map_location)
-    cfg = from_dict(ckpt["config"])
-    table = ckpt["model"].get("backbone.table")  # the unconstrained-features model sizes its table by N
-    model = build_model(cfg, len(ckpt["class_counts"]), 1 if table is None else table.shape[0])
-    model.load_state_dict(ckpt["model"])
+    model, cfg = model_from_checkpoint(ckpt)
     return model.to(map_location).eval(), cfg, ckpt

@@ -1,29 +1,32 @@
-"""``allnc-train``: train one run from a YAML config.
+"""``allnc-train``: train one run from a YAML config (a click command, like ``nctools``).
 
     allnc-train --config cifar10_lt_r100_allnc --out runs/c10_r100_allnc --set optim.epochs=10
     allnc-train --out runs/c10_r100_allnc --resume          # continue a killed run
 
 ``--config`` takes a file path or the name of a bundled config (``allnc-train --list-configs``).
-Bad input (unknown key, wrong type, missing file, existing run) prints one line on stderr and
-exits with status 2; a diverged run (NaN loss) prints one line and exits with 1. Progress goes to
-stderr, the final summary (one JSON line) to stdout.
+``--set KEY=VALUE`` may be repeated, and one ``--set`` may also take several ``KEY=VALUE`` in a row
+(``--set optim.epochs=10 run.device=cpu``); long options may be abbreviated (``--print``).
+Bad input (unknown option or key, wrong type, missing file, existing run) prints one line on stderr
+and exits with status 2; a diverged run (NaN loss) prints one line and exits with 1; an interrupted
+one exits with 130. Progress goes to stderr, the final summary (one JSON line) to stdout, on rank 0
+alone under torchrun. torch and the training loop are imported only to train, so ``--help`` is instant.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
+import click
+
 from .config import ConfigError
 
+__all__ = ["CONFIG_DIR", "bundled_configs", "cli", "find_config", "main"]
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        self.exit(2, f"allnc-train: error: {message} (see allnc-train --help)\n")
+PROG = "allnc-train"
 
 
 def bundled_configs() -> list[str]:
@@ -41,70 +44,185 @@ def find_config(name: str) -> Path:
     raise ConfigError(f"config file {name} does not exist and is not a bundled config (see --list-configs).")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="allnc-train", description="Long-tailed training with AllNC and its baselines; writes a "
-                "feature dump, a checkpoint and run.json every epoch.")
-    p.add_argument("--config", help="YAML config file, or the name of a bundled config")
-    p.add_argument("--out", help="run directory (created); e.g. runs/cifar10_lt_r100_allnc")
-    p.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set optim.epochs=10 run.device=cpu (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--list-configs", action="store_true", help="print the bundled configs and exit")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    return p
+# ---------------------------------------------------------------------------------------------
+# Errors: one line on stderr and an exit status
+# ---------------------------------------------------------------------------------------------
+
+class Failure(click.ClickException):
+    """``allnc-train: <message>`` on stderr (one line) and ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"{PROG}: {self.format_message()}", file=file, err=file is None)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.list_configs:
-        print("\n".join(bundled_configs()))
+def _one_line(err: BaseException) -> str:
+    lines = [part.strip() for part in str(err).splitlines() if part.strip()]
+    return " ".join(lines) or type(err).__name__
+
+
+def _bad_input(err: BaseException) -> Failure:
+    return Failure(f"error: {_one_line(err)}", 2)
+
+
+def _usage(err: click.UsageError) -> Failure:
+    return Failure(f"error: {_one_line(err)} (see {PROG} --help)", 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line as argparse read it: --set a=1 b=2, abbreviated long options
+# ---------------------------------------------------------------------------------------------
+
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+def _matches(token: str, kinds: dict[str, str]) -> list[str]:
+    """The long options ``token`` (``--name`` or ``--name=value``) names: exactly, or as a prefix."""
+    head = token.partition("=")[0]
+    if head in kinds:
+        return [head]
+    return [name for name in kinds if name.startswith("--") and name.startswith(head)]
+
+
+def _is_option(token: str, kinds: dict[str, str]) -> bool:
+    """Whether argparse would read ``token`` as an option (it ends a run of values), not as a value."""
+    if not token.startswith("-") or token == "-":
+        return False
+    if token == "--" or (token.startswith("--") and _matches(token, kinds)):
+        return True
+    return not _NEGATIVE_NUMBER.match(token) and " " not in token
+
+
+def argparse_style(args: list[str], kinds: dict[str, str]) -> list[str]:
+    """Rewrite ``args`` into tokens click reads the way argparse read the original.
+
+    ``kinds`` maps each option name to ``flag``, ``one`` (takes one value) or ``many`` (repeatable,
+    and several values may follow one flag: ``--set a=1 b=2`` becomes ``--set=a=1 --set=b=2``).
+    An unambiguous prefix of a long option stands for it (``--print`` -> ``--print-config``).
+    Anything else (unknown options, stray values, what follows ``--``) is left for click to reject.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        i += 1
+        if token == "--":
+            out.extend(args[i - 1:])
+            break
+        names = _matches(token, kinds) if token.startswith("--") else []
+        if len(names) > 1:
+            raise click.UsageError(f"ambiguous option: {token.partition('=')[0]} could match {', '.join(names)}")
+        if not names:
+            out.append(token)
+            continue
+        name, (_, eq, value) = names[0], token.partition("=")
+        if kinds[name] == "flag" or eq:  # a flag, or --name=value: exactly one value (click rejects a flag's)
+            out.append(name + eq + value)
+            continue
+        values = []
+        while i < len(args) and not _is_option(args[i], kinds) and (kinds[name] == "many" or not values):
+            values.append(args[i])
+            i += 1
+        if not values:
+            raise click.BadOptionUsage(name, f"Option '{name}' requires an argument.")
+        out.extend(f"{name}={v}" for v in values)
+    return out
+
+
+class _Command(click.Command):
+    """A command whose usage errors are one line (exit 2) and that reads argparse's call forms."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        kinds = {}
+        for param in self.get_params(ctx):
+            if isinstance(param, click.Option):
+                kind = "flag" if param.is_flag else "many" if param.multiple else "one"
+                kinds.update((name, kind) for name in (*param.opts, *param.secondary_opts))
+        try:
+            return super().parse_args(ctx, argparse_style(list(args), kinds))
+        except click.UsageError as err:
+            raise _usage(err) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------
+
+@click.command(name=PROG, cls=_Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", metavar="CONFIG", help="YAML config file, or the name of a bundled config.")
+@click.option("--out", metavar="DIR", help="Run directory (created); e.g. runs/cifar10_lt_r100_allnc.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set optim.epochs=10 run.device=cpu (repeatable; "
+                   "several KEY=VALUE may follow one --set).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--list-configs", is_flag=True, help="Print the bundled configs and exit.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit.")
+def cli(config: str | None, out: str | None, overrides: tuple[str, ...], resume: bool, list_configs: bool,
+        print_config: bool) -> int:
+    """Long-tailed training with AllNC and its baselines; writes a feature dump, a checkpoint and
+    run.json every epoch.
+
+    \b
+    allnc-train --list-configs
+    allnc-train --config cifar10_lt_r100_allnc --out runs/c10_r100_allnc --set optim.epochs=10
+    allnc-train --out runs/c10_r100_allnc --resume      continue a killed run
+
+    Progress goes to stderr, the summary (one JSON line) to stdout. Exit status: 0 success,
+    2 bad input (one line on stderr), 1 a diverged run (NaN loss), 130 interrupted.
+    """
+    if list_configs:
+        click.echo("\n".join(bundled_configs()))
         return 0
-    overrides = [o for group in args.overrides for o in group]
     try:
-        cfg = _resolve(args, overrides)
-        if args.print_config:
+        cfg = _resolve(config, out, list(overrides), resume, print_config)
+        if print_config:
             import yaml
 
             from .config import to_dict
 
-            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            click.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False), nl=False)
             return 0
         from .train import RunError, TrainingDiverged, train  # heavy imports (torch) only when training
 
         try:
-            record = train(cfg, args.out, resume=args.resume)
+            record = train(cfg, out, resume=resume)
         except RunError as exc:
             raise ConfigError(str(exc)) from None
         except TrainingDiverged as exc:
-            print(f"allnc-train: error: {exc}", file=sys.stderr)
-            return 1
+            raise Failure(f"error: {_one_line(exc)}", 1) from None
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         # Library errors become one line at the boundary (DumpError is a ValueError too).
-        print(f"allnc-train: error: {exc}", file=sys.stderr)
-        return 2
+        raise _bad_input(exc) from None
     except KeyboardInterrupt:
-        print(f"allnc-train: interrupted; continue with: allnc-train --out {args.out} --resume", file=sys.stderr)
-        return 130
+        raise Failure(f"interrupted; continue with: {PROG} --out {out} --resume", 130) from None
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone prints the summary
         return 0
     last = record["epochs"][-1] if record["epochs"] else {}
-    print(json.dumps({"out": str(args.out), "status": record["status"], "epoch": last.get("epoch"),
-                      **{k: last.get(k) for k in ("eval_top1", "eval_many", "eval_medium", "eval_few")}}))
+    click.echo(json.dumps({"out": str(out), "status": record["status"], "epoch": last.get("epoch"),
+                           **{k: last.get(k) for k in ("eval_top1", "eval_many", "eval_medium", "eval_few")}}))
     return 0
 
 
-def _resolve(args, overrides: list[str]):
+_OUT_REQUIRED = "--out is required: the run directory to write (or, with --resume, to continue)."
+
+
+def _resolve(config: str | None, out: str | None, overrides: list[str], resume: bool, print_config: bool):
     from .config import load_config
 
-    if not args.out and not args.print_config:
-        raise ConfigError("--out is required: the run directory to write (or, with --resume, to continue).")
-    if args.config is None:
-        if not args.resume:
+    if not out and not print_config:
+        raise ConfigError(_OUT_REQUIRED)
+    if config is None:
+        if not resume:
             raise ConfigError("--config is required for a new run (a file or a bundled name; see --list-configs).")
+        if not out:  # --print-config --resume: the config of the run in --out
+            raise ConfigError(_OUT_REQUIRED)
         from .train import stored_config  # resuming without --config: the run's own config
 
         try:
-            cfg = stored_config(Path(args.out))
+            cfg = stored_config(Path(out))
         except RuntimeError as exc:
             raise ConfigError(str(exc)) from None
         if overrides:
@@ -112,7 +230,26 @@ def _resolve(args, overrides: list[str]):
 
             cfg = resolve(to_dict(cfg), overrides)
         return cfg
-    return load_config(find_config(args.config), overrides)
+    return load_config(find_config(config), overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point (``allnc-train = allnc_train.cli:main``): returns the exit status.
+
+    ``argv`` defaults to ``sys.argv[1:]``; errors are one line on stderr, never a raised SystemExit.
+    """
+    try:
+        code = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click.UsageError as err:  # raised outside parse_args (the command converts its own)
+        _usage(err).show()
+        return 2
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.Abort:  # Ctrl-C outside training (click turns it into Abort)
+        click.echo(f"{PROG}: interrupted", err=True)
+        return 130
+    return code or 0
 
 
 if __name__ == "__main__":

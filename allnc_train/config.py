@@ -267,15 +267,31 @@ def load_yaml(path: str | Path) -> dict:
 # Resolution: defaults that depend on the method, then cross-field checks
 # ---------------------------------------------------------------------------------------------
 
+def method_components(method: str) -> dict[str, bool]:
+    """Which components a method switches on by default: the one table behind the config's
+    ``enabled: null`` switches and the run labels.
+
+    >>> method_components("bbn")
+    {'gbbn': True, 'hycon': False, 'p2p': False}
+    """
+    return {"gbbn": method in ("bbn", "allnc"), "hycon": method == "allnc", "p2p": method == "allnc"}
+
+
+def method_label(cfg: Config) -> str:
+    """'allnc', or the method plus the components switched away from its defaults, e.g. 'allnc-hycon'."""
+    label = cfg.method.name
+    for name, default in method_components(label).items():
+        on = getattr(cfg, name).enabled
+        if on != default:
+            label += ("+" if on else "-") + name
+    return label
+
+
 def _fill_method_defaults(cfg: Config) -> None:
     """Turn the ``enabled: null`` switches into what the method implies."""
-    name = cfg.method.name
-    if cfg.gbbn.enabled is None:
-        cfg.gbbn.enabled = name in ("bbn", "allnc")
-    if cfg.hycon.enabled is None:
-        cfg.hycon.enabled = name == "allnc"
-    if cfg.p2p.enabled is None:
-        cfg.p2p.enabled = name == "allnc"
+    for name, default in method_components(cfg.method.name).items():
+        if getattr(cfg, name).enabled is None:
+            getattr(cfg, name).enabled = default
 
 
 def validate(cfg: Config) -> None:

@@ -19,15 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from nctools.core.audit import DEFAULT_GROUPS, assign_groups
+from nctools.io.images import CIFAR_STATS, normalization
+
 from .config import ConfigError, DataConfig
 
-CIFAR_STATS = {  # per-channel mean and std of the training images (LDAM-DRW's values for CIFAR-10)
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-}
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
-MANY_ABOVE, FEW_BELOW = 100, 20  # many-shot: n_c > 100; few-shot: n_c < 20; medium otherwise
+MANY_ABOVE, FEW_BELOW = DEFAULT_GROUPS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,12 +62,12 @@ def lt_subset_indices(labels: Sequence[int], counts: Sequence[int], seed: int = 
 
 
 def shot_groups(counts: Sequence[int], many_above: int = MANY_ABOVE, few_below: int = FEW_BELOW) -> list[str]:
-    """'many' / 'medium' / 'few' for each class from its training count.
+    """'many' / 'medium' / 'few' for each class from its training count (nctools' class groups).
 
     >>> shot_groups([500, 100, 20, 19])
     ['many', 'medium', 'medium', 'few']
     """
-    return ["many" if n > many_above else "few" if n < few_below else "medium" for n in counts]
+    return assign_groups(torch.as_tensor(list(counts)), (many_above, few_below)).tolist()
 
 
 def first_per_class(labels: Sequence[int], k: int) -> np.ndarray:
@@ -208,7 +206,7 @@ def image_transform(dataset: str, train: bool, augment: str, size: int):
     """torchvision v2 transform from a uint8 (3, H, W) tensor to a normalised float tensor."""
     from torchvision.transforms import v2
 
-    mean, std = CIFAR_STATS.get(dataset, IMAGENET_STATS)
+    mean, std = normalization(dataset)
     if dataset in CIFAR_STATS:
         augment_now = train and augment == "standard"
         geometric = [v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip()] if augment_now else []

@@ -48,7 +48,7 @@ def accuracy_by_group(logits: torch.Tensor, labels: torch.Tensor, groups: Sequen
 
 def write_dump(path: Path, features: torch.Tensor, labels: torch.Tensor, model: NCModel, class_counts: Sequence[int],
                dtype: str, metadata: dict) -> Path:
-    """A feature dump in the DESIGN format through ``nctools.save_dump`` (atomic)."""
+    """A feature dump in nctools' format (docs/DEFINITIONS.md) through ``nctools.save_dump`` (atomic)."""
     from nctools import save_dump
 
     weight = model.weight.detach().float().cpu()

@@ -11,8 +11,8 @@
   rows and means toward the simplex ETF: pairwise cosines to -1/(C-1), and equal norms.
 
 >>> import torch
->>> from allnc_train.models import simplex_etf
->>> W = simplex_etf(5, 8); float(p2p_loss(3 * W, 2 * W)[0]) < 1e-6
+>>> from nctools.core.geometry import simplex_etf
+>>> W = simplex_etf(5, 8, dtype=torch.float32); float(p2p_loss(3 * W, 2 * W)[0]) < 1e-6
 True
 """
 from __future__ import annotations

@@ -18,30 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nctools.core.geometry import icpa_optimum_deg, simplex_etf
+
 from .config import Config
-
-
-def simplex_etf(num_classes: int, dim: int, seed: int = 0) -> torch.Tensor:
-    """A (C, d) simplex ETF with unit rows: every pairwise cosine is -1/(C-1). Needs d >= C - 1.
-
-    Built as the centred identity sqrt(C/(C-1)) (I - 11^T/C) rotated into d dimensions by a random
-    orthonormal basis (Papyan et al. 2020). For d = C - 1 the centring direction is projected out.
-
-    >>> M = simplex_etf(4, 3); G = M @ M.T
-    >>> round(G[0, 1].item(), 4), round(G[2, 2].item(), 4)
-    (-0.3333, 1.0)
-    """
-    C = num_classes
-    if dim < C - 1:
-        raise ValueError(f"a simplex ETF of {C} classes needs dimension >= {C - 1}, got {dim}.")
-    centred = torch.eye(C, dtype=torch.float64) - 1.0 / C  # (C, C), rank C - 1
-    # Orthonormal basis of the centred rows' span (C - 1 directions), then a random embedding in R^d.
-    u, s, _ = torch.linalg.svd(centred)
-    coords = centred @ u[:, : C - 1]  # (C, C-1)
-    g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(dim, C - 1, generator=g, dtype=torch.float64))  # (d, C-1)
-    etf = coords @ q.T  # (C, d)
-    return (etf / etf.norm(dim=1, keepdim=True)).float()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +124,7 @@ class NCModel(nn.Module):
         d = backbone.out_dim
         self.num_classes, self.feature_dim = num_classes, d
         if fixed_etf:  # a buffer, not a parameter: the classifier never trains (Yang et al. 2022)
-            self.register_buffer("etf_weight", simplex_etf(num_classes, d) * etf_scale)
+            self.register_buffer("etf_weight", simplex_etf(num_classes, d, dtype=torch.float32) * etf_scale)
             self.classifier = None
         else:
             self.classifier = nn.Linear(d, num_classes, bias=bias)
@@ -193,8 +172,3 @@ def build_model(cfg: Config, num_classes: int, num_samples: int) -> NCModel:
 
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def etf_angle_deg(num_classes: int) -> float:
-    """The simplex-ETF pairwise angle arccos(-1/(C-1)) in degrees (96.38 for C = 10)."""
-    return math.degrees(math.acos(-1.0 / (num_classes - 1)))

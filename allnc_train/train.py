@@ -26,18 +26,21 @@ import time
 from collections import defaultdict
 from itertools import repeat
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from nctools.core.device import resolve_device as _resolve_device
+from nctools.io.atomic import atomic_write_json
+
 from . import distributed
-from .config import Config, flatten, from_dict, to_dict
+from .config import Config, flatten, from_dict, method_label, to_dict
 from .data import DataBundle, build_data, shot_groups
 from .evaluate import collect, write_dump
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
-from .io import atomic_write_json
 from .models import build_model, num_parameters
 from .objective import train_step
 from .samplers import ClassAwareSampler, epoch_seed
@@ -61,11 +64,11 @@ class TrainingDiverged(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"run.device is {name!r} but no CUDA device is available; use 'auto' or 'cpu'.")
-    return torch.device(name)
+    """run.device as a torch.device (nctools' reading of ``auto`` / ``cpu`` / ``cuda[:N]``)."""
+    try:
+        return _resolve_device(name)
+    except ValueError as exc:
+        raise RunError(f"run.device: {exc}.") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -91,37 +94,35 @@ def environment(device: torch.device) -> dict:
             "threads": torch.get_num_threads(), "git_commit": commit}
 
 
-def method_label(cfg: Config) -> str:
-    """'allnc', or the method plus the components switched away from its defaults, e.g. 'allnc-hycon'."""
-    label = cfg.method.name
-    defaults = {"gbbn": label in ("bbn", "allnc"), "hycon": label == "allnc", "p2p": label == "allnc"}
-    for name, default in defaults.items():
-        on = getattr(cfg, name).enabled
-        if on != default:
-            label += ("+" if on else "-") + name
-    return label
-
-
 def _to(batch, device):
     return None if batch is None else tuple(t.to(device, non_blocking=True) for t in batch)
 
 
-def make_loaders(cfg: Config, data: DataBundle, device: torch.device):
-    """(conventional loader, re-balancing loader or None, train-eval loader, eval loader or None)."""
+class Loaders(NamedTuple):
+    """The data loaders of one run, on this rank's share of the data."""
+
+    conventional: DataLoader  # instance-balanced training batches
+    rebalancing: Optional[DataLoader]  # GBBN's re-balancing branch (None without GBBN)
+    train_eval: DataLoader  # the training set in order, plain transform: evaluation and dumps
+    test: Optional[DataLoader]  # the test set, when the data has one
+
+
+def make_loaders(cfg: Config, data: DataBundle, device: torch.device) -> Loaders:
     pin = device.type == "cuda"
     common = dict(batch_size=distributed.local_batch_size(cfg.optim.batch_size), num_workers=cfg.data.num_workers,
                   pin_memory=pin, persistent_workers=False)
     shard, block = distributed.shard_sampler, distributed.shard_dataset  # this rank's share; identity on one
     conv = ClassAwareSampler(data.train_labels, data.class_counts, "instance", cfg.seed, stream=0)
-    loaders = [DataLoader(data.train, sampler=shard(conv), **common)]
+    rebalancing = None
     if cfg.gbbn.enabled:
         rebal = ClassAwareSampler(data.train_labels, data.class_counts, cfg.gbbn.sampler, cfg.seed, stream=1)
-        loaders.append(DataLoader(data.train, sampler=shard(rebal), **common))
-    else:
-        loaders.append(None)
-    loaders.append(DataLoader(block(data.train_eval), shuffle=False, **common))
-    loaders.append(DataLoader(block(data.test), shuffle=False, **common) if data.test is not None else None)
-    return loaders
+        rebalancing = DataLoader(data.train, sampler=shard(rebal), **common)
+    return Loaders(
+        conventional=DataLoader(data.train, sampler=shard(conv), **common),
+        rebalancing=rebalancing,
+        train_eval=DataLoader(block(data.train_eval), shuffle=False, **common),
+        test=DataLoader(block(data.test), shuffle=False, **common) if data.test is not None else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,13 +166,13 @@ def stored_config(out: Path) -> Config:
 # One epoch's evaluation and dumps
 # ---------------------------------------------------------------------------------------------
 
-def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: int, loaders, device, amp) -> dict:
+def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: int, loaders: Loaders, device, amp) -> dict:
     """Evaluate and write this epoch's dumps as the config asks; returns the metrics to log.
 
     Across processes each rank evaluates its block, accuracies are merged and rank 0 writes the dumps.
     """
     accuracy_by_group = distributed.accuracy_by_group  # over every rank's samples; the plain one on one process
-    _, _, train_loader, eval_loader = loaders
+    train_loader, eval_loader = loaders.train_eval, loaders.test
     last = epoch == cfg.optim.epochs
     do_eval = last or epoch % cfg.run.eval_every == 0
     do_dump = cfg.run.dump_every > 0 and (last or epoch % cfg.run.dump_every == 0)
@@ -212,13 +213,13 @@ def _write_dump(path: Path, feats, labels, *args) -> None:
 # The loop
 # ---------------------------------------------------------------------------------------------
 
-def train_one_epoch(model, cfg: Config, optimizer, scaler, loaders, epoch: int, device, amp: bool,
+def train_one_epoch(model, cfg: Config, optimizer, scaler, loaders: Loaders, epoch: int, device, amp: bool,
                     log_prior: torch.Tensor, loss_forward=None) -> dict:
     """One pass over the training set; returns the epoch's mean losses, last lr and eta.
 
     ``loss_forward``: the DistributedDataParallel-wrapped loss when training across processes.
     """
-    conv_loader, rebal_loader = loaders[:2]
+    conv_loader, rebal_loader = loaders.conventional, loaders.rebalancing
     steps = len(conv_loader)
     seed_everything(epoch_seed(cfg.seed, 99 + 1000 * distributed.rank(), epoch))  # augmentation randomness
     for loader in (conv_loader, rebal_loader):
@@ -299,7 +300,7 @@ def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_afte
             record["status"] = "finished"
         if main:
             save_checkpoint(out, cfg, epoch, model, optimizer, scaler, record, cfg.run.keep_checkpoints)
-            atomic_write_json(out / "run.json", record)
+            atomic_write_json(out / "run.json", record, allow_nan=True)
         distributed.barrier()  # nobody runs ahead of a checkpoint being written
         if cfg.run.progress and main:
             shown = {k: entry.get(k) for k in ("loss", "eval_top1", "eval_many", "eval_medium", "eval_few")}
@@ -310,5 +311,5 @@ def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_afte
     if start > cfg.optim.epochs:  # resumed a finished run: nothing to do, keep the record current
         record["status"] = "finished"
         if main:
-            atomic_write_json(out / "run.json", record)
+            atomic_write_json(out / "run.json", record, allow_nan=True)
     return record

@@ -16,13 +16,14 @@ and ``nctools analyze <checkpoint> --data <cifar10 folder>`` can be tried on it 
 from __future__ import annotations
 
 import argparse
+import os
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TARBALL = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+TARBALL_ENV = "NCTOOLS_CIFAR10_TARBALL"  # CIFAR-10 as image-folder JPEGs in a .tar.gz
 OUT = REPO / "nctools" / "data" / "demo_cifar10_lt.safetensors"
 
 
@@ -35,13 +36,16 @@ def extract_cifar10(tarball: Path, into: Path) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tarball", type=Path, default=TARBALL, help="the JPEG copy of CIFAR-10")
+    p.add_argument("--tarball", type=Path, default=os.environ.get(TARBALL_ENV),
+                   help=f"CIFAR-10 as image-folder JPEGs in a .tar.gz [${TARBALL_ENV}]")
     p.add_argument("--run", type=Path, default=Path("runs/demo_cifar10_lt"), help="run directory to train into")
     p.add_argument("--out", type=Path, default=OUT, help="where to write the shipped float16 dump")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--n-max", type=int, default=500, help="images in the largest class")
     p.add_argument("--ratio", type=float, default=100, help="imbalance ratio n_max / n_min")
     args = p.parse_args()
+    if args.tarball is None:
+        p.error(f"pass --tarball (or set {TARBALL_ENV}): the CIFAR-10 JPEG copy to train on")
 
     from allnc_train.cli import CONFIG_DIR
     from allnc_train.config import load_config

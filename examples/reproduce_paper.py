@@ -43,8 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from nctools.core import keys as K
+
 REPO = Path(__file__).resolve().parents[1]
-TARBALL = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+# An offline copy of CIFAR-10 as image-folder JPEGs in a .tar.gz (train/<class>/*.jpg, test/<class>/*.jpg).
+TARBALL_ENV = "NCTOOLS_CIFAR10_TARBALL"
 CACHE = REPO / ".cache" / "cifar10-jpeg"  # /.cache/ is git-ignored
 
 # ---------------------------------------------------------------------------------------------
@@ -347,12 +350,12 @@ def paper_figures(runs: List[Run], out: Path, primary2: Family, primary: Family)
                 t = read_track(out, run)
                 x = t["epoch"].tolist()
                 label = run.label
-                cos_panels.setdefault(("cos-Std, centred means", r), {})[label] = (x, t["nc2_cos_std_means"].tolist())
+                cos_panels.setdefault(("cos-Std, centred means", r), {})[label] = (x, t[K.NC2_COS_STD_MEANS].tolist())
                 cos_panels.setdefault(("cos-Std, classifier rows", r), {})[label] = \
-                    (x, t["nc2_cos_std_classifier"].tolist())
+                    (x, t[K.NC2_COS_STD_CLASSIFIER].tolist())
                 sd_panels.setdefault(("self-duality ||W/|W| - M/|M|||^2", r), {})[label] = \
-                    (x, t["nc3_self_duality"].tolist())
-                sd_panels.setdefault(("mean cos(w_c, mu_c - mu_G)", r), {})[label] = (x, t["nc3_cos_mean"].tolist())
+                    (x, t[K.NC3_SELF_DUALITY].tolist())
+                sd_panels.setdefault(("mean cos(w_c, mu_c - mu_G)", r), {})[label] = (x, t[K.NC3_COS_MEAN].tolist())
         fig3 = methods_by_ratio(cos_panels, ["cos-Std, centred means", "cos-Std, classifier rows"], fam.ratios,
                                 f"Fig. 3: Std of pairwise cosines ({fam.name})")
         fig4 = methods_by_ratio(sd_panels, ["self-duality ||W/|W| - M/|M|||^2", "mean cos(w_c, mu_c - mu_G)"],
@@ -381,9 +384,9 @@ def paper_figures(runs: List[Run], out: Path, primary2: Family, primary: Family)
 # results.md
 # ---------------------------------------------------------------------------------------------
 
-COLUMNS = [("cosStd(M)", "nc2_cos_std_means"), ("cosStd(W)", "nc2_cos_std_classifier"),
-           ("NC3", "nc3_self_duality"), ("NC1", "nc1"), ("tailICPA(M)", "tail_icpa_mean_deg_means"),
-           ("tailICPA(W)", "tail_icpa_mean_deg_classifier")]
+COLUMNS = [("cosStd(M)", K.NC2_COS_STD_MEANS), ("cosStd(W)", K.NC2_COS_STD_CLASSIFIER),
+           ("NC3", K.NC3_SELF_DUALITY), ("NC1", K.NC1), ("tailICPA(M)", K.TAIL_ICPA_MEAN_DEG_MEANS),
+           ("tailICPA(W)", K.TAIL_ICPA_MEAN_DEG_CLASSIFIER)]
 
 
 def _fmt(v, digits=3) -> str:
@@ -445,8 +448,8 @@ def write_results_md(runs: List[Run], out: Path, timings: Dict[str, float], args
 # Data
 # ---------------------------------------------------------------------------------------------
 
-def cifar10_root(given: Optional[str], dry_run: bool) -> str:
-    """The image-folder root of CIFAR-10: ``--data`` as given, else the shared tarball extracted into .cache/."""
+def cifar10_root(given: Optional[str], tarball: Optional[str], dry_run: bool) -> str:
+    """The image-folder root of CIFAR-10: ``--data`` as given, else ``--tarball`` extracted into .cache/."""
     if given:
         return given
     if dry_run:
@@ -455,12 +458,12 @@ def cifar10_root(given: Optional[str], dry_run: bool) -> str:
         return next((p for p in [base, *base.iterdir()] if (p / "train").is_dir()), None) if base.is_dir() else None
     root = find(CACHE)
     if root is None or not (CACHE / ".complete").exists():
-        if not TARBALL.is_file():
-            sys.exit(f"reproduce_paper: no --data and no CIFAR-10 copy at {TARBALL}; pass --data DIR "
-                     "(train/<class>/*.jpg, test/<class>/*.jpg)")
+        if not tarball or not Path(tarball).is_file():
+            sys.exit(f"reproduce_paper: no --data and no CIFAR-10 tarball at {tarball or '(none given)'}; pass --data "
+                     f"DIR (train/<class>/*.jpg, test/<class>/*.jpg) or --tarball FILE (or set {TARBALL_ENV})")
         shutil.rmtree(CACHE, ignore_errors=True)
         CACHE.mkdir(parents=True)
-        with tarfile.open(TARBALL) as tar:
+        with tarfile.open(tarball) as tar:
             tar.extractall(CACHE, filter="data")
         (CACHE / ".complete").touch()
         root = find(CACHE)
@@ -474,8 +477,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--profile", choices=("smoke", "quick", "full"), default="quick")
     p.add_argument("--out", type=Path, default=Path("results"))
-    p.add_argument("--data", help="extracted CIFAR-10 image folder (default: extract ../shared/data's tarball "
-                                  "into .cache/)")
+    p.add_argument("--data", help="extracted CIFAR-10 image folder (default: extract --tarball into .cache/)")
+    p.add_argument("--tarball", default=os.environ.get(TARBALL_ENV),
+                   help=f"CIFAR-10 as image-folder JPEGs in a .tar.gz, used without --data [${TARBALL_ENV}]")
     p.add_argument("--data100", help="CIFAR-100 image folder (full profile)")
     p.add_argument("--no-cifar", action="store_true", help="smoke/quick: unconstrained features only")
     p.add_argument("--jobs", type=int, default=2, help="training processes at a time [2]")
@@ -487,7 +491,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     families = profile_families(args.profile, with_cifar=not args.no_cifar)
     roots: Dict[str, Optional[str]] = {}
     if any(f.name == "cifar10" for f in families):
-        roots["cifar10"] = cifar10_root(args.data, args.dry_run)
+        roots["cifar10"] = cifar10_root(args.data, args.tarball, args.dry_run)
     if any(f.name == "cifar100" for f in families):
         if not args.data100 and not args.dry_run:
             sys.exit("reproduce_paper: the full profile needs --data100 (a CIFAR-100 image folder); "

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import nctools
 from allnc_train.cli import CONFIG_DIR
 from allnc_train.config import load_config
-from allnc_train.models import etf_angle_deg
+from nctools.core.geometry import icpa_optimum_deg
 from allnc_train.train import train
 
 
@@ -35,7 +35,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/ufm_demo")
     args = p.parse_args()
-    print(f"simplex-ETF optimum: {etf_angle_deg(10):.2f} degrees")
+    print(f"simplex-ETF optimum: {icpa_optimum_deg(10):.2f} degrees")
     print(f"{'method':8s} {'rows, 5 rarest':>15s} {'means, 5 rarest':>16s} {'nctools tail rows':>18s} "
           f"{'tail means':>11s} {'few-shot acc':>13s}")
     for method in ("ce", "allnc"):

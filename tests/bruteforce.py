@@ -1,5 +1,5 @@
 """Float64 brute-force twins of every metric: plain loops over samples and classes, straight from
-the DESIGN definitions, sharing no code with the package."""
+the definitions of docs/DEFINITIONS.md, sharing no code with the package."""
 from __future__ import annotations
 
 import math
@@ -76,7 +76,7 @@ def brute_force(features, labels, weight=None, bias=None, center="class", num_cl
     sigma_w /= n
     sigma_b = sum(np.outer(m, m) for m in centred) / k
     out = {}
-    # DESIGN's pseudo-inverse: at most k-1 directions, singular values of M~ above
+    # The documented pseudo-inverse: at most k-1 directions, singular values of M~ above
     # max(k, d) * eps64 * s_max (an SVD of M~, not the package's Gram route).
     _, s, vt = np.linalg.svd(np.array(centred), full_matrices=False)
     keep = min(k - 1, int((s > max(k, d) * np.finfo(np.float64).eps * s[0]).sum()))

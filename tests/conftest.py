@@ -9,7 +9,8 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The JPEG copy of CIFAR-10 lies in ../shared/data beside the checkout (CI lays it there too).
+# The offline JPEG copy of CIFAR-10 (a .tar.gz of train/<class>/*.jpg, test/<class>/*.jpg): by default the
+# team's copy beside the checkout, which CI lays out too; NCTOOLS_CIFAR10_TARBALL points elsewhere.
 CIFAR10_TARBALL = Path(
     os.environ.get("NCTOOLS_CIFAR10_TARBALL", REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz")
 )

@@ -61,7 +61,7 @@ def test_options_reach_the_numbers(dump, tmp_path):
     assert metrics["summary"]["center"] == "sample"
     assert metrics["options"]["groups"] == [50.0, 10.0] and metrics["options"]["device"] == "cpu"
     groups = pd.read_csv(tmp_path / "out" / "per_class.csv")["group"].tolist()
-    assert groups == ["head", "head", "medium", "medium", "tail", "tail"]
+    assert groups == ["many", "many", "medium", "medium", "few", "few"]
     for name in FIGURES:
         assert (tmp_path / "out" / name.replace(".pdf", ".png")).is_file()
 

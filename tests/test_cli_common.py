@@ -15,7 +15,7 @@ import nctools
 from nctools.cli import cli
 from nctools.core.geometry import simplex_etf
 
-COUNTS = (150, 60, 30, 15, 8, 4)  # head, medium and tail classes
+COUNTS = (150, 60, 30, 15, 8, 4)  # many-, medium- and few-shot classes
 NAMES = ["ant", "bee", "cat", "dog", "eel", "fox"]
 
 

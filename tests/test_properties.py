@@ -186,12 +186,12 @@ def test_training_counts_drive_the_groups_of_a_test_set():
     result = nctools.analyze(feats, labels, w, b, class_counts=train_counts)
     table = result.per_class
     assert table["train_count"].tolist() == train_counts.tolist()
-    assert table["group"].tolist() == ["head", "head", "medium", "medium", "tail", "tail"]
-    assert result.audit.set_index("group").loc["tail", "num_classes"] == 2
+    assert table["group"].tolist() == ["many", "many", "medium", "medium", "few", "few"]
+    assert result.audit.set_index("group").loc["few", "num_classes"] == 2
     assert result.summary["tail_icpa_mean_deg_classifier"] == pytest.approx(
         float(nctools.core.functional.icpa(w[4:])[0, 1]))
     custom = nctools.analyze(feats, labels, w, b, class_counts=train_counts, groups=(200, 30))
-    assert custom.per_class["group"].tolist() == ["head", "medium", "medium", "tail", "tail", "tail"]
+    assert custom.per_class["group"].tolist() == ["many", "medium", "medium", "few", "few", "few"]
     assert custom.options["groups"] == [200.0, 30.0]
 
 

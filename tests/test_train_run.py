@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from allnc_train.cli import CONFIG_DIR
 from allnc_train.config import load_config
 from allnc_train.checkpoint import CheckpointError, latest_checkpoint, load_model
-from allnc_train.models import etf_angle_deg
+from nctools.core.geometry import icpa_optimum_deg
 from allnc_train.train import RunError, train
 from nctools import load_dump
 
@@ -123,13 +123,13 @@ def tail_angles(out: Path, counts: list[int]) -> tuple[float, float]:
     W = state.get("classifier.weight", state.get("etf_weight"))
     y = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
     means = torch.stack([H[y == c].mean(0) for c in range(len(counts))])
-    centred = means - means.mean(0)  # class-centred, as in the DESIGN's default
+    centred = means - means.mean(0)  # class-centred, nctools' default centre
     tail = slice(len(counts) // 2, None)
     return _mean_pairwise_angle_deg(W[tail]), _mean_pairwise_angle_deg(centred[tail])
 
 
 def test_unconstrained_features_show_minority_collapse_under_ce_and_allnc_counters_it(tmp_path):
-    optimum = etf_angle_deg(10)  # 96.38 degrees
+    optimum = icpa_optimum_deg(10)  # 96.38 degrees
     record = train(_ufm("ce"), tmp_path / "ce")
     counts = record["data"]["class_counts"]
     assert counts == [500, 299, 179, 107, 64, 38, 23, 13, 8, 5]

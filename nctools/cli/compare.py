@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from ..core import keys as K
 from .options import analysis_options, out_option, status
 from .runs_common import format_table, read_runs
 
@@ -48,7 +49,7 @@ def compare(run_dirs, labels, out, split, center, groups, device, png, fmt, quie
 
     names = _labels(run_dirs, labels)
     tracks = read_runs(run_dirs, split=split, center=center, groups=groups, device=device, quiet=quiet)
-    classes = {t.last.summary["num_classes"] for t in tracks}
+    classes = {t.last.summary[K.NUM_CLASSES] for t in tracks}
     if len(classes) > 1:
         raise click.BadParameter(f"the runs have different numbers of classes ({sorted(classes)}); compare "
                                  "runs of one dataset", param_hint="RUN_DIR")
@@ -59,8 +60,8 @@ def compare(run_dirs, labels, out, split, center, groups, device, png, fmt, quie
     else:
         click.echo(f"nctools compare: {len(tracks)} runs, last epoch of each")
         click.echo(format_table(table, {"label": "run", "imbalance_ratio": "ratio", "epoch": "epoch",
-                                        "nc1": "NC1", "nc2_cos_std_means": "cosStd(M)",
-                                        "nc2_cos_std_classifier": "cosStd(W)", "nc3_self_duality": "NC3",
-                                        "tail_icpa_mean_deg_means": "tailICPA(M)",
-                                        "tail_icpa_mean_deg_classifier": "tailICPA(W)", "accuracy": "acc"}))
+                                        K.NC1: "NC1", K.NC2_COS_STD_MEANS: "cosStd(M)",
+                                        K.NC2_COS_STD_CLASSIFIER: "cosStd(W)", K.NC3_SELF_DUALITY: "NC3",
+                                        K.TAIL_ICPA_MEAN_DEG_MEANS: "tailICPA(M)",
+                                        K.TAIL_ICPA_MEAN_DEG_CLASSIFIER: "tailICPA(W)", K.ACCURACY: "acc"}))
     status(f"wrote {out}/ ({', '.join(written)})", quiet)

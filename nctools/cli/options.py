@@ -52,7 +52,7 @@ center_option = click.option(
          "geometry under imbalance), 'sample' = sample-weighted mean (Papyan et al.).")
 groups_option = click.option(
     "--groups", default="100,20", show_default=True, callback=_parse_groups, metavar="MANY,FEW",
-    help="Head / medium / tail split by training count: head > MANY, tail < FEW, medium in between.")
+    help="Many / medium / few split by training count: many-shot > MANY, few-shot < FEW, medium in between.")
 device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="Where to compute: 'auto' uses CUDA when available.")

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import sys
 
+from ..core import keys as K
 from .options import show_progress
 
 _TABLE_COLUMNS = {  # column in the track table -> short heading for the terminal
-    "epoch": "epoch", "nc1": "NC1", "nc2_cos_std_means": "cosStd(M)", "nc2_cos_std_classifier": "cosStd(W)",
-    "nc3_self_duality": "NC3", "nc4_ncc_mismatch": "NC4", "tail_icpa_mean_deg_means": "tailICPA(M)",
-    "tail_icpa_mean_deg_classifier": "tailICPA(W)", "accuracy": "acc",
+    "epoch": "epoch", K.NC1: "NC1", K.NC2_COS_STD_MEANS: "cosStd(M)", K.NC2_COS_STD_CLASSIFIER: "cosStd(W)",
+    K.NC3_SELF_DUALITY: "NC3", K.NC4_NCC_MISMATCH: "NC4", K.TAIL_ICPA_MEAN_DEG_MEANS: "tailICPA(M)",
+    K.TAIL_ICPA_MEAN_DEG_CLASSIFIER: "tailICPA(W)", K.ACCURACY: "acc",
 }
 
 

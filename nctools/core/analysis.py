@@ -62,13 +62,13 @@ def analyze(
         labels: (N,) integer class indices in [0, C).
         weight: classifier weight W (C, d), optional; without it the classifier metrics are null.
         bias: classifier bias b (C,), optional.
-        class_counts: training counts per class (C,), for the head / medium / tail split when the
+        class_counts: training counts per class (C,), for the many / medium / few split when the
             features are from a test set; the counts of ``labels`` otherwise.
         center: ``"class"`` (unweighted mean of class means, default) or ``"sample"``.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, or a ``torch.device``.
         chunk_size: rows per chunk; default sized so a chunk's temporaries stay near 128 MB.
         num_classes: C when neither ``weight`` nor ``class_counts`` gives it (else max label + 1).
-        groups: ``(many, few)`` thresholds: head has > many training samples, tail < few.
+        groups: ``(many, few)`` thresholds: many-shot classes have > many training samples, few-shot < few.
         progress: show a progress bar (default: on a terminal, for inputs over 50M values).
         validate: check shapes, labels and finiteness (the finiteness check rides on pass 1).
 

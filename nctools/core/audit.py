@@ -1,9 +1,9 @@
 """The minority-collapse audit: are the rare classes' means and classifier rows squeezed together?
 
-Classes are split by their training counts into head / medium / tail (> 100, 20 to 100, < 20 by
-default, as in the long-tailed literature). For each group: the mean pairwise angle among its
+Classes are split by their training counts into many / medium / few (> 100, 20 to 100, < 20 by
+default, as in the long-tailed literature; the summary keys call the few-shot group ``tail_``). For each group: the mean pairwise angle among its
 classes (centred means, classifier rows) against the simplex-ETF optimum, the mean norms, and the
-mean self-duality cosine. A run shows *complete minority collapse* when the tail's means and rows
+mean self-duality cosine. A run shows *complete minority collapse* when the few-shot classes' means and rows
 are both squeezed: their mean pairwise angle lies more than ``SQUEEZE_TOLERANCE_DEG`` below the
 optimum.
 """
@@ -17,14 +17,15 @@ import torch
 
 from .geometry import upper_blocks
 
-__all__ = ["GROUPS", "SQUEEZE_TOLERANCE_DEG", "check_groups", "assign_groups", "audit_groups"]
+__all__ = ["GROUPS", "DEFAULT_GROUPS", "SQUEEZE_TOLERANCE_DEG", "check_groups", "assign_groups", "audit_groups"]
 
-GROUPS = ("head", "medium", "tail")
+GROUPS = ("many", "medium", "few")
+DEFAULT_GROUPS = (100, 20)  # many-shot: n_c > 100; few-shot: n_c < 20; medium otherwise
 SQUEEZE_TOLERANCE_DEG = 5.0
 
 
 def check_groups(groups: Sequence[float]) -> Tuple[float, float]:
-    """``(many, few)``: head is n > many, tail is n < few, medium the rest."""
+    """``(many, few)``: many-shot is n > many, few-shot is n < few, medium the rest."""
     try:
         many, few = (float(g) for g in groups)
     except (TypeError, ValueError):
@@ -35,10 +36,14 @@ def check_groups(groups: Sequence[float]) -> Tuple[float, float]:
 
 
 def assign_groups(counts: torch.Tensor, groups: Sequence[float] = (100, 20)) -> np.ndarray:
-    """Group name per class from its training count."""
+    """Group name per class from its training count.
+
+    >>> assign_groups(torch.tensor([500, 100, 20, 19])).tolist()
+    ['many', 'medium', 'medium', 'few']
+    """
     many, few = check_groups(groups)
     n = counts.detach().cpu().numpy()
-    return np.where(n > many, "head", np.where(n < few, "tail", "medium")).astype(object)
+    return np.where(n > many, "many", np.where(n < few, "few", "medium")).astype(object)
 
 
 def _mean_pair_angle(angles: torch.Tensor, members: np.ndarray) -> Optional[float]:
@@ -91,18 +96,18 @@ def _squeezed(angle: Optional[float], optimum_deg: float) -> Optional[bool]:
 
 
 def verdict(audit: pd.DataFrame) -> Optional[str]:
-    """A one-line reading of the tail group, or None when there is no tail pair to judge."""
-    tail = audit[audit["group"] == "tail"]
+    """A one-line reading of the few-shot group, or None when there is no few-shot pair to judge."""
+    tail = audit[audit["group"] == "few"]
     if tail.empty or tail.iloc[0]["squeezed_means"] is None:
         return None
     means, rows = tail.iloc[0]["squeezed_means"], tail.iloc[0]["squeezed_classifier"]
     if rows is None:  # no classifier: say only what the means show
-        return ("the tail classes' means are squeezed (no classifier given)" if means
-                else "the tail classes' means keep near-optimal angles (no classifier given)")
+        return ("the few-shot classes' means are squeezed (no classifier given)" if means
+                else "the few-shot classes' means keep near-optimal angles (no classifier given)")
     if means and rows:
-        return "complete minority collapse: the tail classes' means and classifier rows are both squeezed"
+        return "complete minority collapse: the few-shot classes' means and classifier rows are both squeezed"
     if rows:
-        return "minority collapse of the classifier: the tail rows are squeezed, the tail means are not"
+        return "minority collapse of the classifier: the few-shot rows are squeezed, the few-shot means are not"
     if means:
-        return "the tail classes' means are squeezed, their classifier rows are not"
-    return "no minority collapse: the tail classes' means and rows keep near-optimal angles"
+        return "the few-shot classes' means are squeezed, their classifier rows are not"
+    return "no minority collapse: the few-shot classes' means and rows keep near-optimal angles"

@@ -2,7 +2,7 @@
 
 Every function takes float tensors of shape (k, d) (k class vectors: centred class means or
 classifier rows) and returns a float64 tensor or a Python float. Conventions follow
-``DESIGN.md``: pair statistics run over the k(k-1)/2 unordered pairs with the population std,
+docs/DEFINITIONS.md: pair statistics run over the k(k-1)/2 unordered pairs with the population std,
 equinorm uses the unbiased std over classes, the ETF target cosine is -1/(k-1).
 
 >>> import torch

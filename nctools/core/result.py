@@ -11,44 +11,29 @@ import pandas as pd
 import torch
 
 from . import geometry as geo
+from . import keys as K
 from .validation import check_class_counts
 from .audit import assign_groups, audit_groups, check_groups, verdict
+from .keys import ETF_GAPS, SUMMARY_KEYS, Summary
 
 __all__ = ["SUMMARY_KEYS", "NCResult", "build_result"]
-
-SUMMARY_KEYS = (
-    "num_samples", "num_classes", "dim", "center",
-    "nc1", "nc1_trace_ratio", "nc1_cdnv",
-    "nc2_equinorm_means", "nc2_equinorm_classifier",
-    "nc2_cos_std_means", "nc2_cos_std_classifier",
-    "nc2_maxangle_means", "nc2_maxangle_classifier",
-    "nc2_etf_error_means", "nc2_etf_error_classifier",
-    "icpa_mean_deg_means", "icpa_min_deg_means", "icpa_mean_deg_classifier", "icpa_min_deg_classifier",
-    "icpa_optimum_deg",
-    "nc3_self_duality", "nc3_wh_etf_error", "nc3_cos_mean",
-    "nc4_ncc_mismatch", "bias_collapse", "accuracy",
-    "tail_icpa_mean_deg_means", "tail_icpa_mean_deg_classifier", "tail_nc3_cos_mean",
-)
-_ETF_GAPS = ("nc2_maxangle_means", "nc2_maxangle_classifier", "nc2_etf_error_means",
-             "nc2_etf_error_classifier", "nc3_wh_etf_error")
-
 
 @dataclass
 class NCResult:
     """What :func:`nctools.analyze` returns.
 
     Attributes:
-        summary: the DESIGN summary keys (floats, ints, strings or ``None`` where a key cannot be
+        summary: the summary keys of :mod:`nctools.core.keys` (floats, ints, strings or ``None`` where a key cannot be
             computed for this input; ``notes`` says why).
         per_class: one row per class (identifiers first).
         icpa_means: (C, C) angles in degrees between centred class means (NaN for absent classes).
         icpa_classifier: (C, C) angles in degrees between classifier rows, or ``None``.
-        audit: the head / medium / tail minority-collapse table.
+        audit: the many / medium / few minority-collapse table.
         notes: plain sentences about what could not be computed, and the audit's verdict.
         options: the options the numbers were computed with.
     """
 
-    summary: Dict[str, Any]
+    summary: Summary
     per_class: pd.DataFrame
     icpa_means: torch.Tensor
     icpa_classifier: Optional[torch.Tensor]
@@ -141,15 +126,15 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
         s[f"icpa_mean_deg_{suffix}"] = frame["icpa_mean"]
         s[f"icpa_min_deg_{suffix}"] = frame["icpa_min"]
     if rows is not None:
-        s["nc3_self_duality"] = dual["self_duality"]
-        s["nc3_wh_etf_error"] = dual["wh_etf_error"]
-        s["nc3_cos_mean"] = float(duality.mean())
+        s[K.NC3_SELF_DUALITY] = dual["self_duality"]
+        s[K.NC3_WH_ETF_ERROR] = dual["wh_etf_error"]
+        s[K.NC3_COS_MEAN] = float(duality.mean())
         b = bias if bias is not None else torch.zeros(num_classes, dtype=torch.float64, device=weight.device)
-        s["bias_collapse"] = float((weight @ plan.center + b).norm())
+        s[K.BIAS_COLLAPSE] = float((weight @ plan.center + b).norm())
     else:
         notes.append("no classifier was given: classifier, self-duality, NC4 and accuracy metrics are null")
     if dim < c_used - 1:
-        for key in _ETF_GAPS:
+        for key in ETF_GAPS:
             s[key] = None
         notes.append(f"dim {dim} < C - 1 = {c_used - 1}: no simplex ETF fits, so the ETF gaps "
                      "(max-angle, ETF errors, W-H ETF error) are null")
@@ -176,17 +161,17 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
 
     audit = audit_groups(group_of[ids.cpu().numpy()], train_counts[ids], icpa_m, mean_norms, icpa_w,
                          rows_geo["norms"] if rows is not None else None, duality, optimum)
-    tail = audit[audit["group"] == "tail"]
+    tail = audit[audit["group"] == "few"]
     if not tail.empty:
-        for key, column in (("tail_icpa_mean_deg_means", "icpa_mean_deg_means"),
-                            ("tail_icpa_mean_deg_classifier", "icpa_mean_deg_classifier"),
-                            ("tail_nc3_cos_mean", "nc3_cos_mean")):
+        for key, column in ((K.TAIL_ICPA_MEAN_DEG_MEANS, K.ICPA_MEAN_DEG_MEANS),
+                            (K.TAIL_ICPA_MEAN_DEG_CLASSIFIER, K.ICPA_MEAN_DEG_CLASSIFIER),
+                            (K.TAIL_NC3_COS_MEAN, K.NC3_COS_MEAN)):
             value = tail.iloc[0][column]
             s[key] = None if value is None or pd.isna(value) else float(value)
-    if tail.empty or tail.iloc[0]["num_classes"] < 2:
+    if tail.empty or tail.iloc[0][K.NUM_CLASSES] < 2:
         many, few = check_groups(groups)
-        notes.append(f"fewer than 2 tail classes (training count < {few:g}): the tail angles are null; "
-                     "set groups to split head / medium / tail differently")
+        notes.append(f"fewer than 2 few-shot classes (training count < {few:g}): the tail angles are null; "
+                     "set groups to split many / medium / few differently")
     reading = verdict(audit)
     if reading:
         notes.append(reading)
@@ -202,7 +187,7 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
         icpa_w_full = icpa_w.cpu()
     else:  # rows of absent classes still have angles
         icpa_w_full = geo.icpa_degrees(weight).cpu()
-    options = {"center": center, "groups": list(check_groups(groups)),
+    options = {K.CENTER: center, "groups": list(check_groups(groups)),
                "class_counts_given": class_counts is not None}
     return NCResult(s, per_class, icpa_means_full, icpa_w_full, audit, notes, options)
 
@@ -216,21 +201,21 @@ def _pass2_metrics(stats, plan, s, per_class, has_classifier: bool, notes: List[
     nc1_terms = stats["pass2_nc1_terms"][ids] - n * plan.nc1_offset_sq  # undo the rounding of the means
     nc1_class = nc1_terms / n
     if plan.singular.numel():
-        s["nc1"] = float(nc1_terms.sum() / n.sum())
+        s[K.NC1] = float(nc1_terms.sum() / n.sum())
     else:
         notes.append("the class means coincide: Sigma_B is zero, so NC1 is null")
     between = plan.centred.square().sum() / c_used
-    s["nc1_trace_ratio"] = float((resid_sq.sum() / n.sum()) / between)
-    s["nc1_cdnv"] = geo.cdnv_mean(within_var, plan.centred)
+    s[K.NC1_TRACE_RATIO] = float((resid_sq.sum() / n.sum()) / between)
+    s[K.NC1_CDNV] = geo.cdnv_mean(within_var, plan.centred)
     num_classes = per_class.shape[0]
     per_class["within_var"] = _scatter(within_var, ids, num_classes)
-    per_class["nc1"] = _scatter(nc1_class, ids, num_classes)
+    per_class[K.NC1] = _scatter(nc1_class, ids, num_classes)
     per_class["ncc_accuracy"] = _scatter(stats["pass2_ncc_hits"][ids] / n, ids, num_classes)
     if has_classifier:
         total = n.sum()
-        s["accuracy"] = float(stats["pass2_hits"][ids].sum() / total)
-        s["nc4_ncc_mismatch"] = float(stats["pass2_mismatch"][ids].sum() / total)
-        per_class["accuracy"] = _scatter(stats["pass2_hits"][ids] / n, ids, num_classes)
+        s[K.ACCURACY] = float(stats["pass2_hits"][ids].sum() / total)
+        s[K.NC4_NCC_MISMATCH] = float(stats["pass2_mismatch"][ids].sum() / total)
+        per_class[K.ACCURACY] = _scatter(stats["pass2_hits"][ids] / n, ids, num_classes)
         per_class["ncc_mismatch"] = _scatter(stats["pass2_mismatch"][ids] / n, ids, num_classes)
 
 

@@ -5,11 +5,12 @@ run can be killed mid-write; both must never see half a file under the final nam
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 
 @contextmanager
@@ -41,6 +42,28 @@ def atomic_write_path(target: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
+
+
+def atomic_write(target, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp_path)`` and move the result onto ``target`` atomically; return ``target``.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = atomic_write(Path(tmp) / "a.txt", lambda part: part.write_text("x"))
+    ...     print(path.read_text())
+    x
+    """
+    target = Path(target)
+    with atomic_write_path(target) as tmp:
+        write(tmp)
+    return target
+
+
+def atomic_write_json(target, obj: Any, *, allow_nan: bool = False) -> Path:
+    """``obj`` as indented UTF-8 JSON, written atomically. NaN and Inf are refused unless
+    ``allow_nan`` (strict JSON readers refuse them; a training log may still need to keep one)."""
+    text = json.dumps(obj, indent=2, allow_nan=allow_nan) + "\n"
+    return atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _reserve_temp_path(target: Path) -> Path:

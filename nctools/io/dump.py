@@ -1,4 +1,4 @@
-"""Feature dumps: the file format shared by the bundled trainer and the toolkit (DESIGN "Inputs").
+"""Feature dumps: the file format shared by the bundled trainer and the toolkit (docs/DEFINITIONS.md, "The feature dump format").
 
 A dump holds the penultimate features of one split at one epoch with their labels and the last
 linear layer, under fixed keys::
@@ -7,7 +7,7 @@ linear layer, under fixed keys::
     labels              (N,)    int64 class indices in [0, C)
     classifier.weight   (C, d)  optional
     classifier.bias     (C,)    optional
-    class_counts        (C,)    int64 training counts, optional (the head/tail split of a test dump)
+    class_counts        (C,)    int64 training counts, optional (the many/few split of a test dump)
 
 and string metadata (``epoch``, ``split``, ``dataset``, ``imbalance_ratio``, ``method``,
 ``class_names`` as a JSON list, ``format_version``). Three containers carry it, chosen by suffix:
@@ -150,7 +150,7 @@ def save_dump(path, features, labels, weight=None, bias=None, class_counts=None,
     try:
         given = zip(_TENSOR_KEYS.items(), (features, labels, weight, bias, class_counts))
         tensors = {key: as_tensor(value, field) for (key, field), value in given if value is not None}
-        meta = {**_stringify_metadata(metadata), "format_version": FORMAT_VERSION}
+        meta = {**stringify_metadata(metadata), "format_version": FORMAT_VERSION}
     except (TypeError, ValueError) as err:
         raise _error(path, str(err)) from err
     # The same checks as load_dump: whatever save_dump writes, load_dump reads back.
@@ -351,7 +351,7 @@ def _parse_class_names(metadata: dict[str, str]) -> Optional[list[str]]:
     return names
 
 
-def _stringify_metadata(metadata: Optional[dict]) -> dict[str, str]:
+def stringify_metadata(metadata: Optional[dict]) -> dict[str, str]:
     """Every metadata format holds strings only: numbers via ``str``, lists and dicts as JSON."""
     if metadata is None:
         return {}

@@ -3,6 +3,7 @@ run directory (``tracking``). The writer's functions are importable from here.""
 from .writer import (
     analysis_figures,
     compare_figures,
+    compare_table,
     format_summary,
     staged_output,
     track_figures,
@@ -12,4 +13,4 @@ from .writer import (
 )
 
 __all__ = ["staged_output", "format_summary", "write_analysis", "write_track", "write_compare",
-           "analysis_figures", "track_figures", "compare_figures"]
+           "analysis_figures", "track_figures", "compare_figures", "compare_table"]

@@ -1,4 +1,4 @@
-"""Figure builders: data in, a matplotlib ``Figure`` out (DESIGN "Outputs").
+"""Figure builders: data in, a matplotlib ``Figure`` out (docs/DEFINITIONS.md, "Beside the summary").
 
 Nothing here writes files or shows windows: figures are made with ``matplotlib.figure.Figure``
 directly (no pyplot state, no GUI backend), so they are safe in scripts, tests and threads;
@@ -21,7 +21,7 @@ __all__ = ["Panel", "icpa_heatmaps", "icpa_grid", "per_class_bars", "cosine_hist
 PAGE_SIZE = (11.0, 5.0)  # inches: every single-row figure, so that report.pdf pages match
 _CMAP = "RdBu_r"  # diverging: blue below the optimum (squeezed), red above it
 _MEANS_COLOUR, _ROWS_COLOUR = "tab:blue", "tab:orange"
-_GROUP_COLOURS = {"head": "tab:green", "medium": "tab:olive", "tail": "tab:red"}
+_GROUP_COLOURS = {"many": "tab:green", "medium": "tab:olive", "few": "tab:red"}
 
 
 def _as_numpy(matrix) -> Optional[np.ndarray]:

@@ -1,7 +1,7 @@
 """Run directories: the per-epoch dumps a training run writes, analysed one at a time.
 
 A run directory holds ``dumps/epoch_0001.safetensors`` ... (train split) and, optionally,
-``dumps-test/epoch_*`` (DESIGN "Inputs"). ``track_run`` streams over them in epoch order: one dump
+``dumps-test/epoch_*`` (docs/DEFINITIONS.md, "Run directory layout"). ``track_run`` streams over them in epoch order: one dump
 is in memory at a time, and only its summary row (and the last epoch's full result) is kept.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Write reports: the terminal table, ``metrics.json``, CSVs and figure PDFs (DESIGN "Outputs").
+"""Write reports: the terminal table, ``metrics.json``, CSVs and figure PDFs (docs/DEFINITIONS.md, "Beside the summary").
 
 Nothing partial reaches the output folder: every file of one command is built in a hidden staging
 folder beside ``--out`` and moved into place only once all of them were written (a fresh ``--out``
@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
+from ..core import keys as K
+
 __all__ = ["staged_output", "format_summary", "write_analysis", "write_track", "write_compare",
-           "analysis_figures", "track_figures", "compare_figures"]
+           "analysis_figures", "track_figures", "compare_figures", "compare_table"]
 
 
 # --------------------------------------------------------------------------- writing files
@@ -87,33 +89,33 @@ def _plain(value):
 # (section title, column titles, rows of (label, summary keys or the literal "optimum"))
 _SECTIONS = (
     ("NC1  within-class variability", ("",), (
-        ("nc1  tr(Sw Sb+)/C", ("nc1",)),
-        ("trace ratio tr(Sw)/tr(Sb)", ("nc1_trace_ratio",)),
-        ("CDNV (mean over pairs)", ("nc1_cdnv",)),
+        ("nc1  tr(Sw Sb+)/C", (K.NC1,)),
+        ("trace ratio tr(Sw)/tr(Sb)", (K.NC1_TRACE_RATIO,)),
+        ("CDNV (mean over pairs)", (K.NC1_CDNV,)),
     )),
     ("NC2  simplex ETF", ("means", "classifier"), (
-        ("equinorm (CV of norms)", ("nc2_equinorm_means", "nc2_equinorm_classifier")),
-        ("cos-Std over pairs", ("nc2_cos_std_means", "nc2_cos_std_classifier")),
-        ("max-angle |cos + 1/(C-1)|", ("nc2_maxangle_means", "nc2_maxangle_classifier")),
-        ("ETF error", ("nc2_etf_error_means", "nc2_etf_error_classifier")),
+        ("equinorm (CV of norms)", (K.NC2_EQUINORM_MEANS, K.NC2_EQUINORM_CLASSIFIER)),
+        ("cos-Std over pairs", (K.NC2_COS_STD_MEANS, K.NC2_COS_STD_CLASSIFIER)),
+        ("max-angle |cos + 1/(C-1)|", (K.NC2_MAXANGLE_MEANS, K.NC2_MAXANGLE_CLASSIFIER)),
+        ("ETF error", (K.NC2_ETF_ERROR_MEANS, K.NC2_ETF_ERROR_CLASSIFIER)),
     )),
     ("ICPA  degrees", ("means", "classifier", "optimum"), (
-        ("mean pairwise angle", ("icpa_mean_deg_means", "icpa_mean_deg_classifier", "icpa_optimum_deg")),
-        ("min pairwise angle", ("icpa_min_deg_means", "icpa_min_deg_classifier", "icpa_optimum_deg")),
+        ("mean pairwise angle", (K.ICPA_MEAN_DEG_MEANS, K.ICPA_MEAN_DEG_CLASSIFIER, K.ICPA_OPTIMUM_DEG)),
+        ("min pairwise angle", (K.ICPA_MIN_DEG_MEANS, K.ICPA_MIN_DEG_CLASSIFIER, K.ICPA_OPTIMUM_DEG)),
     )),
     ("NC3  self-duality", ("",), (
-        ("||W/|W| - M/|M|||^2", ("nc3_self_duality",)),
-        ("W-H ETF error", ("nc3_wh_etf_error",)),
-        ("mean cos(w_c, mu_c - mu_G)", ("nc3_cos_mean",)),
+        ("||W/|W| - M/|M|||^2", (K.NC3_SELF_DUALITY,)),
+        ("W-H ETF error", (K.NC3_WH_ETF_ERROR,)),
+        ("mean cos(w_c, mu_c - mu_G)", (K.NC3_COS_MEAN,)),
     )),
     ("NC4 and accuracy", ("",), (
-        ("NCC mismatch", ("nc4_ncc_mismatch",)),
-        ("accuracy (classifier)", ("accuracy",)),
-        ("bias collapse ||W mu_G + b||", ("bias_collapse",)),
+        ("NCC mismatch", (K.NC4_NCC_MISMATCH,)),
+        ("accuracy (classifier)", (K.ACCURACY,)),
+        ("bias collapse ||W mu_G + b||", (K.BIAS_COLLAPSE,)),
     )),
     ("Tail classes  minority collapse", ("means", "classifier", "optimum"), (
-        ("tail mean angle (deg)", ("tail_icpa_mean_deg_means", "tail_icpa_mean_deg_classifier", "icpa_optimum_deg")),
-        ("tail mean cos(w_c, mu_c)", (None, "tail_nc3_cos_mean", None)),
+        ("tail mean angle (deg)", (K.TAIL_ICPA_MEAN_DEG_MEANS, K.TAIL_ICPA_MEAN_DEG_CLASSIFIER, K.ICPA_OPTIMUM_DEG)),
+        ("tail mean cos(w_c, mu_c)", (None, K.TAIL_NC3_COS_MEAN, None)),
     )),
 )
 _LABEL_WIDTH, _COLUMN_WIDTH = 32, 12
@@ -153,11 +155,11 @@ def analysis_figures(result, class_names: Optional[Sequence[str]] = None, label:
 
     suffix = f" ({label})" if label else ""
     return {
-        "icpa": plots.icpa_heatmaps(result.icpa_means, result.icpa_classifier, result.summary["icpa_optimum_deg"],
+        "icpa": plots.icpa_heatmaps(result.icpa_means, result.icpa_classifier, result.summary[K.ICPA_OPTIMUM_DEG],
                                     class_names, title=f"Inter-class pairwise angles (ICPA){suffix}"),
         "per_class": plots.per_class_bars(result.per_class, class_names,
                                           title=f"Per-class norms and self-duality against class size{suffix}"),
-        "cosines": plots.cosine_histogram(result.icpa_means, result.icpa_classifier, result.summary["num_classes"],
+        "cosines": plots.cosine_histogram(result.icpa_means, result.icpa_classifier, result.summary[K.NUM_CLASSES],
                                           title=f"Pairwise cosines{suffix}"),
     }
 
@@ -196,17 +198,17 @@ def track_figures(table, label: str = "") -> Dict[str, Any]:
     """One curve figure per quantity over epochs."""
     from .plots import curves
 
-    optimum = table["icpa_optimum_deg"].iloc[-1] if len(table) else None
+    optimum = table[K.ICPA_OPTIMUM_DEG].iloc[-1] if len(table) else None
     specs = {
-        "nc1": ("NC1 within-class variability", "tr(Sw Sb+)/C", {"NC1": "nc1"}, dict(logy=True)),
+        "nc1": ("NC1 within-class variability", "tr(Sw Sb+)/C", {"NC1": K.NC1}, dict(logy=True)),
         "cos_std": ("NC2 cos-Std", "std of pairwise cosines",
-                    {"means": "nc2_cos_std_means", "classifier": "nc2_cos_std_classifier"}, {}),
-        "self_duality": ("NC3 self-duality", "||W/|W| - M/|M|||^2", {"self-duality": "nc3_self_duality"}, {}),
-        "nc4": ("NC4 nearest-class-centre mismatch", "fraction of samples", {"NC4": "nc4_ncc_mismatch"}, {}),
+                    {"means": K.NC2_COS_STD_MEANS, "classifier": K.NC2_COS_STD_CLASSIFIER}, {}),
+        "self_duality": ("NC3 self-duality", "||W/|W| - M/|M|||^2", {"self-duality": K.NC3_SELF_DUALITY}, {}),
+        "nc4": ("NC4 nearest-class-centre mismatch", "fraction of samples", {"NC4": K.NC4_NCC_MISMATCH}, {}),
         "tail_icpa": ("Tail ICPA", "mean pairwise angle (degrees)",
-                      {"means": "tail_icpa_mean_deg_means", "classifier": "tail_icpa_mean_deg_classifier"},
+                      {"means": K.TAIL_ICPA_MEAN_DEG_MEANS, "classifier": K.TAIL_ICPA_MEAN_DEG_CLASSIFIER},
                       dict(hline=optimum)),
-        "accuracy": ("Accuracy of the classifier", "fraction correct", {"accuracy": "accuracy"}, {}),
+        "accuracy": ("Accuracy of the classifier", "fraction correct", {"accuracy": K.ACCURACY}, {}),
     }
     title = f" ({label})" if label else ""
     return {stem: curves([_epoch_panel(table, y, cols, **kw)], "epoch", f"{t}{title}")
@@ -230,7 +232,7 @@ def compare_figures(tracks, labels: Sequence[str]) -> Dict[str, Any]:
     """The paper's side-by-side figures for several runs (``tracks``: :class:`~nctools.report.tracking.RunTrack`)."""
     from .plots import Panel, curves, icpa_grid
 
-    optimum = tracks[0].last.summary["icpa_optimum_deg"]
+    optimum = tracks[0].last.summary[K.ICPA_OPTIMUM_DEG]
     figures = {"icpa_grid": icpa_grid([(lab, t.last.icpa_means, t.last.icpa_classifier)
                                        for lab, t in zip(labels, tracks)], optimum, tracks[0].class_names)}
 
@@ -238,11 +240,11 @@ def compare_figures(tracks, labels: Sequence[str]) -> Dict[str, Any]:
         return {lab: (t.table["epoch"].tolist(), t.table[key].tolist()) for lab, t in zip(labels, tracks)}
 
     figures["cos_std"] = curves([Panel("cos-Std of centred means", "std of pairwise cosines",
-                                       over_epochs("nc2_cos_std_means")),
+                                       over_epochs(K.NC2_COS_STD_MEANS)),
                                  Panel("cos-Std of classifier rows", "std of pairwise cosines",
-                                       over_epochs("nc2_cos_std_classifier"))], "epoch", "NC2 cos-Std")
-    figures["self_duality"] = curves([Panel("self-duality", "||W/|W| - M/|M|||^2", over_epochs("nc3_self_duality")),
-                                      Panel("mean cos(w_c, mu_c - mu_G)", "cosine", over_epochs("nc3_cos_mean"))],
+                                       over_epochs(K.NC2_COS_STD_CLASSIFIER))], "epoch", "NC2 cos-Std")
+    figures["self_duality"] = curves([Panel("self-duality", "||W/|W| - M/|M|||^2", over_epochs(K.NC3_SELF_DUALITY)),
+                                      Panel("mean cos(w_c, mu_c - mu_G)", "cosine", over_epochs(K.NC3_COS_MEAN))],
                                      "epoch", "NC3 self-duality")
     ratios = {t.imbalance_ratio for t in tracks}
     if None not in ratios and len(ratios) > 1:
@@ -258,8 +260,8 @@ def _ratio_figure(tracks, labels):
     for lab, t in zip(labels, tracks):
         groups.setdefault(t.method or "runs", []).append(t)
     panels = []
-    for key, title in (("nc2_cos_std_means", "cos-Std of means"), ("nc2_cos_std_classifier", "cos-Std of rows"),
-                       ("nc3_self_duality", "self-duality")):
+    for key, title in ((K.NC2_COS_STD_MEANS, "cos-Std of means"), (K.NC2_COS_STD_CLASSIFIER, "cos-Std of rows"),
+                       (K.NC3_SELF_DUALITY, "self-duality")):
         lines = {}
         for method, members in groups.items():
             members = sorted(members, key=lambda t: t.imbalance_ratio)
