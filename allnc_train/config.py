@@ -33,13 +33,13 @@ class DataConfig:
     source: str = "folder"
     root: str = "data/cifar10"  # image folder, torchvision root, or image root that split-file paths are relative to
     download: bool = False  # torchvision source only: download CIFAR when it is missing
-    train_split: Union[str, None] = None  # splits source: 'path label' file of the training set
-    test_split: Union[str, None] = None  # splits source: 'path label' file of the evaluation set
+    train_split: str | None = None  # splits source: 'path label' file of the training set
+    test_split: str | None = None  # splits source: 'path label' file of the evaluation set
     imbalance_ratio: float = 100.0  # beta = n_max / n_min of the LDAM subset; 1 = balanced (CIFAR, synthetic)
-    n_max: Union[int, None] = None  # head-class size of the subset; None = the full per-class size (5000 for CIFAR-10)
+    n_max: int | None = None  # head-class size of the subset; None = the full per-class size (5000 for CIFAR-10)
     subset_seed: int = 0  # numpy seed of the long-tailed subset (LDAM-DRW uses 0); separate from the training seed
     num_classes: int = 10  # synthetic only (CIFAR and split files know their own)
-    test_per_class: Union[int, None] = None  # keep the first k test images of each class (quick runs); None = all
+    test_per_class: int | None = None  # keep the first k test images of each class (quick runs); None = all
     image_size: int = 32  # training crop in pixels (32 for CIFAR, 224 for ImageNet-style data)
     augment: str = "standard"  # standard (crop + flip) | none
     num_workers: int = 0  # DataLoader worker processes
@@ -65,14 +65,14 @@ class MethodConfig:
 
 @dataclass
 class GBBNConfig:
-    enabled: Union[bool, None] = None  # None = on for bbn and allnc, off otherwise
+    enabled: bool | None = None  # None = on for bbn and allnc, off otherwise
     gamma: float = 2.0  # eta(t) = 1 - (t / T)^gamma mixes the conventional and re-balancing losses; 2 = BBN's parabola
     sampler: str = "reversed"  # sampler of the re-balancing branch: reversed | class_balanced | sqrt | instance
 
 
 @dataclass
 class HyConConfig:
-    enabled: Union[bool, None] = None  # None = on for allnc, off otherwise
+    enabled: bool | None = None  # None = on for allnc, off otherwise
     weight: float = 1.0  # weight of the hybrid contrastive loss
     temperature: float = 0.1  # softmax temperature on cosine similarities
     views: int = 2  # augmented views per image in the conventional branch
@@ -81,7 +81,7 @@ class HyConConfig:
 
 @dataclass
 class P2PConfig:
-    enabled: Union[bool, None] = None  # None = on for allnc, off otherwise
+    enabled: bool | None = None  # None = on for allnc, off otherwise
     weight: float = 1.0  # weight of the peer-to-peer loss
     momentum: float = 0.9  # EMA momentum of the running class means of the features
     align_weight: float = 1.0  # term 1 - cos(w_c, mu_c - mu_G)   (NC3)

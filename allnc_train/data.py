@@ -11,9 +11,9 @@ torchvision-ordered run.)
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -202,7 +202,7 @@ class IndexSamples(ViewDataset):
         return self._views(lambda: torch.tensor(i, dtype=torch.int64)), self.labels[i]
 
 
-def image_transform(dataset: str, train: bool, augment: str, size: int):
+def image_transform(dataset: str, train: bool, augment: str, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """torchvision v2 transform from a uint8 (3, H, W) tensor to a normalised float tensor."""
     from torchvision.transforms import v2
 

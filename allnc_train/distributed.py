@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -36,7 +36,6 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler, Subset
 
 from .objective import training_loss
-
 
 # ---------------------------------------------------------------------------------------------
 # Process group and ranks
@@ -174,7 +173,7 @@ class _LossForward(nn.Module):
         return training_loss(self.model, self.cfg, batch, rebal_batch, eta, log_prior)
 
 
-def wrap(model: nn.Module, cfg, device: torch.device):
+def wrap(model: nn.Module, cfg, device: torch.device) -> nn.Module | None:
     """The loss forward wrapped in DistributedDataParallel, or None on one process (plain loop)."""
     if not is_distributed():
         return None

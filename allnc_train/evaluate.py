@@ -1,8 +1,8 @@
 """Evaluation and feature dumps: one no-grad pass gives features, labels and logits."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch.utils.data import DataLoader

@@ -12,16 +12,13 @@
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nctools.core.geometry import icpa_optimum_deg, simplex_etf
+from nctools.core.geometry import simplex_etf
 
 from .config import Config
-
 
 # ---------------------------------------------------------------------------------------------
 # ResNet-32 for CIFAR

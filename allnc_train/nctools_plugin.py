@@ -11,7 +11,6 @@ The dependency runs one way: this module imports nctools, nctools finds it throu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -33,7 +32,7 @@ __all__ = ["read_checkpoint", "resnet32"]
 _FAMILY = CHECKPOINT_FORMAT.split("/")[0] + "/"  # any version of the format is ours to read or refuse
 
 
-def read_checkpoint(path: Path, contents: dict, options: SourceOptions) -> Optional[Dump]:
+def read_checkpoint(path: Path, contents: dict, options: SourceOptions) -> Dump | None:
     """The dump of an allnc_train checkpoint, or None for any other file."""
     if not str(contents.get("format", "")).startswith(_FAMILY):
         return None

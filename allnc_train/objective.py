@@ -26,7 +26,8 @@ def class_loss(cfg: Config, logits: torch.Tensor, labels: torch.Tensor, log_prio
     return cross_entropy(logits, labels)
 
 
-def training_loss(model: NCModel, cfg: Config, batch, rebal_batch, eta: float, log_prior: torch.Tensor):
+def training_loss(model: NCModel, cfg: Config, batch, rebal_batch, eta: float, log_prior: torch.Tensor
+                  ) -> tuple[torch.Tensor, dict, dict]:
     """Loss of one step. ``batch`` = (x (B, V, ...), y (B,)); ``rebal_batch`` likewise or None.
 
     Returns (loss, parts, stats): ``parts`` maps names to detached scalars for logging, ``stats`` is

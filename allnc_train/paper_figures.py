@@ -10,19 +10,19 @@ Like :mod:`nctools.report.plots`, these build a ``matplotlib.figure.Figure`` and
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 __all__ = ["eta_curves", "methods_by_ratio"]
 
-Line = Tuple[Sequence[float], Sequence[Optional[float]]]
+Line = tuple[Sequence[float], Sequence[float | None]]
 _STYLE = {0: dict(color="0.3", ls="--"), 1: dict(color="tab:red"), 2: dict(color="tab:blue")}
 
 
 def eta_curves(total_epochs: int, gammas: Sequence[float],
-               measured: Optional[Mapping[str, Line]] = None, title: Optional[str] = None) -> Figure:
+               measured: Mapping[str, Line] | None = None, title: str | None = None) -> Figure:
     """eta(t) (left) and 1 - eta(t) (right) against the epoch t = 0 .. T for each gamma.
 
     ``measured`` maps a label to (epochs, eta values) read from a run's log; those are drawn as
@@ -50,15 +50,15 @@ def eta_curves(total_epochs: int, gammas: Sequence[float],
     return fig
 
 
-def methods_by_ratio(panels: Mapping[Tuple[str, float], Dict[str, Line]], rows: Sequence[str],
+def methods_by_ratio(panels: Mapping[tuple[str, float], dict[str, Line]], rows: Sequence[str],
                      ratios: Sequence[float], title: str, xlabel: str = "epoch",
-                     hlines: Optional[Mapping[str, float]] = None, logy: Sequence[str] = ()) -> Figure:
+                     hlines: Mapping[str, float] | None = None, logy: Sequence[str] = ()) -> Figure:
     """A grid: row = quantity (``rows``, used as y label), column = imbalance ratio; each cell maps a
     method label to (x, y). Lines keep their colour across cells (by order of first appearance);
     ``None`` values are gaps."""
     fig = Figure(figsize=(max(4.0, 3.6 * len(ratios)), 3.0 * len(rows) + 0.6), layout="constrained")
     axes = np.array(fig.subplots(len(rows), len(ratios), squeeze=False))
-    order: Dict[str, int] = {}
+    order: dict[str, int] = {}
     for (row, ratio), lines in panels.items():
         for label in lines:
             order.setdefault(label, len(order))

@@ -8,7 +8,7 @@ generator seeded by (seed, stream, epoch), so a resumed run draws the same batch
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -26,21 +26,21 @@ import time
 from collections import defaultdict
 from itertools import repeat
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from nctools.core.device import resolve_device as _resolve_device
+from nctools.core.device import resolve_device
 from nctools.io.atomic import atomic_write_json
 
 from . import distributed
+from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, flatten, from_dict, method_label, to_dict
 from .data import DataBundle, build_data, shot_groups
 from .evaluate import collect, write_dump
-from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from .models import build_model, num_parameters
 from .objective import train_step
 from .samplers import ClassAwareSampler, epoch_seed
@@ -63,10 +63,10 @@ class TrainingDiverged(RuntimeError):
 # Small helpers
 # ---------------------------------------------------------------------------------------------
 
-def resolve_device(name: str) -> torch.device:
-    """run.device as a torch.device (nctools' reading of ``auto`` / ``cpu`` / ``cuda[:N]``)."""
+def run_device(name: str) -> torch.device:
+    """``run.device`` as a torch.device (nctools' reading of ``auto`` / ``cpu`` / ``cuda[:N]``)."""
     try:
-        return _resolve_device(name)
+        return resolve_device(name)
     except ValueError as exc:
         raise RunError(f"run.device: {exc}.") from None
 
@@ -102,9 +102,9 @@ class Loaders(NamedTuple):
     """The data loaders of one run, on this rank's share of the data."""
 
     conventional: DataLoader  # instance-balanced training batches
-    rebalancing: Optional[DataLoader]  # GBBN's re-balancing branch (None without GBBN)
+    rebalancing: DataLoader | None  # GBBN's re-balancing branch (None without GBBN)
     train_eval: DataLoader  # the training set in order, plain transform: evaluation and dumps
-    test: Optional[DataLoader]  # the test set, when the data has one
+    test: DataLoader | None  # the test set, when the data has one
 
 
 def make_loaders(cfg: Config, data: DataBundle, device: torch.device) -> Loaders:
@@ -166,7 +166,8 @@ def stored_config(out: Path) -> Config:
 # One epoch's evaluation and dumps
 # ---------------------------------------------------------------------------------------------
 
-def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: int, loaders: Loaders, device, amp) -> dict:
+def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: int, loaders: Loaders, device,
+                      amp) -> dict:
     """Evaluate and write this epoch's dumps as the config asks; returns the metrics to log.
 
     Across processes each rank evaluates its block, accuracies are merged and rank 0 writes the dumps.
@@ -256,7 +257,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | 
     ``resume`` continues from the latest checkpoint in ``out``. ``stop_after`` ends the call after
     that epoch, exactly as if the process had been killed there (used by tests and by time-sliced jobs).
     """
-    with distributed.process_group(resolve_device(cfg.run.device)) as device:  # joins torchrun's group, if any
+    with distributed.process_group(run_device(cfg.run.device)) as device:  # joins torchrun's group, if any
         return _train(cfg, Path(out), device, resume, stop_after)
 
 

@@ -23,9 +23,9 @@ import time
 
 import numpy as np
 import torch
+from _table import print_table
 
 import nctools
-from _table import print_table
 
 
 class PeakRSS:
@@ -128,7 +128,7 @@ def main() -> None:
     rows = [
         ("input", f"N={args.n:,} d={args.dim} C={args.classes} float32, device {args.device}"),
         ("machine", f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, numpy {np.__version__}"),
-        ("nctools.analyze (best of %d)" % args.repeat, f"{t_analyze:.2f} s"),
+        (f"nctools.analyze (best of {args.repeat})", f"{t_analyze:.2f} s"),
         ("floor: numpy float32 H.T @ H", f"{t_floor:.2f} s"),
         ("analyze / floor", f"{t_analyze / t_floor:.2f}x"),
         ("features' own size", f"{feature_bytes / 2**30:.2f} GiB"),

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _table import print_table
 
 import nctools
-from _table import print_table
 from nctools.io.rows import shard_paths
 
 ANALYSE = r"""

@@ -21,7 +21,7 @@ from allnc_train.cli import CONFIG_DIR
 from allnc_train.config import load_config
 from allnc_train.models import build_model
 from allnc_train.objective import train_step
-from allnc_train.train import resolve_device
+from nctools.core.device import resolve_device
 
 
 def make_step(method: str, device: torch.device, batch_size: int):

@@ -23,8 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 
 import nctools
-from nctools import report
-from nctools import extract
+from nctools import extract, report
 
 
 def image_folder(root: Path, size: int, max_per_class: int | None):

@@ -47,11 +47,10 @@ def main() -> None:
     if args.tarball is None:
         p.error(f"pass --tarball (or set {TARBALL_ENV}): the CIFAR-10 JPEG copy to train on")
 
+    import nctools
     from allnc_train.cli import CONFIG_DIR
     from allnc_train.config import load_config
     from allnc_train.train import train
-
-    import nctools
 
     tic = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -41,7 +41,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from nctools.core import keys as K
 
@@ -66,17 +65,17 @@ class Family:
 
     name: str
     description: str
-    ratios: List[float]
-    ablation_ratio: Optional[float]  # where the ablations run (None: no ablations)
-    config: Dict[str, str]  # kind (ce_bal, ce_lt, allnc_lt) -> bundled config name; {r} = the ratio
-    common: List[str] = field(default_factory=list)  # overrides for every run
-    balanced: List[str] = field(default_factory=list)  # extra overrides for the balanced run
-    lt: List[str] = field(default_factory=list)  # extra overrides for the long-tailed runs
+    ratios: list[float]
+    ablation_ratio: float | None  # where the ablations run (None: no ablations)
+    config: dict[str, str]  # kind (ce_bal, ce_lt, allnc_lt) -> bundled config name; {r} = the ratio
+    common: list[str] = field(default_factory=list)  # overrides for every run
+    balanced: list[str] = field(default_factory=list)  # extra overrides for the balanced run
+    lt: list[str] = field(default_factory=list)  # extra overrides for the long-tailed runs
     set_ratio: bool = False  # pass data.imbalance_ratio=r (configs that do not carry the ratio in their name)
     real_data: bool = False
 
 
-def _ufm(epochs: Optional[int] = None, n_max: Optional[int] = None, ratios=(10, 50, 100)) -> Family:
+def _ufm(epochs: int | None = None, n_max: int | None = None, ratios=(10, 50, 100)) -> Family:
     common = ["run.device=cpu", "run.progress=false"]
     common += [f"optim.epochs={epochs}"] if epochs else []
     common += [f"data.n_max={n_max}"] if n_max else []
@@ -116,7 +115,7 @@ def _cifar_full(name: str) -> Family:
                    "allnc_lt": f"{name}_lt_r{{r}}_allnc"}, ["run.progress=false"], real_data=True)
 
 
-def profile_families(profile: str, with_cifar: bool) -> List[Family]:
+def profile_families(profile: str, with_cifar: bool) -> list[Family]:
     if profile == "smoke":
         fams = [_ufm(epochs=4, n_max=100, ratios=(100,))]
         if with_cifar:
@@ -136,7 +135,7 @@ class Run:
     kind: str  # ce_bal | ce_lt | allnc_lt | allnc_no_*
     ratio: float  # 1 for the balanced run
     config: str
-    overrides: List[str]
+    overrides: list[str]
 
     @property
     def name(self) -> str:
@@ -147,7 +146,7 @@ class Run:
         return LABELS[self.kind]
 
 
-def plan_runs(families: List[Family], data_roots: Dict[str, Optional[str]]) -> List[Run]:
+def plan_runs(families: list[Family], data_roots: dict[str, str | None]) -> list[Run]:
     runs = []
     for fam in families:
         root = [f"data.root={data_roots[fam.name]}"] if fam.real_data and data_roots.get(fam.name) else []
@@ -181,14 +180,14 @@ def run_state(run_dir: Path) -> str:
     return "new"
 
 
-def train_command(run: Run, run_dir: Path, state: str) -> List[str]:
+def train_command(run: Run, run_dir: Path, state: str) -> list[str]:
     if state == "partial":
         return ["allnc-train", "--out", str(run_dir), "--resume"]
     return ["allnc-train", "--config", run.config, "--out", str(run_dir), "--set", *run.overrides]
 
 
-def train_all(runs: List[Run], out: Path, jobs: int, log=print, timings: Optional[Dict[str, float]] = None,
-              timing_file: Optional[Path] = None) -> Dict[str, float]:
+def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[str, float] | None = None,
+              timing_file: Path | None = None) -> dict[str, float]:
     """Train the runs that are not finished; records {run name: wall seconds} of those trained now in
     ``timings`` (written to ``timing_file`` after each run, so an interruption keeps them)."""
     import threading
@@ -252,7 +251,7 @@ def _cost(run: Run) -> float:
 # Analysis: nctools track / compare, then the paper figures
 # ---------------------------------------------------------------------------------------------
 
-def nctools_cli(args: List[str]) -> str:
+def nctools_cli(args: list[str]) -> str:
     """Run ``nctools ARGS`` in this process (the click command itself); returns its stdout."""
     import click
 
@@ -267,11 +266,11 @@ def nctools_cli(args: List[str]) -> str:
     return buf.getvalue()
 
 
-def _by_kind(runs: List[Run], fam: Family) -> Dict[tuple, Run]:
+def _by_kind(runs: list[Run], fam: Family) -> dict[tuple, Run]:
     return {(r.kind, r.ratio): r for r in runs if r.family is fam}
 
 
-def analysis_commands(runs: List[Run], out: Path, light: bool = False) -> List[List[str]]:
+def analysis_commands(runs: list[Run], out: Path, light: bool = False) -> list[list[str]]:
     """The ``nctools`` command lines of the analysis. ``light`` (the smoke profile): ``track`` only
     for the AllNC-LT run at the largest ratio of each family (the others get their track.csv from
     :func:`light_track`), and ``compare`` only for the Fig. 2 group, since writing figure PDFs
@@ -299,7 +298,7 @@ def analysis_commands(runs: List[Run], out: Path, light: bool = False) -> List[L
     return cmds
 
 
-def light_track(runs: List[Run], out: Path) -> None:
+def light_track(runs: list[Run], out: Path) -> None:
     """track.csv (no figures) for every run that ``nctools track`` did not analyse, through
     :func:`nctools.report.tracking.track_run`, the function behind ``nctools track``."""
     from nctools.report.tracking import track_run
@@ -311,7 +310,7 @@ def light_track(runs: List[Run], out: Path) -> None:
             track_run(out / "runs" / run.name, device="cpu").table.to_csv(target, index=False)
 
 
-def _compare(group: List[Run], out: Path, name: str, labels=None) -> List[str]:
+def _compare(group: list[Run], out: Path, name: str, labels=None) -> list[str]:
     labels = labels or [x.label for x in group]
     return ["compare", *[str(out / "runs" / x.name) for x in group], "--labels", ",".join(labels),
             "--out", str(out / "compare" / name), "--png", "--quiet"]
@@ -328,7 +327,7 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path.with_suffix(".png"), dpi=110)
 
 
-def paper_figures(runs: List[Run], out: Path, primary2: Family, primary: Family) -> List[str]:
+def paper_figures(runs: list[Run], out: Path, primary2: Family, primary: Family) -> list[str]:
     """fig2 .. fig5b (PDF + PNG) into ``out``, one set per family (suffix ``_<family>``) and the
     un-suffixed names for the primary families (``primary2`` for Fig. 2, ``primary`` for the
     rest); returns the file names written."""
@@ -397,7 +396,7 @@ def _fmt(v, digits=3) -> str:
     return str(v)
 
 
-def _row(out: Path, run: Run, timings: Dict[str, float]) -> List[str]:
+def _row(out: Path, run: Run, timings: dict[str, float]) -> list[str]:
     t = read_track(out, run).iloc[-1]
     rec = json.loads((out / "runs" / run.name / "run.json").read_text())
     last = rec["epochs"][-1]
@@ -407,13 +406,13 @@ def _row(out: Path, run: Run, timings: Dict[str, float]) -> List[str]:
             _fmt(timings.get(run.name), 4)]
 
 
-def _table(header: List[str], rows: List[List[str]]) -> str:
+def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def write_results_md(runs: List[Run], out: Path, timings: Dict[str, float], args, commands: List[str],
-                     figures: List[str]) -> Path:
+def write_results_md(runs: list[Run], out: Path, timings: dict[str, float], args, commands: list[str],
+                     figures: list[str]) -> Path:
     header = ["run", "method", "beta", "epoch", "n_train", *[c for c, _ in COLUMNS], "acc %", "tail acc %",
               "acc on", "train wall s"]
     parts = [f"# AllNC paper reproduction: profile `{args.profile}`", "",
@@ -448,13 +447,13 @@ def write_results_md(runs: List[Run], out: Path, timings: Dict[str, float], args
 # Data
 # ---------------------------------------------------------------------------------------------
 
-def cifar10_root(given: Optional[str], tarball: Optional[str], dry_run: bool) -> str:
+def cifar10_root(given: str | None, tarball: str | None, dry_run: bool) -> str:
     """The image-folder root of CIFAR-10: ``--data`` as given, else ``--tarball`` extracted into .cache/."""
     if given:
         return given
     if dry_run:
         return str(CACHE)
-    def find(base: Path) -> Optional[Path]:
+    def find(base: Path) -> Path | None:
         return next((p for p in [base, *base.iterdir()] if (p / "train").is_dir()), None) if base.is_dir() else None
     root = find(CACHE)
     if root is None or not (CACHE / ".complete").exists():
@@ -472,7 +471,7 @@ def cifar10_root(given: Optional[str], tarball: Optional[str], dry_run: bool) ->
 
 # ---------------------------------------------------------------------------------------------
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--profile", choices=("smoke", "quick", "full"), default="quick")
@@ -489,7 +488,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     tic = time.perf_counter()
     families = profile_families(args.profile, with_cifar=not args.no_cifar)
-    roots: Dict[str, Optional[str]] = {}
+    roots: dict[str, str | None] = {}
     if any(f.name == "cifar10" for f in families):
         roots["cifar10"] = cifar10_root(args.data, args.tarball, args.dry_run)
     if any(f.name == "cifar100" for f in families):

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 import nctools
 from allnc_train.cli import CONFIG_DIR
 from allnc_train.config import load_config
-from nctools.core.geometry import icpa_optimum_deg
 from allnc_train.train import train
+from nctools.core.geometry import icpa_optimum_deg
 
 
 def mean_angle_deg(vectors: torch.Tensor) -> float:
@@ -45,7 +45,8 @@ def main() -> None:
         dump = nctools.load_dump(out / record["epochs"][-1]["dump"])
         means = torch.stack([dump.features[dump.labels == c].mean(0) for c in range(dump.num_classes)])
         centred = means - means.mean(0)
-        summary = nctools.analyze(dump.features, dump.labels, dump.weight, dump.bias, class_counts=dump.class_counts).summary
+        summary = nctools.analyze(dump.features, dump.labels, dump.weight, dump.bias,
+                                  class_counts=dump.class_counts).summary
         print(f"{method:8s} {mean_angle_deg(dump.weight[5:]):15.1f} {mean_angle_deg(centred[5:]):16.1f} "
               f"{summary['tail_icpa_mean_deg_classifier']:18.1f} {summary['tail_icpa_mean_deg_means']:11.1f} "
               f"{record['epochs'][-1]['eval_few']:13.1f}")

@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 import torch
-
-import nctools
 from bruteforce import SUMMARY_TWINS, brute_force
 from datagen import as_numpy64, lt_counts, make_features
+
+import nctools
 
 
 def assert_matches_twin(result, twin, rtol, atol=1e-12, skip=()):
@@ -196,11 +196,11 @@ def test_tail_keys_follow_groups():
 
 def test_svd_route_equals_gram_route(monkeypatch):
     """The pseudo-inverse's two routes (Gram eigen-decomposition, SVD of M~) agree."""
-    import nctools.core.statistics as stats
+    import nctools.core.residuals as residuals
 
     feats, labels, w, b = make_features(lt_counts(200, 12, 50), 20, dtype=torch.float64, seed=8)
     gram = nctools.analyze(feats, labels, w, b)
-    monkeypatch.setattr(stats, "GRAM_EIGEN_FLOOR", float("inf"))
+    monkeypatch.setattr(residuals, "GRAM_EIGEN_FLOOR", float("inf"))
     svd = nctools.analyze(feats, labels, w, b)
     for key, value in gram.summary.items():
         if isinstance(value, float):
@@ -229,7 +229,8 @@ def test_nearly_merged_tail_means_keep_their_nearest_centre():
     still separate them in float32 (the minority-collapse case the audit exists for)."""
     gen = torch.Generator().manual_seed(3)
     means = 10 * torch.randn(6, 16, generator=gen, dtype=torch.float64)
-    means[5] = means[4] + 3e-3 * torch.nn.functional.normalize(torch.randn(16, generator=gen, dtype=torch.float64), dim=0)
+    step = torch.nn.functional.normalize(torch.randn(16, generator=gen, dtype=torch.float64), dim=0)
+    means[5] = means[4] + 3e-3 * step
     labels = torch.arange(6).repeat_interleave(torch.tensor([40, 30, 20, 15, 12, 8]))
     feats = means[labels] + 1e-4 * torch.randn(len(labels), 16, generator=gen, dtype=torch.float64)
     w = means - means.mean(0) + 0.01 * torch.randn(6, 16, generator=gen, dtype=torch.float64)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_cli_common import COUNTS, NAMES, invoke, leftovers, make_dump, pdf_pages
 
 import nctools
-from test_cli_common import COUNTS, NAMES, invoke, leftovers, make_dump, pdf_pages
 
 FIGURES = ("icpa.pdf", "per_class.pdf", "cosines.pdf")
 

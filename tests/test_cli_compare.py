@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-
 from test_cli_common import invoke, make_run, pdf_pages
 
 

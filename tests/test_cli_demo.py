@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 
+from test_cli_common import invoke, pdf_pages
+
 import nctools
 from nctools.cli.demo import demo_dump_path
-from test_cli_common import invoke, pdf_pages
 
 
 def test_shipped_dump_is_small_real_and_long_tailed():

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_cli_common import invoke, leftovers, make_dump, make_run
 
 import nctools
-from test_cli_common import invoke, leftovers, make_dump, make_run
 
 
 class _RunsCode:

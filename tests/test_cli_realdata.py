@@ -9,7 +9,6 @@ import json
 import pandas as pd
 import pytest
 import torch
-
 from test_cli_common import invoke, pdf_pages
 
 OVERRIDES = ["data.n_max=60", "data.imbalance_ratio=20", "data.test_per_class=10", "data.num_workers=0",

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+from test_cli_common import invoke, leftovers, make_dump, make_run, pdf_pages
 
 import nctools
-from test_cli_common import invoke, leftovers, make_dump, make_run, pdf_pages
 
 CURVES = ("nc1", "cos_std", "self_duality", "nc4", "tail_icpa", "accuracy")
 

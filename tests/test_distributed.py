@@ -7,10 +7,9 @@ import math
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-import nctools
 from datagen import make_features, two_passes
 
+import nctools
 
 DTYPES = {"float64": (torch.float64, 1e-12), "float32": (torch.float32, 1e-6)}
 

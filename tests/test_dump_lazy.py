@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from datagen import make_features
 
 import nctools
 from nctools.io.rows import ConcatRows, SafetensorsRows
-from datagen import make_features
 
 FEATS, LABELS, W, B = make_features([40, 25, 12, 6], 9, dtype=torch.float32, seed=2)
 SPLITS = [(0, 30), (30, 31), (31, 83)]

@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from datagen import lt_counts, make_features
 
 import nctools
-from datagen import lt_counts, make_features
 
 pytestmark = pytest.mark.gpu
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from datagen import make_features
 
 import nctools
-from datagen import make_features
 
 FEATS, LABELS, W, B = make_features([20, 12, 8], 5, dtype=torch.float32)
 
@@ -60,7 +60,8 @@ def test_bad_input_says_what_is_wrong(name, changes, error, message):
 
 def test_nan_found_in_a_later_chunk_names_the_rows():
     feats = with_nan(FEATS, (33, 0))
-    with pytest.raises(ValueError, match=r"features must be finite, but 1 entry is NaN or Inf \(first: features\[33, 0\] = nan\)"):
+    expected = r"features must be finite, but 1 entry is NaN or Inf \(first: features\[33, 0\] = nan\)"
+    with pytest.raises(ValueError, match=expected):
         nctools.analyze(feats, LABELS, W, B, chunk_size=10)
 
 

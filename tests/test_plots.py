@@ -8,8 +8,8 @@ import torch
 from matplotlib.figure import Figure
 
 import nctools
-from nctools.report import plots
 from nctools.core.geometry import simplex_etf
+from nctools.report import plots
 
 
 @pytest.fixture(scope="module")

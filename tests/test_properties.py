@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from datagen import make_features, random_orthogonal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nctools
 from nctools.core.geometry import simplex_etf
-from datagen import make_features, random_orthogonal
 
 FAST = settings(max_examples=25, deadline=None)
 

@@ -95,8 +95,8 @@ def test_full_profile_needs_cifar100(tmp_path):
 
 
 def test_eta_figure_matches_the_schedule():
-    from allnc_train.schedules import gbbn_eta
     from allnc_train.paper_figures import eta_curves
+    from allnc_train.schedules import gbbn_eta
 
     fig = eta_curves(10, [1, 2], {"run": ([1, 2], [gbbn_eta(0, 10, 2), gbbn_eta(1, 10, 2)])})
     left, right = fig.axes

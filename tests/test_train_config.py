@@ -7,7 +7,6 @@ from allnc_train import make_configs
 from allnc_train.cli import CONFIG_DIR, main
 from allnc_train.config import ConfigError, load_config, parse_override, resolve, to_dict
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

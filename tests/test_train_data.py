@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from allnc_train.config import ConfigError, DataConfig
-from allnc_train.data import (build_data, first_per_class, lt_class_counts, lt_subset_indices, read_split_file,
-                              shot_groups)
+from allnc_train.data import (
+    build_data,
+    first_per_class,
+    lt_class_counts,
+    lt_subset_indices,
+    read_split_file,
+    shot_groups,
+)
 
 
 @pytest.mark.parametrize("num_classes, n_max, totals", [

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from datagen import two_passes
 
 import nctools
 from allnc_train.checkpoint import latest_checkpoint, load_model
@@ -28,7 +29,6 @@ from allnc_train.evaluate import accuracy_by_group
 from allnc_train.samplers import KINDS, ClassAwareSampler
 from allnc_train.train import train
 from nctools import load_dump
-from datagen import two_passes
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from allnc_train.config import OptimConfig, resolve
 from allnc_train.losses import ema_class_means, hycon_loss, logit_adjusted_ce, p2p_loss
 from allnc_train.models import build_model
-from nctools.core.geometry import simplex_etf
 from allnc_train.objective import training_loss, update_running_stats
 from allnc_train.schedules import gbbn_eta, learning_rate
+from nctools.core.geometry import simplex_etf
 
 
 def test_simplex_etf_geometry():

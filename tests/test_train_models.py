@@ -7,7 +7,6 @@ import torch
 from allnc_train.config import resolve
 from allnc_train.models import FreeFeatures, NCModel, ResNetCifar, build_model, num_parameters, torchvision_backbone
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

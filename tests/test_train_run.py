@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from allnc_train.checkpoint import CheckpointError, latest_checkpoint, load_model
 from allnc_train.cli import CONFIG_DIR
 from allnc_train.config import load_config
-from allnc_train.checkpoint import CheckpointError, latest_checkpoint, load_model
-from nctools.core.geometry import icpa_optimum_deg
 from allnc_train.train import RunError, train
 from nctools import load_dump
+from nctools.core.geometry import icpa_optimum_deg
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -44,7 +44,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nctools", prog_name="nctools")
-def cli():
+def cli() -> None:
     """Neural-collapse diagnostics for classifiers trained on imbalanced data.
 
     \b

@@ -23,8 +23,8 @@ def report_dump(dump, label: str, *, out: Path, center: str, groups, device: str
     """Analyse ``dump``, write the report into ``out`` and print the summary (the shared core of
     ``analyze`` and ``demo``)."""
     from .. import report
-    from ..io.sources import analyze_source
     from ..core.device import resolve_device
+    from ..io.sources import analyze_source
 
     dev = resolve_device(device)
     result = analyze_source(label, dump, center=center, device=dev, groups=groups,
@@ -48,8 +48,8 @@ SHORT_HELP = "Metrics and figures of one dump, checkpoint or model."
 @out_option("nctools-report", "Folder for metrics.json, per_class.csv and the figure PDFs (created).")
 @analysis_options
 @click.option("--arch", metavar="NAME",
-              help="Architecture of a plain state dict: 'resnet32' (allnc_train's ResNet-32) or a torchvision "
-                   "model name (resnet18, resnet50, ...).")
+              help="Architecture of a plain state dict: one registered by an installed package (allnc_train "
+                   "registers 'resnet32') or a torchvision model name (resnet18, resnet50, ...).")
 @click.option("--data", type=click.Path(path_type=Path), metavar="DIR",
               help="Images to extract features on: an image folder (DIR/<class>/*.jpg, or DIR/train and "
                    "DIR/test of those) or a CIFAR root; for a checkpoint, overrides the dataset it names.")
@@ -57,18 +57,19 @@ SHORT_HELP = "Metrics and figures of one dump, checkpoint or model."
               help="Images per forward pass when extracting features.")
 @click.option("--image-size", type=click.IntRange(min=8), default=None,
               help="Side of the square input images [default: 32 for resnet32, 224 for torchvision models].")
-def analyze(path, out, center, split, groups, device, png, fmt, quiet, arch, data, batch_size, image_size):
-    """Analyse PATH: a feature dump, an allnc_train checkpoint, or a state dict with --arch.
+def analyze(path, out, center, split, groups, device, png, fmt, quiet, arch, data, batch_size, image_size) -> None:
+    """Analyse PATH: a feature dump, a trainer checkpoint, or a state dict with --arch.
 
     \b
     PATH is one of
       a feature dump (.safetensors, .pt, .npz) with features, labels and the classifier;
-      an allnc_train checkpoint (checkpoints/epoch_*.pt): the model is rebuilt from its stored
-        config and features are extracted on the dataset it names (or --data);
+      a checkpoint that an installed reader understands, e.g. allnc_train's
+        (checkpoints/epoch_*.pt): the model is rebuilt from its stored config and features are
+        extracted on the dataset it names (or --data);
       a plain state dict (.pt, .pth, .safetensors) with --arch and --data.
 
     Prints the metrics table (NC1, NC2 for means and classifier, ICPA with the ETF optimum, NC3,
-    NC4 and accuracy, the tail classes) and writes into --out: metrics.json, per_class.csv,
+    NC4 and accuracy, the few-shot classes) and writes into --out: metrics.json, per_class.csv,
     icpa.pdf, per_class.pdf, cosines.pdf and report.pdf (all figures), with --png also PNGs.
 
     \b

@@ -31,7 +31,7 @@ SHORT_HELP = "Side-by-side figures of several runs."
 @click.option("--labels", metavar="A,B,...", help="Names for the runs in the figures [default: folder names].")
 @out_option("nctools-compare", "Folder for compare.csv and the figure PDFs (created).")
 @analysis_options
-def compare(run_dirs, labels, out, split, center, groups, device, png, fmt, quiet):
+def compare(run_dirs, labels, out, split, center, groups, device, png, fmt, quiet) -> None:
     """Compare runs side by side: ICPA grids, cos-Std and self-duality curves.
 
     Each RUN_DIR holds dumps/epoch_*.safetensors (as written by allnc-train). Writes into --out:

@@ -25,7 +25,7 @@ SHORT_HELP = "The full report on a bundled real dump."
 @format_option
 @device_option
 @quiet_option
-def demo(out, png, fmt, device, quiet):
+def demo(out, png, fmt, device, quiet) -> None:
     """Analyse the bundled real dump and write the full report to --out.
 
     The dump holds the train-set features of a ResNet-32 trained with cross-entropy for a few

@@ -5,8 +5,8 @@ internal error (one line; the traceback only with ``NCTOOLS_DEBUG=1``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Tuple
 
 import click
 
@@ -31,7 +31,7 @@ def one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
-def _parse_groups(ctx, param, value: str) -> Tuple[float, float]:
+def _parse_groups(ctx, param, value: str) -> tuple[float, float]:
     try:
         many, few = (float(part) for part in value.split(","))
     except ValueError:
@@ -41,7 +41,7 @@ def _parse_groups(ctx, param, value: str) -> Tuple[float, float]:
     return many, few
 
 
-def out_option(default: str, help_text: str):
+def out_option(default: str, help_text: str) -> Callable:
     return click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=default,
                         show_default=True, help=help_text)
 
@@ -81,7 +81,7 @@ def status(message: str, quiet: bool) -> None:
         click.echo(message, err=True)
 
 
-def analysis_options(command):
+def analysis_options(command: Callable) -> Callable:
     """The options every analysing command shares (--split ... --quiet), in one place."""
     for option in reversed((split_option, center_option, groups_option, device_option, png_option,
                             format_option, quiet_option)):

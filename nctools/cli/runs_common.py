@@ -13,7 +13,7 @@ _TABLE_COLUMNS = {  # column in the track table -> short heading for the termina
 }
 
 
-def read_runs(run_dirs, *, split, center, groups, device, quiet):
+def read_runs(run_dirs, *, split, center, groups, device, quiet) -> list:
     """One :class:`~nctools.report.tracking.RunTrack` per run directory, streaming over its dumps."""
     from tqdm.auto import tqdm
 

@@ -8,7 +8,6 @@ import click
 from .options import analysis_options, status
 from .runs_common import format_table, read_runs
 
-
 SHORT_HELP = "Per-epoch metrics and curves of one run."
 
 
@@ -17,7 +16,7 @@ SHORT_HELP = "Per-epoch metrics and curves of one run."
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for track.csv and the curve PDFs (created) [default: RUN_DIR/nctools-track].")
 @analysis_options
-def track(run_dir, out, split, center, groups, device, png, fmt, quiet):
+def track(run_dir, out, split, center, groups, device, png, fmt, quiet) -> None:
     """Analyse every epoch dump of RUN_DIR, in epoch order, one at a time.
 
     Reads RUN_DIR/dumps/epoch_*.safetensors (or .pt, .npz; RUN_DIR/dumps-test with --split test;

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import sys
-from typing import Iterator, Optional, Sequence, Tuple
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .validation import as_tensor, check_inputs
 from .audit import check_groups
 from .result import NCResult
 from .statistics import CENTERS, NeuralCollapse
+from .validation import as_tensor, check_inputs
 
-__all__ = ["analyze", "auto_chunk_size"]
+__all__ = ["analyze", "auto_chunk_size", "chunks"]
 
 _CHUNK_BYTES = 1 << 27  # about 128 MB of float32 temporaries per chunk
 
@@ -24,7 +24,8 @@ def auto_chunk_size(num_classes: int, dim: int) -> int:
     return int(min(16384, max(256, _CHUNK_BYTES // per_row)))
 
 
-def _chunks(features, labels, chunk_size: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+def chunks(features, labels, chunk_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(features, labels)`` in consecutive blocks of ``chunk_size`` rows, one block in memory at a time."""
     # Slicing works for tensors, numpy arrays and numpy memmaps alike; only one chunk is
     # materialised at a time, so a memory-mapped dump is never read whole.
     for start in range(0, features.shape[0], chunk_size):
@@ -45,10 +46,10 @@ def analyze(
     class_counts=None,
     center: str = "class",
     device="auto",
-    chunk_size: Optional[int] = None,
-    num_classes: Optional[int] = None,
+    chunk_size: int | None = None,
+    num_classes: int | None = None,
     groups: Sequence[float] = (100, 20),
-    progress: Optional[bool] = None,
+    progress: bool | None = None,
     validate: bool = True,
 ) -> NCResult:
     """Compute every neural-collapse metric of penultimate features and a linear classifier.
@@ -108,11 +109,11 @@ def analyze(
         progress = sys.stderr.isatty() and n * d >= 50_000_000
     total = 2 * ((n + rows - 1) // rows)
     with tqdm(total=total, desc="nctools", unit="chunk", disable=not progress, leave=False) as bar:
-        for h, y in _chunks(feats, labs, rows):
+        for h, y in chunks(feats, labs, rows):
             acc.update(h, y)
             bar.update()
         acc.next_pass()
-        for h, y in _chunks(feats, labs, rows):
+        for h, y in chunks(feats, labs, rows):
             acc.update(h, y)
             bar.update()
     acc.free_buffers(tables=True)  # the result's (C, C) matrices need the room more

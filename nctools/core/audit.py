@@ -1,7 +1,8 @@
 """The minority-collapse audit: are the rare classes' means and classifier rows squeezed together?
 
 Classes are split by their training counts into many / medium / few (> 100, 20 to 100, < 20 by
-default, as in the long-tailed literature; the summary keys call the few-shot group ``tail_``). For each group: the mean pairwise angle among its
+default, as in the long-tailed literature; the summary keys call the few-shot group ``tail_``). For
+each group: the mean pairwise angle among its
 classes (centred means, classifier rows) against the simplex-ETF optimum, the mean norms, and the
 mean self-duality cosine. A run shows *complete minority collapse* when the few-shot classes' means and rows
 are both squeezed: their mean pairwise angle lies more than ``SQUEEZE_TOLERANCE_DEG`` below the
@@ -9,7 +10,7 @@ optimum.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ DEFAULT_GROUPS = (100, 20)  # many-shot: n_c > 100; few-shot: n_c < 20; medium o
 SQUEEZE_TOLERANCE_DEG = 5.0
 
 
-def check_groups(groups: Sequence[float]) -> Tuple[float, float]:
+def check_groups(groups: Sequence[float]) -> tuple[float, float]:
     """``(many, few)``: many-shot is n > many, few-shot is n < few, medium the rest."""
     try:
         many, few = (float(g) for g in groups)
@@ -46,7 +47,7 @@ def assign_groups(counts: torch.Tensor, groups: Sequence[float] = (100, 20)) -> 
     return np.where(n > many, "many", np.where(n < few, "few", "medium")).astype(object)
 
 
-def _mean_pair_angle(angles: torch.Tensor, members: np.ndarray) -> Optional[float]:
+def _mean_pair_angle(angles: torch.Tensor, members: np.ndarray) -> float | None:
     m = int(members.sum())
     if m < 2:
         return None
@@ -59,9 +60,9 @@ def audit_groups(
     counts: torch.Tensor,
     icpa_means: torch.Tensor,
     mean_norms: torch.Tensor,
-    icpa_classifier: Optional[torch.Tensor],
-    row_norms: Optional[torch.Tensor],
-    duality_cos: Optional[torch.Tensor],
+    icpa_classifier: torch.Tensor | None,
+    row_norms: torch.Tensor | None,
+    duality_cos: torch.Tensor | None,
     optimum_deg: float,
 ) -> pd.DataFrame:
     """One row per group (over the analysed classes, in the order of the tensors given)."""
@@ -91,11 +92,11 @@ def audit_groups(
     return pd.DataFrame(rows)
 
 
-def _squeezed(angle: Optional[float], optimum_deg: float) -> Optional[bool]:
+def _squeezed(angle: float | None, optimum_deg: float) -> bool | None:
     return None if angle is None else bool(angle < optimum_deg - SQUEEZE_TOLERANCE_DEG)
 
 
-def verdict(audit: pd.DataFrame) -> Optional[str]:
+def verdict(audit: pd.DataFrame) -> str | None:
     """A one-line reading of the few-shot group, or None when there is no few-shot pair to judge."""
     tail = audit[audit["group"] == "few"]
     if tail.empty or tail.iloc[0]["squeezed_means"] is None:

@@ -198,7 +198,8 @@ def _distance_block(v: torch.Tensor, sq: torch.Tensor, start: int) -> torch.Tens
     # as ||a - b||^2 (relative error of the Gram form there > ~1e-13).
     i, j = torch.nonzero(block < 1e-3 * scale, as_tuple=True)
     block[i, j] = (v[i + start] - v[j]).square().sum(1)
-    block[torch.arange(block.shape[0], device=v.device), torch.arange(start, start + block.shape[0], device=v.device)] = 0.0
+    diag = torch.arange(block.shape[0], device=v.device)
+    block[diag, diag + start] = 0.0
     return block
 
 

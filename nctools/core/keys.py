@@ -9,7 +9,7 @@ The few-shot group keeps the prefix ``tail_`` in these names.
 """
 from __future__ import annotations
 
-from typing import Optional, TypedDict
+from typing import TypedDict
 
 __all__ = ["SUMMARY_KEYS", "Summary", "ETF_GAPS"]
 
@@ -60,7 +60,7 @@ SUMMARY_KEYS = (
 ETF_GAPS = (NC2_MAXANGLE_MEANS, NC2_MAXANGLE_CLASSIFIER, NC2_ETF_ERROR_MEANS, NC2_ETF_ERROR_CLASSIFIER,
             NC3_WH_ETF_ERROR)
 
-Number = Optional[float]
+Number = float | None
 
 
 class Summary(TypedDict):

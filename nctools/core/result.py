@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,9 +12,10 @@ import torch
 
 from . import geometry as geo
 from . import keys as K
-from .validation import check_class_counts
 from .audit import assign_groups, audit_groups, check_groups, verdict
 from .keys import ETF_GAPS, SUMMARY_KEYS, Summary
+from .residuals import mismatch_rate, nc1_value
+from .validation import check_class_counts
 
 __all__ = ["SUMMARY_KEYS", "NCResult", "build_result"]
 
@@ -36,12 +37,12 @@ class NCResult:
     summary: Summary
     per_class: pd.DataFrame
     icpa_means: torch.Tensor
-    icpa_classifier: Optional[torch.Tensor]
+    icpa_classifier: torch.Tensor | None
     audit: pd.DataFrame
-    notes: List[str] = field(default_factory=list)
-    options: Dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain Python data (NaN and Inf become ``None``), as written to ``metrics.json``."""
         return _plain({
             "summary": self.summary,
@@ -51,7 +52,7 @@ class NCResult:
             "per_class": self.per_class.to_dict(orient="records"),
         })
 
-    def to_json(self, indent: Optional[int] = 2) -> str:
+    def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     def __repr__(self) -> str:
@@ -78,13 +79,13 @@ def _plain(value):
     return value
 
 
-def _finite_or_none(value: Optional[float]) -> Optional[float]:
+def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
 def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups=(100, 20)) -> NCResult:
     """All metrics from the reduced sums (``NeuralCollapse.statistics()``) and the pass-2 plan."""
-    notes: List[str] = []
+    notes: list[str] = []
     num_classes = stats["counts"].shape[0]
     counts = stats["counts"]
     present, ids = plan.present, plan.present_ids
@@ -114,7 +115,7 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
     mean_norms = means_geo["norms"]
     duality = dual["cosines"] if rows is not None else None
 
-    s: Dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
+    s: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
     s.update(num_samples=num_samples, num_classes=c_used, dim=dim, center=center, icpa_optimum_deg=optimum)
     for suffix, frame in (("means", means_geo), ("classifier", rows_geo)):
         if frame is None:
@@ -192,17 +193,15 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
     return NCResult(s, per_class, icpa_means_full, icpa_w_full, audit, notes, options)
 
 
-def _pass2_metrics(stats, plan, s, per_class, has_classifier: bool, notes: List[str]) -> None:
+def _pass2_metrics(stats, plan, s, per_class, has_classifier: bool, notes: list[str]) -> None:
     ids = plan.present_ids
     n = stats["counts"][ids].to(torch.float64)
     resid_sq = stats["pass2_resid_sq"][ids] - n * plan.delta_sq  # undo the rounding of the means
     within_var = resid_sq / n  # V_c: mean squared distance to the own class mean
     c_used = len(ids)
-    nc1_terms = stats["pass2_nc1_terms"][ids] - n * plan.nc1_offset_sq  # undo the rounding of the means
-    nc1_class = nc1_terms / n
-    if plan.singular.numel():
-        s[K.NC1] = float(nc1_terms.sum() / n.sum())
-    else:
+    nc1_class = (stats["pass2_nc1_terms"][ids] - n * plan.nc1_offset_sq) / n  # undoing the rounding of the means
+    s[K.NC1] = nc1_value(stats["counts"], stats["pass2_nc1_terms"], plan)
+    if not plan.singular.numel():
         notes.append("the class means coincide: Sigma_B is zero, so NC1 is null")
     between = plan.centred.square().sum() / c_used
     s[K.NC1_TRACE_RATIO] = float((resid_sq.sum() / n.sum()) / between)
@@ -214,7 +213,7 @@ def _pass2_metrics(stats, plan, s, per_class, has_classifier: bool, notes: List[
     if has_classifier:
         total = n.sum()
         s[K.ACCURACY] = float(stats["pass2_hits"][ids].sum() / total)
-        s[K.NC4_NCC_MISMATCH] = float(stats["pass2_mismatch"][ids].sum() / total)
+        s[K.NC4_NCC_MISMATCH] = mismatch_rate(stats["counts"], stats["pass2_mismatch"], plan)
         per_class[K.ACCURACY] = _scatter(stats["pass2_hits"][ids] / n, ids, num_classes)
         per_class["ncc_mismatch"] = _scatter(stats["pass2_mismatch"][ids] / n, ids, num_classes)
 

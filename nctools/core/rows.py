@@ -6,8 +6,6 @@ the readers (a ``.safetensors`` tensor, a folder of shards).
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 
 __all__ = ["RowSource"]
@@ -17,14 +15,14 @@ class RowSource:
     """A read-only (N, d) matrix whose rows are read on demand: ``shape``, ``dtype``,
     ``rows[start:stop]`` -> tensor, ``len(rows)``."""
 
-    shape: Tuple[int, int]
+    shape: tuple[int, int]
     dtype: torch.dtype
     ndim = 2
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def _bounds(self, item) -> Tuple[int, int]:
+    def _bounds(self, item) -> tuple[int, int]:
         if not isinstance(item, slice) or item.step not in (None, 1):
             raise TypeError(f"{type(self).__name__} supports contiguous row slices only, got {item!r}")
         start, stop, _ = item.indices(self.shape[0])

@@ -7,7 +7,7 @@ come first; the precise (slower) search for *where* a problem is runs only once 
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -90,7 +90,7 @@ def check_features(features, name: str = "features", *, finite: bool = True) -> 
     return h
 
 
-def check_labels(labels, num_samples: int, num_classes: Optional[int] = None, name: str = "labels") -> torch.Tensor:
+def check_labels(labels, num_samples: int, num_classes: int | None = None, name: str = "labels") -> torch.Tensor:
     """A 1-D integer tensor of length ``num_samples`` with values in ``[0, num_classes)``."""
     y = as_tensor(labels, name)
     if y.ndim != 1:
@@ -114,7 +114,8 @@ def check_labels(labels, num_samples: int, num_classes: Optional[int] = None, na
     return y.long()
 
 
-def check_classifier(weight, bias, dim: int, *, finite: bool = True, names=("weight", "bias")):
+def check_classifier(weight, bias, dim: int, *, finite: bool = True, names=("weight", "bias")
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``weight`` (C, d) and ``bias`` (C,) or None; returns them as tensors. ``names`` are the
     words the messages use (a dump file says ``classifier.weight``)."""
     wname, bname = names
@@ -164,9 +165,9 @@ def check_class_counts(class_counts, num_classes: int) -> torch.Tensor:
 class CheckedInputs(NamedTuple):
     features: torch.Tensor
     labels: torch.Tensor
-    weight: Optional[torch.Tensor]
-    bias: Optional[torch.Tensor]
-    class_counts: Optional[torch.Tensor]
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+    class_counts: torch.Tensor | None
     num_classes: int
 
 
@@ -176,7 +177,7 @@ def check_inputs(
     weight=None,
     bias=None,
     class_counts=None,
-    num_classes: Optional[int] = None,
+    num_classes: int | None = None,
     *,
     finite: bool = True,
 ) -> CheckedInputs:

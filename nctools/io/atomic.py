@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""Feature dumps: the file format shared by the bundled trainer and the toolkit (docs/DEFINITIONS.md, "The feature dump format").
+"""Feature dumps: the file format shared by the bundled trainer and the toolkit
+(docs/DEFINITIONS.md, "The feature dump format").
 
 A dump holds the penultimate features of one split at one epoch with their labels and the last
 linear layer, under fixed keys::
@@ -30,17 +31,18 @@ import struct
 import tokenize
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from nctools.io.atomic import atomic_write_path
 from nctools.core.validation import as_tensor, check_inputs
+from nctools.io.atomic import atomic_write_path
 from nctools.io.rows import ConcatRows, RowSource, SafetensorsRows, shard_paths
 
 __all__ = ["Dump", "DumpError", "FORMAT_VERSION", "load_dump", "save_dump"]
@@ -71,13 +73,13 @@ class DumpError(ValueError):
 class Dump:
     """The contents of one feature dump; tensors as stored (features are not upcast)."""
 
-    features: Union[torch.Tensor, RowSource]  # (N, d) floating; a RowSource when loaded lazily
+    features: torch.Tensor | RowSource  # (N, d) floating; a RowSource when loaded lazily
     labels: torch.Tensor  # (N,) int64
-    weight: Optional[torch.Tensor]  # (C, d), "classifier.weight"
-    bias: Optional[torch.Tensor]  # (C,), "classifier.bias"
-    class_counts: Optional[torch.Tensor]  # (C,) int64 training counts
+    weight: torch.Tensor | None  # (C, d), "classifier.weight"
+    bias: torch.Tensor | None  # (C,), "classifier.bias"
+    class_counts: torch.Tensor | None  # (C,) int64 training counts
     metadata: dict[str, str]
-    path: Optional[Path] = None
+    path: Path | None = None
 
     @property
     def num_samples(self) -> int:
@@ -97,31 +99,31 @@ class Dump:
         return len(names) if names is not None else int(self.labels.max()) + 1
 
     @property
-    def class_names(self) -> Optional[list[str]]:
+    def class_names(self) -> list[str] | None:
         return _parse_class_names(self.metadata)
 
     @property
-    def epoch(self) -> Optional[int]:
+    def epoch(self) -> int | None:
         return _parse_optional(self.metadata, "epoch", int)
 
     @property
-    def imbalance_ratio(self) -> Optional[float]:
+    def imbalance_ratio(self) -> float | None:
         return _parse_optional(self.metadata, "imbalance_ratio", float)
 
     @property
-    def split(self) -> Optional[str]:
+    def split(self) -> str | None:
         return self.metadata.get("split")
 
     @property
-    def dataset(self) -> Optional[str]:
+    def dataset(self) -> str | None:
         return self.metadata.get("dataset")
 
     @property
-    def method(self) -> Optional[str]:
+    def method(self) -> str | None:
         return self.metadata.get("method")
 
     @property
-    def format_version(self) -> Optional[str]:
+    def format_version(self) -> str | None:
         return self.metadata.get("format_version")
 
 
@@ -230,7 +232,7 @@ def _error(path: Path, problem: str) -> DumpError:
     return DumpError(f"{path}: {problem.rstrip().rstrip('.')}.")
 
 
-def _format_of(path: Path) -> "_Format":
+def _format_of(path: Path) -> _Format:
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         suffix = repr(path.suffix) if path.suffix else "no suffix"
@@ -338,7 +340,7 @@ def _parse_optional(metadata: dict[str, str], key: str, parse: Callable[[str], A
         raise ValueError(f"metadata {key} must be {kind}, got {_short(metadata[key])}") from None
 
 
-def _parse_class_names(metadata: dict[str, str]) -> Optional[list[str]]:
+def _parse_class_names(metadata: dict[str, str]) -> list[str] | None:
     raw = metadata.get("class_names")
     if raw is None:
         return None
@@ -351,7 +353,7 @@ def _parse_class_names(metadata: dict[str, str]) -> Optional[list[str]]:
     return names
 
 
-def stringify_metadata(metadata: Optional[dict]) -> dict[str, str]:
+def stringify_metadata(metadata: dict | None) -> dict[str, str]:
     """Every metadata format holds strings only: numbers via ``str``, lists and dicts as JSON."""
     if metadata is None:
         return {}
@@ -497,7 +499,7 @@ def _tensor_from_npz(path: Path, key: str, array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=False))
 
 
-def _npz_metadata(path: Path, array: Optional[np.ndarray]) -> Any:
+def _npz_metadata(path: Path, array: np.ndarray | None) -> Any:
     if array is None:
         return {}
     if array.ndim != 0 or array.dtype.kind != "U":

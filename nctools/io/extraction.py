@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Iterable, Optional, Union
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..core.device import resolve_device
 from ..core.validation import check_inputs
 from .dump import Dump
-from ..core.device import resolve_device
 
 __all__ = ["extract", "find_layer"]
 
@@ -29,7 +29,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def find_layer(model: nn.Module, layer: Optional[str] = None) -> tuple[str, nn.Module]:
+def find_layer(model: nn.Module, layer: str | None = None) -> tuple[str, nn.Module]:
     """``(name, module)`` of the named layer, or of the last ``nn.Linear`` registered in ``model``."""
     model = _unwrap(model)
     if layer is not None:
@@ -67,11 +67,11 @@ def _batch_xy(batch, index: int):
 def extract(
     model: nn.Module,
     loader: Iterable,
-    layer: Optional[str] = None,
-    device: Union[str, torch.device] = "auto",
+    layer: str | None = None,
+    device: str | torch.device = "auto",
     *,
-    progress: Optional[bool] = None,
-    metadata: Optional[dict] = None,
+    progress: bool | None = None,
+    metadata: dict | None = None,
 ) -> Dump:
     """Run ``model`` over ``loader`` and return a :class:`~nctools.Dump` of the classifier's inputs.
 

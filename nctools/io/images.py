@@ -6,14 +6,15 @@ resized, centre-cropped and normalised. torchvision is needed only here, and imp
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Sequence, Tuple
+from types import ModuleType
 
 import torch
 
 __all__ = ["CIFAR_STATS", "IMAGENET_STATS", "normalization", "image_dataset", "import_torchvision"]
 
-Stats = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
+Stats = tuple[tuple[float, float, float], tuple[float, float, float]]
 
 # Per-channel mean and std of the training images: LDAM-DRW's values (Cao et al. 2019) for CIFAR,
 # torchvision's ImageNet values for everything else.
@@ -33,7 +34,7 @@ def normalization(dataset: str) -> Stats:
     return CIFAR_STATS.get(dataset, IMAGENET_STATS)
 
 
-def import_torchvision(error):
+def import_torchvision(error: Callable[[str], Exception]) -> ModuleType:
     """torchvision, or ``error(problem)`` raised when it is missing (it is an optional extra)."""
     try:
         import torchvision
@@ -43,7 +44,7 @@ def import_torchvision(error):
     return torchvision
 
 
-def image_dataset(root: Path, split: str, size: int, stats: Stats, error) -> Tuple[object, Sequence[str]]:
+def image_dataset(root: Path, split: str, size: int, stats: Stats, error) -> tuple[object, Sequence[str]]:
     """(dataset, class names) from a CIFAR root (torchvision layout) or an image folder.
 
     ``root/<split>/`` is used when it exists, ``root`` itself otherwise. ``error(path, problem)``

@@ -14,8 +14,8 @@ slice, or the ``part-*.safetensors`` shards of one epoch read as one matrix.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from safetensors import safe_open
@@ -57,7 +57,8 @@ class ConcatRows(RowSource):
         dims = {p.shape[1] for p in parts}
         dtypes = {p.dtype for p in parts}
         if len(dims) != 1 or len(dtypes) != 1:
-            raise ValueError(f"the parts disagree on dim or dtype: dims {sorted(dims)}, dtypes {sorted(map(str, dtypes))}")
+            raise ValueError(f"the parts disagree on dim or dtype: dims {sorted(dims)}, "
+                             f"dtypes {sorted(map(str, dtypes))}")
         self.parts = list(parts)
         self.offsets = [0]
         for p in self.parts:

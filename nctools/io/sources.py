@@ -19,13 +19,15 @@ every problem raises :class:`SourceError`, one sentence naming the file. The dum
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 
+from ..core.result import NCResult
 from ..core.validation import check_inputs
 from .dump import Dump, DumpError, load_dump, stringify_metadata
 from .images import IMAGENET_STATS, Stats, image_dataset, import_torchvision
@@ -56,12 +58,12 @@ def source_error(path, problem: str) -> SourceError:
 class SourceOptions:
     """How to turn a model into features (ignored for dumps, except ``split``)."""
 
-    arch: Optional[str] = None  # a registered architecture (e.g. "resnet32") or a torchvision name
-    data: Optional[Path] = None  # image folder or CIFAR root
-    split: Optional[str] = None  # "train" | "test"; None: train, or whatever a dump holds
+    arch: str | None = None  # a registered architecture (e.g. "resnet32") or a torchvision name
+    data: Path | None = None  # image folder or CIFAR root
+    split: str | None = None  # "train" | "test"; None: train, or whatever a dump holds
     device: str = "auto"
     batch_size: int = 128
-    image_size: Optional[int] = None  # default: the architecture's own (32 for resnet32, 224 for torchvision)
+    image_size: int | None = None  # default: the architecture's own (32 for resnet32, 224 for torchvision)
     progress: bool = False
 
 
@@ -78,7 +80,7 @@ class Architecture:
 # --------------------------------------------------------------------------- the entry point
 
 
-def load_source(path, options: Optional[SourceOptions] = None) -> Dump:
+def load_source(path, options: SourceOptions | None = None) -> Dump:
     """The checked dump of features, labels and classifier that ``path`` (with ``options``) stands for."""
     path, options = Path(path), options or SourceOptions()
     if path.is_dir():
@@ -110,7 +112,7 @@ def load_source(path, options: Optional[SourceOptions] = None) -> Dump:
 
 
 def analyze_source(path, dump: Dump, *, center: str = "class", groups: Sequence[float] = (100, 20),
-                   device="auto", progress: Optional[bool] = None):
+                   device="auto", progress: bool | None = None) -> NCResult:
     """``nctools.analyze`` of a loaded dump; a problem found while its features are read (NaN in a
     lazily read file, say) names the file like every other input error."""
     from ..core.analysis import analyze
@@ -157,7 +159,7 @@ def _safetensors_keys(path: Path) -> set:
         raise source_error(path, f"truncated or corrupt ({type(err).__name__})") from err
 
 
-def read_contents(path: Path) -> Dict[str, Any]:
+def read_contents(path: Path) -> dict[str, Any]:
     """The top-level dict of a ``.pt``-like file (or a safetensors file's tensors), read without
     running code; what registered readers receive as ``contents``."""
     if path.stat().st_size == 0:
@@ -182,7 +184,7 @@ def read_contents(path: Path) -> Dict[str, Any]:
     return obj
 
 
-def _state_dict(path: Path, obj: dict) -> Dict[str, torch.Tensor]:
+def _state_dict(path: Path, obj: dict) -> dict[str, torch.Tensor]:
     """The tensors of a plain state dict, also when wrapped as {"state_dict": ...} or {"model": ...}."""
     for key in ("state_dict", "model"):
         if isinstance(obj.get(key), dict):
@@ -200,7 +202,7 @@ def _state_dict(path: Path, obj: dict) -> Dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- plug-ins
 
 
-def _registered(group: str) -> List[Tuple[str, Optional[Callable], Optional[str]]]:
+def _registered(group: str) -> list[tuple[str, Callable | None, str | None]]:
     """``(name, loaded object or None, problem or None)`` for each entry point of ``group``, by name."""
     found = []
     for ep in sorted(entry_points(group=group), key=lambda e: e.name):
@@ -211,7 +213,7 @@ def _registered(group: str) -> List[Tuple[str, Optional[Callable], Optional[str]
     return found
 
 
-def _from_registered_reader(path: Path, contents: dict, options: SourceOptions) -> Optional[Dump]:
+def _from_registered_reader(path: Path, contents: dict, options: SourceOptions) -> Dump | None:
     problems = []
     for name, read, problem in _registered(READER_GROUP):
         if read is None:
@@ -252,7 +254,7 @@ def _from_state_dict(path: Path, state: dict, options: SourceOptions) -> Dump:
                                    arch.stats, source_error)
     if len(names) != layer.weight.shape[0]:
         raise source_error(options.data, f"holds {len(names)} classes but the classifier of {path.name} has "
-                                         f"{layer.weight.shape[0]} rows; the data's classes must be the model's classes")
+                                         f"{layer.weight.shape[0]} rows; the data's classes must be the model's")
     dump = extract_features(arch.module, dataset, options)
     meta = {"split": options.split or "train", "arch": options.arch, "class_names": names, "dataset": str(options.data)}
     return with_classifier(dump, layer.weight, layer.bias, None, meta)
@@ -261,9 +263,8 @@ def _from_state_dict(path: Path, state: dict, options: SourceOptions) -> Dump:
 def _torchvision_model(path: Path, state: dict, arch: str) -> Architecture:
     torchvision = import_torchvision(lambda problem: source_error(path, problem))
     if arch not in torchvision.models.list_models():
-        known = sorted(name for name, *_ in _registered(ARCHITECTURE_GROUP))
-        raise source_error(path, f"unknown architecture {arch!r}; use {' or '.join(known + ['a torchvision model name'])}"
-                                 " such as resnet18 or resnet50")
+        known = " or ".join(sorted(name for name, *_ in _registered(ARCHITECTURE_GROUP)) + ["a torchvision model name"])
+        raise source_error(path, f"unknown architecture {arch!r}; use {known} such as resnet18 or resnet50")
     from .extraction import find_layer
 
     name, _ = find_layer(torchvision.models.get_model(arch))  # where the classifier lives, to read C from
@@ -298,7 +299,7 @@ def extract_features(model: torch.nn.Module, dataset, options: SourceOptions) ->
     return extract(model, loader, device=options.device, progress=options.progress)
 
 
-def with_classifier(dump: Dump, weight, bias, class_counts, metadata: Dict[str, Any]) -> Dump:
+def with_classifier(dump: Dump, weight, bias, class_counts, metadata: dict[str, Any]) -> Dump:
     """``dump`` with the classifier, training counts and metadata (stored as dump metadata strings)."""
     dump.weight = weight.detach().float().cpu()
     dump.bias = None if bias is None else bias.detach().float().cpu()

@@ -7,8 +7,8 @@ directly (no pyplot state, no GUI backend), so they are safe in scripts, tests a
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from matplotlib.colors import Normalize
@@ -24,7 +24,7 @@ _MEANS_COLOUR, _ROWS_COLOUR = "tab:blue", "tab:orange"
 _GROUP_COLOURS = {"many": "tab:green", "medium": "tab:olive", "few": "tab:red"}
 
 
-def _as_numpy(matrix) -> Optional[np.ndarray]:
+def _as_numpy(matrix) -> np.ndarray | None:
     if matrix is None:
         return None
     if hasattr(matrix, "detach"):
@@ -38,7 +38,7 @@ def _off_diagonal(matrix: np.ndarray) -> np.ndarray:
     return m
 
 
-def _icpa_norm(matrices: Sequence[Optional[np.ndarray]], optimum: float) -> Normalize:
+def _icpa_norm(matrices: Sequence[np.ndarray | None], optimum: float) -> Normalize:
     """One symmetric colour range centred on the optimum, shared by every matrix drawn together,
     so that equal colours mean equal angles across panels."""
     devs = [np.nanmax(np.abs(m - optimum)) for m in matrices if m is not None and np.isfinite(m).any()]
@@ -46,7 +46,7 @@ def _icpa_norm(matrices: Sequence[Optional[np.ndarray]], optimum: float) -> Norm
     return Normalize(vmin=optimum - span, vmax=optimum + span)
 
 
-def _heatmap(ax, matrix: np.ndarray, norm: Normalize, title: str, names: Optional[Sequence[str]]):
+def _heatmap(ax, matrix: np.ndarray, norm: Normalize, title: str, names: Sequence[str] | None):
     import matplotlib
 
     cmap = matplotlib.colormaps[_CMAP].with_extremes(bad="0.85")  # grey diagonal and absent classes
@@ -69,8 +69,8 @@ def _heatmap(ax, matrix: np.ndarray, norm: Normalize, title: str, names: Optiona
     return image
 
 
-def icpa_heatmaps(icpa_means, icpa_classifier, optimum: float, class_names: Optional[Sequence[str]] = None,
-                  title: Optional[str] = None) -> Figure:
+def icpa_heatmaps(icpa_means, icpa_classifier, optimum: float, class_names: Sequence[str] | None = None,
+                  title: str | None = None) -> Figure:
     """ICPA of centred means | classifier rows (degrees), colour centred on the ETF optimum."""
     means, rows = _off_diagonal(_as_numpy(icpa_means)), _as_numpy(icpa_classifier)
     rows = None if rows is None else _off_diagonal(rows)
@@ -88,8 +88,8 @@ def icpa_heatmaps(icpa_means, icpa_classifier, optimum: float, class_names: Opti
     return fig
 
 
-def icpa_grid(runs: Sequence[Tuple[str, object, object]], optimum: float,
-              class_names: Optional[Sequence[str]] = None, title: Optional[str] = None) -> Figure:
+def icpa_grid(runs: Sequence[tuple[str, object, object]], optimum: float,
+              class_names: Sequence[str] | None = None, title: str | None = None) -> Figure:
     """Runs x {means, classifier rows} ICPA heatmaps on one colour scale (``runs``: (label, means, rows))."""
     mats = [(label, _off_diagonal(_as_numpy(m)), None if w is None else _off_diagonal(_as_numpy(w)))
             for label, m, w in runs]
@@ -109,7 +109,7 @@ def icpa_grid(runs: Sequence[Tuple[str, object, object]], optimum: float,
     return fig
 
 
-def per_class_bars(per_class, class_names: Optional[Sequence[str]] = None, title: Optional[str] = None) -> Figure:
+def per_class_bars(per_class, class_names: Sequence[str] | None = None, title: str | None = None) -> Figure:
     """Norms of centred means and classifier rows, and self-duality cosines, per class by training size."""
     table = per_class.copy()
     size_col = "train_count" if "train_count" in table else "count"
@@ -152,7 +152,7 @@ def _pair_cosines(icpa) -> np.ndarray:
     return np.cos(np.radians(values[np.isfinite(values)]))
 
 
-def cosine_histogram(icpa_means, icpa_classifier, num_classes: int, title: Optional[str] = None) -> Figure:
+def cosine_histogram(icpa_means, icpa_classifier, num_classes: int, title: str | None = None) -> Figure:
     """Histogram of pairwise cosines of centred means and of classifier rows, with the ETF's -1/(C-1)."""
     fig = Figure(figsize=PAGE_SIZE, layout="constrained")
     ax = fig.subplots()
@@ -175,8 +175,8 @@ class Panel:
 
     title: str
     ylabel: str
-    lines: Dict[str, Tuple[Sequence[float], Sequence[Optional[float]]]] = field(default_factory=dict)
-    hline: Optional[float] = None  # a reference value (an optimum), drawn dashed
+    lines: dict[str, tuple[Sequence[float], Sequence[float | None]]] = field(default_factory=dict)
+    hline: float | None = None  # a reference value (an optimum), drawn dashed
     logy: bool = False
     logx: bool = False
 

@@ -1,21 +1,22 @@
 """Run directories: the per-epoch dumps a training run writes, analysed one at a time.
 
 A run directory holds ``dumps/epoch_0001.safetensors`` ... (train split) and, optionally,
-``dumps-test/epoch_*`` (docs/DEFINITIONS.md, "Run directory layout"). ``track_run`` streams over them in epoch order: one dump
+``dumps-test/epoch_*`` (docs/DEFINITIONS.md, "Run directory layout"). ``track_run`` streams over them in
+epoch order: one dump
 is in memory at a time, and only its summary row (and the last epoch's full result) is kept.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import pandas as pd
 
+from ..core.result import SUMMARY_KEYS, NCResult
 from ..io.dump import load_dump
 from ..io.rows import shard_paths
-from ..core.result import SUMMARY_KEYS, NCResult
 from ..io.sources import SourceError, analyze_source
 
 __all__ = ["RunTrack", "epoch_dumps", "track_run"]
@@ -32,9 +33,9 @@ class RunTrack:
     table: pd.DataFrame  # one row per epoch: epoch, then SUMMARY_KEYS
     last: NCResult
     metadata: dict  # the last dump's metadata
-    class_names: Optional[list]
-    imbalance_ratio: Optional[float]
-    method: Optional[str]
+    class_names: list | None
+    imbalance_ratio: float | None
+    method: str | None
 
 
 def epoch_dumps(run_dir, split: str = "train") -> list[Path]:
@@ -60,7 +61,7 @@ def epoch_dumps(run_dir, split: str = "train") -> list[Path]:
 
 
 def track_run(run_dir, *, split: str = "train", center: str = "class", groups: Sequence[float] = (100, 20),
-              device: str = "auto", on_epoch: Optional[Callable[[Path], None]] = None) -> RunTrack:
+              device: str = "auto", on_epoch: Callable[[Path], None] | None = None) -> RunTrack:
     """Analyse every epoch dump of a run in order; ``on_epoch(path)`` is called after each (progress)."""
     rows, last, dump = [], None, None
     for path in epoch_dumps(run_dir, split):

@@ -1,4 +1,5 @@
-"""Write reports: the terminal table, ``metrics.json``, CSVs and figure PDFs (docs/DEFINITIONS.md, "Beside the summary").
+"""Write reports: the terminal table, ``metrics.json``, CSVs and figure PDFs
+(docs/DEFINITIONS.md, "Beside the summary").
 
 Nothing partial reaches the output folder: every file of one command is built in a hidden staging
 folder beside ``--out`` and moved into place only once all of them were written (a fresh ``--out``
@@ -10,11 +11,15 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..core import keys as K
+
+if TYPE_CHECKING:  # pandas is imported where a table is made, to keep `nctools --help` fast
+    import pandas as pd
 
 __all__ = ["staged_output", "format_summary", "write_analysis", "write_track", "write_compare",
            "analysis_figures", "track_figures", "compare_figures", "compare_table"]
@@ -43,7 +48,7 @@ def staged_output(out: Path) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _save(fig, folder: Path, stem: str, png: bool) -> List[Path]:
+def _save(fig, folder: Path, stem: str, png: bool) -> list[Path]:
     paths = [folder / f"{stem}.pdf"]
     fig.savefig(paths[0])
     if png:
@@ -52,7 +57,7 @@ def _save(fig, folder: Path, stem: str, png: bool) -> List[Path]:
     return paths
 
 
-def _save_book(figures: Dict[str, Any], path: Path) -> Path:
+def _save_book(figures: dict[str, Any], path: Path) -> Path:
     """Every figure as one page of a multi-page PDF."""
     from matplotlib.backends.backend_pdf import PdfPages
 
@@ -62,13 +67,13 @@ def _save_book(figures: Dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _write_figures(figures: Dict[str, Any], folder: Path, png: bool, book: str = "report.pdf") -> None:
+def _write_figures(figures: dict[str, Any], folder: Path, png: bool, book: str = "report.pdf") -> None:
     for stem, fig in figures.items():
         _save(fig, folder, stem, png)
     _save_book(figures, folder / book)
 
 
-def _names(folder: Path) -> List[str]:
+def _names(folder: Path) -> list[str]:
     """What a staging folder holds, tables first: the list a command reports as written."""
     return sorted((p.name for p in folder.iterdir()), key=lambda n: (n.endswith((".pdf", ".png")), n))
 
@@ -149,7 +154,7 @@ def format_summary(result, header: Sequence[str] = ()) -> str:
 # --------------------------------------------------------------------------- nctools analyze
 
 
-def analysis_figures(result, class_names: Optional[Sequence[str]] = None, label: str = "") -> Dict[str, Any]:
+def analysis_figures(result, class_names: Sequence[str] | None = None, label: str = "") -> dict[str, Any]:
     """``{file stem: Figure}`` of one analysis, in report order."""
     from . import plots
 
@@ -164,8 +169,8 @@ def analysis_figures(result, class_names: Optional[Sequence[str]] = None, label:
     }
 
 
-def write_analysis(out: Path, result, class_names: Optional[Sequence[str]], options: dict, source: dict,
-                   png: bool = False, label: str = "") -> List[str]:
+def write_analysis(out: Path, result, class_names: Sequence[str] | None, options: dict, source: dict,
+                   png: bool = False, label: str = "") -> list[str]:
     """metrics.json, per_class.csv, icpa/per_class/cosines PDFs and report.pdf into ``out``;
     returns the names of the files written."""
     figures = analysis_figures(result, class_names, label)
@@ -186,7 +191,7 @@ def write_analysis(out: Path, result, class_names: Optional[Sequence[str]], opti
 # --------------------------------------------------------------------------- nctools track
 
 
-def _epoch_panel(table, ylabel, columns: Dict[str, str], **kw):
+def _epoch_panel(table, ylabel, columns: dict[str, str], **kw):
     from .plots import Panel
 
     x = table["epoch"].tolist()
@@ -194,7 +199,7 @@ def _epoch_panel(table, ylabel, columns: Dict[str, str], **kw):
     return Panel("", ylabel, {label: (x, table[col].tolist()) for label, col in columns.items()}, **kw)
 
 
-def track_figures(table, label: str = "") -> Dict[str, Any]:
+def track_figures(table, label: str = "") -> dict[str, Any]:
     """One curve figure per quantity over epochs."""
     from .plots import curves
 
@@ -215,7 +220,7 @@ def track_figures(table, label: str = "") -> Dict[str, Any]:
             for stem, (t, y, cols, kw) in specs.items()}
 
 
-def write_track(out: Path, table, label: str = "", png: bool = False) -> List[str]:
+def write_track(out: Path, table, label: str = "", png: bool = False) -> list[str]:
     """track.csv and the curve PDFs (and report.pdf with every curve) into ``out``; returns the file names."""
     figures = track_figures(table, label)
     with staged_output(out) as stage:
@@ -228,7 +233,7 @@ def write_track(out: Path, table, label: str = "", png: bool = False) -> List[st
 # --------------------------------------------------------------------------- nctools compare
 
 
-def compare_figures(tracks, labels: Sequence[str]) -> Dict[str, Any]:
+def compare_figures(tracks, labels: Sequence[str]) -> dict[str, Any]:
     """The paper's side-by-side figures for several runs (``tracks``: :class:`~nctools.report.tracking.RunTrack`)."""
     from .plots import Panel, curves, icpa_grid
 
@@ -256,7 +261,7 @@ def _ratio_figure(tracks, labels):
     """Last-epoch quantities against the imbalance ratio, one line per method."""
     from .plots import Panel, curves
 
-    groups: Dict[str, list] = {}
+    groups: dict[str, list] = {}
     for lab, t in zip(labels, tracks):
         groups.setdefault(t.method or "runs", []).append(t)
     panels = []
@@ -270,7 +275,7 @@ def _ratio_figure(tracks, labels):
     return curves(panels, "imbalance ratio", "Last epoch against the imbalance ratio")
 
 
-def compare_table(tracks, labels: Sequence[str]):
+def compare_table(tracks, labels: Sequence[str]) -> pd.DataFrame:
     """One row per run: label, run directory, method, imbalance ratio, last epoch, summary keys."""
     import pandas as pd
 
@@ -282,7 +287,7 @@ def compare_table(tracks, labels: Sequence[str]):
     return pd.DataFrame(rows)
 
 
-def write_compare(out: Path, tracks, labels: Sequence[str], png: bool = False) -> List[str]:
+def write_compare(out: Path, tracks, labels: Sequence[str], png: bool = False) -> list[str]:
     """compare.csv (last epoch per run) and the side-by-side figure PDFs into ``out``; returns the file names."""
     figures = compare_figures(tracks, labels)
     table = compare_table(tracks, labels)

@@ -27,11 +27,10 @@ from test_cli_common import make_dump  # noqa: E402
 
 
 def make_inputs() -> dict:
+    import nctools
     from allnc_train.config import load_config, to_dict
     from allnc_train.data import build_data
     from allnc_train.models import NCModel, ResNetCifar, build_model
-
-    import nctools
 
     if HERE.exists():
         shutil.rmtree(HERE)
