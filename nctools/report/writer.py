@@ -191,12 +191,13 @@ def write_analysis(out: Path, result, class_names: Sequence[str] | None, options
 # --------------------------------------------------------------------------- nctools track
 
 
-def _epoch_panel(table, ylabel, columns: dict[str, str], **kw):
+def _epoch_panel(table, ylabel, columns: dict[str, str], *, logy: bool = False, hline: float | None = None):
     from .plots import Panel
 
     x = table["epoch"].tolist()
     # No axes title: a one-panel figure's suptitle already says what it shows.
-    return Panel("", ylabel, {label: (x, table[col].tolist()) for label, col in columns.items()}, **kw)
+    return Panel("", ylabel, {label: (x, table[col].tolist()) for label, col in columns.items()}, hline=hline,
+                 logy=logy)
 
 
 def track_figures(table, label: str = "") -> dict[str, Any]:
@@ -205,19 +206,20 @@ def track_figures(table, label: str = "") -> dict[str, Any]:
 
     optimum = table[K.ICPA_OPTIMUM_DEG].iloc[-1] if len(table) else None
     specs = {
-        "nc1": ("NC1 within-class variability", "tr(Sw Sb+)/C", {"NC1": K.NC1}, dict(logy=True)),
+        "nc1": ("NC1 within-class variability", "tr(Sw Sb+)/C", {"NC1": K.NC1}, {"logy": True}),
         "cos_std": ("NC2 cos-Std", "std of pairwise cosines",
                     {"means": K.NC2_COS_STD_MEANS, "classifier": K.NC2_COS_STD_CLASSIFIER}, {}),
         "self_duality": ("NC3 self-duality", "||W/|W| - M/|M|||^2", {"self-duality": K.NC3_SELF_DUALITY}, {}),
         "nc4": ("NC4 nearest-class-centre mismatch", "fraction of samples", {"NC4": K.NC4_NCC_MISMATCH}, {}),
         "tail_icpa": ("Tail ICPA", "mean pairwise angle (degrees)",
                       {"means": K.TAIL_ICPA_MEAN_DEG_MEANS, "classifier": K.TAIL_ICPA_MEAN_DEG_CLASSIFIER},
-                      dict(hline=optimum)),
+                      {"hline": optimum}),
         "accuracy": ("Accuracy of the classifier", "fraction correct", {"accuracy": K.ACCURACY}, {}),
     }
     title = f" ({label})" if label else ""
-    return {stem: curves([_epoch_panel(table, y, cols, **kw)], "epoch", f"{t}{title}")
-            for stem, (t, y, cols, kw) in specs.items()}
+    return {stem: curves([_epoch_panel(table, y, cols, logy=extra.get("logy", False), hline=extra.get("hline"))],
+                         "epoch", f"{t}{title}")
+            for stem, (t, y, cols, extra) in specs.items()}
 
 
 def write_track(out: Path, table, label: str = "", png: bool = False) -> list[str]:
