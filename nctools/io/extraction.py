@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from ..core.device import resolve_device
 from ..core.validation import check_inputs
 from .dump import Dump
 
-__all__ = ["extract", "find_layer"]
+__all__ = ["extract", "find_layer", "FeatureTap", "batch_xy"]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -52,7 +52,8 @@ def _not_once(name: str, calls: int) -> str:
     return f"layer {name!r} ran {calls} times in one forward pass; extract needs a layer that runs once"
 
 
-def _batch_xy(batch, index: int):
+def batch_xy(batch, index: int) -> tuple:
+    """``(inputs, labels)`` of one loader batch: a pair, or a dict with image/input/x and label/target/y."""
     if isinstance(batch, dict):
         keys = [k for k in ("image", "input", "x") if k in batch], [k for k in ("label", "target", "y") if k in batch]
         if keys[0] and keys[1]:
@@ -95,39 +96,69 @@ def extract(
     ((10, 3), (2, 3), '2')
     """
     dev = resolve_device(device)
-    net = _unwrap(model)
-    name, head = find_layer(net, layer)
-    captured: list[torch.Tensor] = []
-
-    def grab(_module, inputs):
-        captured.append(inputs[0].detach().flatten(1).float().cpu())  # (B, d)
-
-    was_training = net.training
-    net.eval()
-    net.to(dev)
-    handle = head.register_forward_pre_hook(grab)
-    features, labels = [], []
     if progress is None:
         progress = sys.stderr.isatty()
-    try:
+    features, labels = [], []
+    with FeatureTap(model, layer) as tap:
+        tap.net.to(dev)
         for i, batch in enumerate(tqdm(loader, desc="extract", unit="batch", disable=not progress, leave=False,
                                        file=sys.stderr)):
-            x, y = _batch_xy(batch, i)
-            before = len(captured)
-            net(x.to(dev))
-            if len(captured) != before + 1:
-                raise ValueError(_not_once(name, len(captured) - before))
-            features.append(captured.pop())
+            x, y = batch_xy(batch, i)
+            features.append(tap.features(lambda: tap.net(x.to(dev))).cpu())
             labels.append(torch.as_tensor(y).reshape(-1).long().cpu())
-    finally:
-        handle.remove()
-        net.train(was_training)
     if not features:
         raise ValueError("the loader yielded no batches")
-    weight = getattr(head, "weight", None)
-    bias = getattr(head, "bias", None)
-    weight = weight.detach().float().cpu() if isinstance(weight, torch.Tensor) else None
-    bias = bias.detach().float().cpu() if isinstance(bias, torch.Tensor) and weight is not None else None
+    weight, bias = tap.classifier()
     checked = check_inputs(torch.cat(features), torch.cat(labels), weight, bias)
-    meta = {"layer": name, **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
+    meta = {"layer": tap.name, **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
     return Dump(checked.features, checked.labels, checked.weight, checked.bias, None, meta)
+
+
+class FeatureTap:
+    """The input of a model's classifier layer, one forward pass at a time, through a pre-hook.
+
+    Inside ``with FeatureTap(model) as tap:`` the model is in eval mode; ``tap.features(call)`` runs
+    ``call()`` (any forward pass of the model, e.g. ``lambda: model(**batch)``) without gradients and
+    returns what entered the classifier layer, ``(B, d)`` float32 on the model's device. The former
+    train / eval mode comes back on exit.
+
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    >>> with FeatureTap(net) as tap:
+    ...     tuple(tap.features(lambda: net(torch.randn(5, 4))).shape), tap.name
+    ((5, 3), '1')
+    """
+
+    def __init__(self, model: nn.Module, layer: str | None = None):
+        self.net = _unwrap(model)
+        self.name, self.head = find_layer(self.net, layer)
+        self._captured: list[torch.Tensor] = []
+
+    def __enter__(self) -> FeatureTap:
+        self._was_training = self.net.training
+        self.net.eval()
+        self._handle = self.head.register_forward_pre_hook(self._grab)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+        self.net.train(self._was_training)
+
+    def _grab(self, _module, inputs) -> None:
+        self._captured.append(inputs[0].detach().flatten(1).float())  # (B, d)
+
+    def features(self, call: Callable[[], object]) -> torch.Tensor:
+        before = len(self._captured)
+        with torch.no_grad():
+            call()
+        if len(self._captured) != before + 1:
+            calls = len(self._captured) - before
+            del self._captured[before:]
+            raise ValueError(_not_once(self.name, calls))
+        return self._captured.pop()
+
+    def classifier(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The layer's ``weight`` (C, d) and ``bias`` (C,) as float32 CPU tensors (None where absent)."""
+        weight, bias = getattr(self.head, "weight", None), getattr(self.head, "bias", None)
+        weight = weight.detach().float().cpu() if isinstance(weight, torch.Tensor) else None
+        bias = bias.detach().float().cpu() if isinstance(bias, torch.Tensor) and weight is not None else None
+        return weight, bias

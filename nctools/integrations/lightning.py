@@ -1,0 +1,66 @@
+"""Neural collapse epoch by epoch in a PyTorch Lightning run.
+
+>>> from nctools.integrations.lightning import NeuralCollapseCallback   # doctest: +SKIP
+>>> trainer = L.Trainer(callbacks=[NeuralCollapseCallback(train_eval_loader, out="runs/nc")])  # doctest: +SKIP
+
+At the end of every ``every_n_epochs``-th training epoch the callback measures the model on
+``dataloader`` (:class:`~nctools.integrations.recorder.EpochRecorder`), logs the main summary keys as
+``nc/<key>`` through ``LightningModule.log_dict`` (so they reach every logger, and
+``ModelCheckpoint(monitor="nc/nc1")`` works), and with ``out`` writes the epoch's dump for
+``nctools track out``. Works with the ``lightning`` package (``import lightning``) and with the
+older ``pytorch_lightning``.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+try:
+    from lightning.pytorch import Callback
+except ImportError:  # pragma: no cover - the older package name
+    try:
+        from pytorch_lightning import Callback
+    except ImportError as err:
+        raise ImportError("nctools.integrations.lightning needs PyTorch Lightning: "
+                          "pip install 'nctools[lightning]'") from err
+
+from ..core.audit import DEFAULT_GROUPS
+from ..core.result import NCResult
+from .recorder import EpochRecorder, run_pair
+
+__all__ = ["NeuralCollapseCallback"]
+
+
+class NeuralCollapseCallback(Callback):
+    """Measure neural collapse after every ``every_n_epochs``-th training epoch.
+
+    Args:
+        dataloader: the samples to measure, without random augmentation (e.g. the training set
+            with the evaluation transform).
+        out: run folder for ``dumps/epoch_NNNN.safetensors`` and ``run.json`` (rank 0 writes);
+            None measures and logs without keeping features.
+        every_n_epochs, layer, num_classes, dump_dtype, class_counts, class_names, center, groups:
+            as in :class:`~nctools.integrations.recorder.EpochRecorder`.
+        metadata: more dump metadata (``dataset``, ``imbalance_ratio``, ``method`` ...) for track and compare.
+
+    ``last_result`` holds the latest :class:`~nctools.NCResult`.
+    """
+
+    def __init__(self, dataloader: Iterable, out: str | Path | None = None, every_n_epochs: int = 1,
+                 layer: str | None = None, num_classes: int | None = None, dump_dtype: str = "float16", *,
+                 class_counts: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
+                 center: str = "class", groups: Sequence[float] = DEFAULT_GROUPS, metadata: dict | None = None):
+        super().__init__()
+        self.recorder = EpochRecorder(dataloader, out, every_n_epochs=every_n_epochs, layer=layer,
+                                      num_classes=num_classes, dump_dtype=dump_dtype, class_counts=class_counts,
+                                      class_names=class_names, center=center, groups=groups, run_batch=run_pair,
+                                      metadata={"method": "lightning", **(metadata or {})})
+        self.last_result: NCResult | None = None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        epoch = trainer.current_epoch + 1  # Lightning counts from 0; dumps and track count from 1
+        if trainer.sanity_checking or not self.recorder.due(epoch):
+            return
+        self.last_result = self.recorder.record(pl_module, epoch)
+        # Every rank holds the same all-reduced numbers, so no further sync is needed.
+        pl_module.log_dict(self.recorder.scalars(self.last_result), on_step=False, on_epoch=True, sync_dist=False)

@@ -1,0 +1,211 @@
+"""Measure neural collapse at the end of a training epoch, the way the trainer's dumps do.
+
+:class:`EpochRecorder` runs the model in eval mode over a fixed data loader, reads the input of
+its classifier layer with the same forward hook as :func:`nctools.extract`, streams the features
+through :class:`~nctools.NeuralCollapse` (two passes), and, when given a folder, writes
+``out/dumps/epoch_NNNN.safetensors`` and ``out/run.json`` so that ``nctools track out`` draws the
+curves. The model's train / eval mode and every random number generator are restored afterwards,
+so the training run is the same with or without it.
+
+Under ``torch.distributed`` every rank measures its share of the batches (batch ``i`` on rank
+``i % world``) and the statistics are all-reduced; rank 0 alone writes. Without ``out`` nothing is
+kept: the model runs over the loader twice, one pass per statistics pass, so the loader must give
+the same samples both times (no random augmentation; shuffling is fine).
+
+>>> import torch
+>>> from torch.utils.data import DataLoader, TensorDataset
+>>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+>>> data = DataLoader(TensorDataset(torch.randn(30, 4), torch.arange(3).repeat(10)), batch_size=8)
+>>> recorder = EpochRecorder(data)
+>>> result = recorder.record(net, epoch=1)
+>>> result.summary["num_samples"], sorted(recorder.scalars(result))[:2]
+(30, ['nc/accuracy', 'nc/icpa_mean_deg_classifier'])
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core import keys as K
+from ..core.audit import DEFAULT_GROUPS
+from ..core.result import NCResult
+from ..core.statistics import NeuralCollapse
+from ..io.atomic import atomic_write_json
+from ..io.dump import save_dump
+from ..io.extraction import FeatureTap, batch_xy
+
+__all__ = ["EpochRecorder", "LOGGED_KEYS", "run_pair", "run_keywords"]
+
+# The summary keys logged as scalars (``nc/<key>``) each time: the paper's curves.
+LOGGED_KEYS = (
+    K.NC1, K.NC2_COS_STD_MEANS, K.NC2_COS_STD_CLASSIFIER, K.NC2_EQUINORM_MEANS, K.NC2_EQUINORM_CLASSIFIER,
+    K.ICPA_MEAN_DEG_MEANS, K.ICPA_MEAN_DEG_CLASSIFIER, K.NC3_SELF_DUALITY, K.NC3_COS_MEAN, K.NC4_NCC_MISMATCH,
+    K.ACCURACY, K.TAIL_ICPA_MEAN_DEG_MEANS, K.TAIL_ICPA_MEAN_DEG_CLASSIFIER,
+)
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+# How one batch is fed to the model: (model, batch, index, device) -> the batch's labels.
+BatchRunner = Callable[[torch.nn.Module, Any, int, torch.device], torch.Tensor]
+
+
+def run_pair(model: torch.nn.Module, batch, index: int, device: torch.device) -> torch.Tensor:
+    """``model(inputs)`` for ``(inputs, labels)`` batches (or dicts with ``image`` and ``label``)."""
+    x, y = batch_xy(batch, index)
+    model(x.to(device))
+    return torch.as_tensor(y)
+
+
+def run_keywords(model: torch.nn.Module, batch, index: int, device: torch.device) -> torch.Tensor:
+    """``model(**inputs)`` for dict batches whose labels are under ``labels`` or ``label``
+    (Hugging Face style); the labels are not passed to the model, so it computes no loss."""
+    if not isinstance(batch, dict):
+        return run_pair(model, batch, index, device)
+    key = next((k for k in ("labels", "label") if k in batch), None)
+    if key is None:
+        raise TypeError(f"batch {index} of the loader has no 'labels' (or 'label') entry; its keys are "
+                        f"{sorted(batch)}; neural collapse needs the class of every sample")
+    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items() if k != key}
+    model(**inputs)
+    return torch.as_tensor(batch[key])
+
+
+class EpochRecorder:
+    """Neural collapse of a model on a fixed loader, measured when an epoch ends.
+
+    Args:
+        dataloader: the samples to measure (e.g. the training set without augmentation).
+        out: run folder for ``dumps/epoch_NNNN.safetensors`` and ``run.json``; None keeps nothing.
+        every_n_epochs: measure after epochs ``n, 2n, ...`` (epochs counted from 1).
+        layer: dotted name of the classifier layer; default the last ``nn.Linear``.
+        num_classes: C, when the classifier's rows do not say it.
+        dump_dtype: ``"float16"`` (default), ``"bfloat16"`` or ``"float32"`` for the features.
+        class_counts: training counts per class, for the many / medium / few groups; default
+            the counts in ``dataloader``.
+        class_names: stored in the dumps' metadata.
+        center, groups: as in :func:`nctools.analyze`.
+        run_batch: how a batch is fed to the model (:func:`run_pair` or :func:`run_keywords`).
+    """
+
+    def __init__(self, dataloader: Iterable, out: str | Path | None = None, *, every_n_epochs: int = 1,
+                 layer: str | None = None, num_classes: int | None = None, dump_dtype: str = "float16",
+                 class_counts: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
+                 center: str = "class", groups: Sequence[float] = DEFAULT_GROUPS, run_batch: BatchRunner = run_pair,
+                 metadata: dict | None = None):
+        if not isinstance(dataloader, Iterable):
+            raise TypeError(f"dataloader must be an iterable of batches, got a {type(dataloader).__name__}")
+        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}")
+        if dump_dtype not in _DTYPES:
+            raise ValueError(f"dump_dtype must be one of {sorted(_DTYPES)}, got {dump_dtype!r}")
+        self.dataloader, self.every_n_epochs, self.layer = dataloader, every_n_epochs, layer
+        self.out = None if out is None else Path(out)
+        self.num_classes, self.dump_dtype = num_classes, _DTYPES[dump_dtype]
+        self.class_counts, self.class_names = class_counts, None if class_names is None else list(class_names)
+        self.center, self.groups, self.run_batch = center, tuple(groups), run_batch
+        self.metadata = dict(metadata or {})
+        self.history: list[dict] = []
+
+    def due(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (counted from 1) is one to measure."""
+        return epoch % self.every_n_epochs == 0
+
+    def record(self, model: torch.nn.Module, epoch: int) -> NCResult:
+        """Measure ``model`` now (on its own device), write the epoch's dump on rank 0, return the result."""
+        state = _rng_state()
+        try:
+            with FeatureTap(model, self.layer) as tap:
+                device = _device_of(tap.net)
+                weight, bias = tap.classifier()
+                c = self.num_classes or (weight.shape[0] if weight is not None else None)
+                if c is None:
+                    raise ValueError(f"layer {tap.name!r} has no weight; pass num_classes")
+                acc = NeuralCollapse(c, weight, bias, center=self.center, device=device)
+                kept = [] if self.out is not None else None
+                for h, y in self._batches(tap, device):
+                    acc.update(h, y)
+                    if kept is not None:
+                        kept.append((h.cpu(), y.cpu()))  # device memory stays at one batch
+                acc.next_pass()
+                for h, y in kept if kept is not None else self._batches(tap, device):
+                    acc.update(h, y)
+                counts = self.class_counts if self.class_counts is not None else acc.statistics()["counts"].cpu()
+                result = acc.compute(class_counts=counts, groups=self.groups)
+        finally:
+            _set_rng_state(state)
+        if kept is not None:
+            self._write(epoch, kept, weight, bias, counts, result, tap.name)
+        return result
+
+    def scalars(self, result: NCResult, prefix: str = "nc/") -> dict[str, float]:
+        """The logged summary keys as ``{"nc/<key>": value}``, leaving out those that are null."""
+        return {prefix + key: float(result.summary[key]) for key in LOGGED_KEYS if result.summary[key] is not None}
+
+    # ------------------------------------------------------------------------------------------
+    def _batches(self, tap: FeatureTap, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rank, world = _rank_world()
+        for i, batch in enumerate(self.dataloader):
+            if i % world != rank:
+                continue
+            labels: list[torch.Tensor] = []
+            h = tap.features(lambda b=batch, i=i: labels.append(self.run_batch(tap.net, b, i, device)))
+            yield h, labels[0].reshape(-1).long().to(h.device)
+
+    def _write(self, epoch: int, kept, weight, bias, counts, result: NCResult, layer: str) -> None:
+        feats = torch.cat([h.cpu() for h, _ in kept]).to(self.dump_dtype)  # (n_rank, d)
+        labels = torch.cat([y.cpu() for _, y in kept])
+        feats, labels = _gather_to_main(feats, labels)
+        if feats is None:  # not rank 0
+            return
+        meta = {"epoch": epoch, "split": "train", "layer": layer, **self.metadata}
+        if self.class_names is not None:
+            meta["class_names"] = self.class_names
+        save_dump(self.out / "dumps" / f"epoch_{epoch:04d}.safetensors", feats, labels, weight, bias,
+                  torch.as_tensor(counts, dtype=torch.int64), metadata=meta)
+        self.history.append({"epoch": epoch, **{k: result.summary[k] for k in K.SUMMARY_KEYS}})
+        atomic_write_json(self.out / "run.json", {"writer": "nctools.integrations", "epochs": self.history},
+                          allow_nan=True)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _rank_world() -> tuple[int, int]:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather_to_main(feats: torch.Tensor, labels: torch.Tensor):
+    """Every rank's features and labels on rank 0 (``(None, None)`` elsewhere); as they are on one process."""
+    rank, world = _rank_world()
+    if world == 1:
+        return feats, labels
+    parts = [None] * world if rank == 0 else None
+    torch.distributed.gather_object((feats, labels), parts, dst=0)
+    if rank != 0:
+        return None, None
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _rng_state() -> dict:
+    """Every generator a data loader or a model may draw from, to put back after measuring."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
