@@ -6,8 +6,9 @@
 ``--config`` takes a file path or the name of a bundled config (``allnc-train --list-configs``).
 ``--set KEY=VALUE`` may be repeated, and one ``--set`` may also take several ``KEY=VALUE`` in a row
 (``--set optim.epochs=10 run.device=cpu``); long options may be abbreviated (``--print``).
-Bad input (unknown option or key, wrong type, missing file, existing run) prints one line on stderr
-and exits with status 2; a diverged run (NaN loss) prints one line and exits with 1; an interrupted
+Bad input (unknown option or key, wrong type, missing file, existing run, a run directory that
+another run holds or that cannot be written, a full disk mid-run) prints one line on stderr and
+exits with status 2; a diverged run (NaN loss) prints one line and exits with 1; an interrupted
 one exits with 130. Progress goes to stderr, the final summary (one JSON line) to stdout, on rank 0
 alone under torchrun. torch and the training loop are imported only to train, so ``--help`` is instant.
 """
@@ -193,8 +194,9 @@ def cli(config: str | None, out: str | None, overrides: tuple[str, ...], resume:
             raise ConfigError(str(exc)) from None
         except TrainingDiverged as exc:
             raise Failure(f"error: {_one_line(exc)}", 1) from None
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        # Library errors become one line at the boundary (DumpError is a ValueError too).
+    except (ConfigError, OSError, ValueError) as exc:
+        # Library errors become one line at the boundary (DumpError is a ValueError too; OSError: a
+        # file system problem outside the run, e.g. an unreadable config file).
         raise _bad_input(exc) from None
     except KeyboardInterrupt:
         raise Failure(f"interrupted; continue with: {PROG} --out {out} --resume", 130) from None

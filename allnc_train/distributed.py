@@ -21,7 +21,9 @@ Every helper here is the identity on one process, so a plain run is untouched. W
   ``all_reduce`` of per-class counts; features are gathered to rank 0 in rank order, which writes the
   same single-file dump (same sample order) as a one-process run, so ``nctools track`` reads it;
 - rank 0 alone writes checkpoints, run.json and dumps (atomically, as always); all ranks meet at a
-  barrier after each epoch's writes.
+  barrier after each epoch's writes;
+- rank 0 alone checks and locks the run directory (:mod:`allnc_train.rundir`) and tells every rank
+  the outcome (``from_main``), so a refused run ends on every rank at once.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -60,6 +63,16 @@ def is_main() -> bool:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def from_main(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (``value`` itself on one process): a decision rank 0 made
+    alone, e.g. whether the run directory is free. Collective: every rank must call it."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _local_device(device: torch.device) -> torch.device:

@@ -2,6 +2,7 @@
 
 Run directory layout::
 
+    run.lock                       held (flock) by the live run: its pid, host and start time (rundir.py)
     run.json                       config, environment, data summary, per-epoch metrics, status
     checkpoints/epoch_0007.pt      model, optimiser, scaler, history, config (weights_only-loadable)
     dumps/epoch_0007.safetensors   train-set features + classifier (the nctools dump format)
@@ -14,6 +15,9 @@ run resumed from the checkpoint of epoch k repeats epochs k+1.. exactly (bitwise
 Across processes (``torchrun``, DistributedDataParallel) the hooks in :mod:`allnc_train.distributed`
 shard the samplers and evaluation sets, merge losses and accuracies, gather the dumps to rank 0 and
 leave all writing to rank 0; on one process each hook is the identity.
+
+The run directory is checked, locked and tidied before anything trains, and a failed write stops the
+run with one sentence, the last complete epoch intact: see :mod:`allnc_train.rundir`.
 """
 from __future__ import annotations
 
@@ -36,23 +40,20 @@ from tqdm import tqdm
 from nctools.core.device import resolve_device
 from nctools.io.atomic import atomic_write_json
 
-from . import distributed
-from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from . import distributed, rundir
+from .checkpoint import CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, flatten, from_dict, method_label, to_dict
 from .data import DataBundle, build_data, shot_groups
 from .evaluate import collect, write_dump
 from .models import build_model, num_parameters
 from .objective import train_step
+from .rundir import RunError
 from .samplers import ClassAwareSampler, epoch_seed
 from .schedules import gbbn_eta, learning_rate
 
 # Keys that may differ between a run and its resumption: where data lives and how the run is shown.
 RESUME_MAY_CHANGE = {"run.progress", "run.device", "data.root", "data.download", "data.train_split",
                      "data.test_split", "data.num_workers"}
-
-
-class RunError(RuntimeError):
-    """A run cannot start or resume (existing run, no checkpoint, config mismatch); one sentence."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -137,7 +138,7 @@ def _open_run(cfg: Config, out: Path, resume: bool) -> dict | None:
             raise RunError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
         return None
     if existing is None:
-        raise RunError(f"nothing to resume in {out}: it holds no checkpoints/epoch_*.pt.")
+        raise RunError(rundir.nothing_to_resume(out))
     try:
         ckpt = load_checkpoint(existing)
     except CheckpointError as exc:
@@ -155,7 +156,7 @@ def stored_config(out: Path) -> Config:
     """The resolved config of the run in ``out`` (from its latest checkpoint)."""
     ckpt_file = latest_checkpoint(Path(out))
     if ckpt_file is None:
-        raise RunError(f"nothing to resume in {out}: it holds no checkpoints/epoch_*.pt.")
+        raise RunError(rundir.nothing_to_resume(Path(out)))
     try:
         return from_dict(load_checkpoint(ckpt_file)["config"])
     except CheckpointError as exc:
@@ -207,7 +208,8 @@ def _write_dump(path: Path, feats, labels, *args) -> None:
     """``write_dump`` of every rank's rows, gathered to rank 0 in rank order (plain on one process)."""
     gathered = distributed.gather_to_main(feats, labels)
     if gathered is not None:
-        write_dump(path, *gathered, *args)
+        with rundir.writing(path, path.parents[1]):  # path is RUN/dumps*/epoch_*.*
+            write_dump(path, *gathered, *args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,13 +258,34 @@ def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | 
 
     ``resume`` continues from the latest checkpoint in ``out``. ``stop_after`` ends the call after
     that epoch, exactly as if the process had been killed there (used by tests and by time-sliced jobs).
+    ``out`` is locked for the call: a second run on it raises ``RunError`` naming the holder, and so
+    does a file system error (full disk, permission, read-only), with the last complete epoch kept.
     """
+    out = Path(out)
     with distributed.process_group(run_device(cfg.run.device)) as device:  # joins torchrun's group, if any
-        return _train(cfg, Path(out), device, resume, stop_after)
+        with rundir.claim(out, resume):  # before any training: writable, locked, tidied
+            try:
+                return _train(cfg, out, device, resume, stop_after)
+            except OSError as exc:
+                if exc.errno is None:  # one of ours with its own sentence (e.g. a missing image folder)
+                    raise
+                raise RunError(rundir.stopped_by(exc, out)) from None
+
+
+def _save_epoch(out: Path, cfg: Config, epoch: int, model, optimizer, scaler, record: dict) -> None:
+    """Rank 0: the epoch's checkpoint, then run.json, each atomic; a failed write raises RunError."""
+    with rundir.writing(checkpoint_path(out, epoch), out):
+        save_checkpoint(out, cfg, epoch, model, optimizer, scaler, record, cfg.run.keep_checkpoints)
+    _save_record(out, record)
+
+
+def _save_record(out: Path, record: dict) -> None:
+    with rundir.writing(out / "run.json", out):
+        atomic_write_json(out / "run.json", record, allow_nan=True)
 
 
 def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_after: int | None) -> dict:
-    ckpt = _open_run(cfg, out, resume)  # every rank checks before any can write (DDP's set-up is collective)
+    ckpt = _open_run(cfg, out, resume)  # every rank checks (under rank 0's lock) before any can write
     main = distributed.is_main()  # only rank 0 writes
     amp = cfg.run.amp and device.type == "cuda"
     views = cfg.hycon.views if cfg.hycon.enabled else 1
@@ -300,8 +323,7 @@ def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_afte
         if epoch == cfg.optim.epochs:
             record["status"] = "finished"
         if main:
-            save_checkpoint(out, cfg, epoch, model, optimizer, scaler, record, cfg.run.keep_checkpoints)
-            atomic_write_json(out / "run.json", record, allow_nan=True)
+            _save_epoch(out, cfg, epoch, model, optimizer, scaler, record)
         distributed.barrier()  # nobody runs ahead of a checkpoint being written
         if cfg.run.progress and main:
             shown = {k: entry.get(k) for k in ("loss", "eval_top1", "eval_many", "eval_medium", "eval_few")}
@@ -312,5 +334,5 @@ def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_afte
     if start > cfg.optim.epochs:  # resumed a finished run: nothing to do, keep the record current
         record["status"] = "finished"
         if main:
-            atomic_write_json(out / "run.json", record, allow_nan=True)
+            _save_record(out, record)
     return record
