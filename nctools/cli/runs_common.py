@@ -13,8 +13,11 @@ _TABLE_COLUMNS = {  # column in the track table -> short heading for the termina
 }
 
 
-def read_runs(run_dirs, *, split, center, groups, device, quiet) -> list:
-    """One :class:`~nctools.report.tracking.RunTrack` per run directory, streaming over its dumps."""
+def read_runs(run_dirs, *, split, center, groups, device, quiet, skip_bad: bool = False) -> list:
+    """One :class:`~nctools.report.tracking.RunTrack` per run directory, streaming over its dumps.
+
+    Warnings (an epoch whose metadata names another epoch; with ``skip_bad``, ``skipped <file>:
+    <problem>`` for each unusable epoch left out) go to stderr one line each, even with ``quiet``."""
     from tqdm.auto import tqdm
 
     from ..core.device import resolve_device
@@ -27,8 +30,14 @@ def read_runs(run_dirs, *, split, center, groups, device, quiet) -> list:
         with tqdm(total=len(files), desc=str(run_dir), unit="epoch", disable=not show_progress(quiet), leave=False,
                   file=sys.stderr) as bar:
             tracks.append(track_run(run_dir, split=split or "train", center=center, groups=groups, device=dev,
-                                    on_epoch=lambda _path: bar.update()))
+                                    on_epoch=lambda _path: bar.update(), skip_bad=skip_bad, on_warning=_warn))
     return tracks
+
+
+def _warn(message: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"Warning: {message}", file=sys.stderr)  # above a progress bar, not through it
 
 
 def format_table(table, columns=_TABLE_COLUMNS) -> str:

@@ -9,14 +9,18 @@ from .options import analysis_options, status
 from .runs_common import format_table, read_runs
 
 SHORT_HELP = "Per-epoch metrics and curves of one run."
+SKIPPED = "skipped.txt"  # with --skip-bad: one line per epoch left out, "<file>: <problem>"
 
 
 @click.command(short_help=SHORT_HELP)
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for track.csv and the curve PDFs (created) [default: RUN_DIR/nctools-track].")
+@click.option("--skip-bad", is_flag=True,
+              help="Leave out an unreadable or unusable epoch dump (a warning names it, skipped.txt lists it) "
+                   "instead of stopping at it.")
 @analysis_options
-def track(run_dir, out, split, center, groups, device, png, fmt, quiet) -> None:
+def track(run_dir, out, skip_bad, split, center, groups, device, png, fmt, quiet) -> None:
     """Analyse every epoch dump of RUN_DIR, in epoch order, one at a time.
 
     Reads RUN_DIR/dumps/epoch_*.safetensors (or .pt, .npz; RUN_DIR/dumps-test with --split test;
@@ -24,19 +28,40 @@ def track(run_dir, out, split, center, groups, device, png, fmt, quiet) -> None:
     the summary keys of metrics.json), one curve PDF each for NC1, cos-Std of means and rows
     (cos_std.pdf), self-duality, NC4, tail ICPA and accuracy, and report.pdf with all of them.
 
+    The number in a dump's file name is its epoch. Every epoch must have the classes and the
+    feature dimension of the first. A dump that cannot be read or analysed stops the track
+    (exit status 2), or with --skip-bad is left out and listed in skipped.txt.
+
     \b
     Example:
       nctools track runs/cifar10_lt_r100_allnc/ --png
     """
     from .. import report
 
-    (run,) = read_runs([run_dir], split=split, center=center, groups=groups, device=device, quiet=quiet)
+    (run,) = read_runs([run_dir], split=split, center=center, groups=groups, device=device, quiet=quiet,
+                       skip_bad=skip_bad)
     out = out if out is not None else Path(run_dir) / "nctools-track"
     written = report.write_track(out, run.table, label=Path(run_dir).name, png=png)
+    _write_skipped(out / SKIPPED, run.skipped)
+    if run.skipped:
+        written.append(SKIPPED)
     if fmt == "json":
         click.echo(run.table.to_json(orient="records", indent=2))
     else:
-        click.echo(f"nctools track: {run_dir} ({len(run.table)} epochs, method {run.method or '-'}, "
+        skipped = f", {len(run.skipped)} skipped" if run.skipped else ""
+        click.echo(f"nctools track: {run_dir} ({len(run.table)} epochs{skipped}, method {run.method or '-'}, "
                    f"imbalance ratio {run.imbalance_ratio if run.imbalance_ratio is not None else '-'})")
         click.echo(format_table(run.table))
     status(f"wrote {out}/ ({', '.join(written)})", quiet)
+
+
+def _write_skipped(path: Path, skipped: list) -> None:
+    """The epochs left out, one ``<file>: <problem>`` line each (written atomically); no file, and
+    no stale one from an earlier track, when none was."""
+    from ..io.atomic import atomic_write
+
+    if skipped:
+        text = "".join(f"{file}: {problem}\n" for file, problem in skipped)
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    elif path.is_file():
+        path.unlink()

@@ -9,7 +9,13 @@ not).
 
 :func:`make_plan` derives once, from the pass-1 sums, everything pass 2 needs; :func:`add_residuals`
 adds one chunk's per-class sums into a pass-2 state (:func:`pass2_spec`), whichever entries it
-holds; :func:`nc1_value` and :func:`mismatch_rate` read the reduced sums.
+holds; :func:`nc1_value` and :func:`mismatch_rate` read the reduced sums, and
+:func:`check_same_data` compares a per-class checksum of the residuals with what pass 1 summed.
+
+Features far from 1 in size (1e20, or 1e-25, in float32) would overflow or underflow the squares
+of pass 2's float32 products; the plan then measures residuals in units of a power of two near the
+class means' size (:func:`power_of_two_scale`): scaling by a power of two is exact, so the decisions
+and sums are those of the unscaled numbers, and inputs of ordinary size are not scaled at all.
 """
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ from .reducer import Entry, State, StateSpec
 from .sums import Scratch
 
 __all__ = ["Pass2Plan", "make_plan", "pseudo_inverse_directions", "centre_of", "compute_dtype_for", "pass2_spec",
-           "add_residuals", "exact_matmul", "nc1_value", "mismatch_rate", "GRAM_EIGEN_FLOOR"]
+           "add_residuals", "exact_matmul", "nc1_value", "mismatch_rate", "check_same_data", "power_of_two_scale",
+           "GRAM_EIGEN_FLOOR"]
 
 _F64 = torch.float64
 
@@ -59,13 +66,17 @@ class Pass2Plan:
     basis: torch.Tensor  # (d, k) float64 right singular vectors of M~ kept for the pseudo-inverse
     singular: torch.Tensor  # (k,) float64 their singular values
     compute_dtype: torch.dtype
-    means_c: torch.Tensor  # (C', d) means rounded to the compute dtype
+    # Pass 2 works on scale * h (a power of two, 1 for features of ordinary size) and on classifier
+    # rows times weight_scale: exact, and it keeps float32 squares and logits in range.
+    scale: float
+    weight_scale: float
+    means_c: torch.Tensor  # (C', d) scale * means, rounded to the compute dtype
     # One product r @ [V | W^T] per chunk: a single wide GEMM runs near the BLAS peak, two
     # narrower ones (measured on 2 cores) about 20% below it.
     projector: torch.Tensor  # (d, k + C), or (d, k) without a classifier, in the compute dtype
     # Decisions are scored against the sample's own class, so that float32 rounding scales with
     # the gaps between classes, not with the size of the features (two nearly merged tail means
-    # stay apart; a large common offset cancels):
+    # stay apart; a large common offset cancels). These three tables are in the scaled units:
     logit_gap: torch.Tensor | None  # (C', C) (w_c - w_y).mu_y + b_c - b_y: logits - own logit at h = mu_y
     mean_dist_sq: torch.Tensor | None  # (C', C') ||mu_c - mu_y||^2 (None: no nearest-centre tables)
     to_scores: torch.Tensor | None  # (k, C') (U S)^T = V^T M~^T: projections -> dot products with M~
@@ -75,6 +86,7 @@ class Pass2Plan:
     # match the float64 brute force).
     delta_sq: torch.Tensor  # (C',) float64 ||mu - round(mu)||^2
     nc1_offset_sq: torch.Tensor  # (C',) float64 ||S^-1 V^T (mu - round(mu))||^2
+    delta_sum: torch.Tensor  # (C',) float64 sum_j (mu - round(mu))_j: a class's checksum is n_c times it
 
 
 # Eigenvalues of the Gram matrix M~ M~^T are exact to about eps64 * lambda_max, so the Gram route
@@ -106,6 +118,24 @@ def pseudo_inverse_directions(centred: torch.Tensor) -> tuple[torch.Tensor, torc
     return vh[:keep].T.contiguous(), s[:keep].contiguous()
 
 
+def power_of_two_scale(values: torch.Tensor, compute_dtype: torch.dtype) -> float:
+    """1 when the largest magnitude in ``values`` lies within 2^-e ... 2^e, e a quarter of the compute
+    dtype's exponent range (2^+-32 for float32: squares, sums of squares and logits stay far from
+    overflow and underflow); else the power of two that brings it into [0.5, 1).
+
+    >>> power_of_two_scale(torch.tensor([3.0, -1e3]), torch.float32)
+    1.0
+    >>> power_of_two_scale(torch.tensor([1e20]), torch.float32) == 2.0 ** -67
+    True
+    """
+    size = float(values.abs().max()) if values.numel() else 0.0
+    if size == 0.0 or not math.isfinite(size):
+        return 1.0
+    exponent = math.frexp(size)[1]  # size in [2^(exponent-1), 2^exponent)
+    limit = math.frexp(torch.finfo(compute_dtype).max)[1] // 4
+    return 1.0 if -limit <= exponent <= limit else math.ldexp(1.0, -exponent)
+
+
 def centre_of(means: torch.Tensor, counts: torch.Tensor, center: str) -> torch.Tensor:
     """mu_G: the unweighted mean of class means (``class``) or the sample mean (``sample``)."""
     if center == "class":
@@ -126,16 +156,24 @@ def make_plan(counts, sums, weight, bias, center: str, compute_dtype: torch.dtyp
     means = sums[present_ids] / counts[present_ids].to(_F64).unsqueeze(1)
     mu_g = centre_of(means, counts[present_ids], center)
     centred = means - mu_g
-    basis, singular = pseudo_inverse_directions(centred)
-    means_c = means.to(compute_dtype)
-    delta = means - means_c.to(_F64)  # (C', d) round-off of the means
+    # Powers of two: every scaled number below is the unscaled one times the factor, exactly.
+    scale = power_of_two_scale(means, compute_dtype)
+    weight_scale = 1.0 if weight is None else power_of_two_scale(weight, compute_dtype)
+    centred_s = centred if scale == 1.0 else centred * scale
+    basis, singular_s = pseudo_inverse_directions(centred_s)
+    singular = singular_s if scale == 1.0 else singular_s / scale
+    means_c = (means if scale == 1.0 else means * scale).to(compute_dtype)
+    rounded = means_c.to(_F64) if scale == 1.0 else means_c.to(_F64) / scale  # round(mu), unscaled
+    delta = means - rounded  # (C', d) round-off of the means
     logit_gap = None
     if weight is not None:  # (C', C), a block of classes at a time (C'^2 float64 is 530 MB for iNat)
         logit_gap = torch.empty(len(present_ids), weight.shape[0], dtype=compute_dtype, device=means.device)
         for start in range(0, len(present_ids), 1024):
             rows = slice(start, start + 1024)
-            logits = means_c[rows].to(_F64) @ weight.T + (0.0 if bias is None else bias)  # at the rounded means
-            logit_gap[rows] = logits - logits.gather(1, present_ids[rows].unsqueeze(1))
+            logits = rounded[rows] @ weight.T + (0.0 if bias is None else bias)  # at the rounded means
+            gap = logits - logits.gather(1, present_ids[rows].unsqueeze(1))
+            logit_gap[rows] = gap if scale * weight_scale == 1.0 else gap * (scale * weight_scale)
+    rows_t = None if weight is None else weight.T if weight_scale == 1.0 else weight.T * weight_scale
     return Pass2Plan(
         present=present,
         present_ids=present_ids,
@@ -146,14 +184,17 @@ def make_plan(counts, sums, weight, bias, center: str, compute_dtype: torch.dtyp
         basis=basis,
         singular=singular,
         compute_dtype=compute_dtype,
+        scale=scale,
+        weight_scale=weight_scale,
         means_c=means_c,
-        projector=(basis if weight is None else torch.cat([basis, weight.T], dim=1)).to(compute_dtype).contiguous(),
+        projector=(basis if weight is None else torch.cat([basis, rows_t], dim=1)).to(compute_dtype).contiguous(),
         logit_gap=logit_gap,
-        mean_dist_sq=squared_distances(centred, dtype=compute_dtype) if nearest else None,
-        to_scores=(centred @ basis).T.to(compute_dtype).contiguous() if nearest else None,
-        inv_singular=(1.0 / singular).to(compute_dtype if _well_conditioned(singular) else _F64),
+        mean_dist_sq=squared_distances(centred_s, dtype=compute_dtype) if nearest else None,
+        to_scores=(centred_s @ basis).T.to(compute_dtype).contiguous() if nearest else None,
+        inv_singular=(1.0 / singular_s).to(compute_dtype if _well_conditioned(singular_s) else _F64),
         delta_sq=delta.square().sum(1),
         nc1_offset_sq=((delta @ basis) / singular).square().sum(1),
+        delta_sum=delta.sum(1),
     )
 
 
@@ -164,9 +205,12 @@ def _well_conditioned(singular: torch.Tensor) -> bool:
 
 def pass2_spec(classifier: bool) -> StateSpec:
     """The full pass-2 state: per class, sums of ``||r||^2`` (``resid_sq``), of the NC1 terms
-    ``||S^-1 V^T r||^2`` (``nc1_terms``), nearest-centre hits, the sample count (checked against
-    pass 1) and, with a classifier, its hits and its disagreements with the nearest centre."""
-    entries = [Entry("resid_sq"), Entry("nc1_terms"), Entry("ncc_hits"), Entry("counts", torch.long)]
+    ``||S^-1 V^T r||^2`` (``nc1_terms``), nearest-centre hits, the sample count and the sum of
+    every entry of the residuals (``checksum``; both checked against pass 1,
+    :func:`check_same_data`) and, with a classifier, its hits and its disagreements with the
+    nearest centre."""
+    entries = [Entry("resid_sq"), Entry("nc1_terms"), Entry("ncc_hits"), Entry("counts", torch.long),
+               Entry("checksum")]
     if classifier:
         entries += [Entry("hits"), Entry("mismatch")]
     return StateSpec(*entries)
@@ -189,8 +233,10 @@ def add_residuals(state: State, plan: Pass2Plan, h: torch.Tensor, y: torch.Tenso
     logits = "hits" in state or "mismatch" in state
     with exact_matmul():
         hc = h.to(plan.compute_dtype)
+        if plan.scale != 1.0:  # exact: a power of two (h may be the caller's tensor: not in place)
+            hc = torch.mul(hc, plan.scale, out=scratch.get("scaled", hc.shape[0], hc.shape[1], hc.dtype))
         r = scratch.gather("r", plan.means_c, yp)
-        torch.sub(hc, r, out=r)  # (n, d) residual to the rounded class mean
+        torch.sub(hc, r, out=r)  # (n, d) residual to the rounded class mean (times plan.scale)
         k = plan.basis.shape[1]
         out = torch.mm(r, plan.projector, out=scratch.get("out", r.shape[0], plan.projector.shape[1], r.dtype))
         proj = out[:, :k]  # (n, k) V^T r
@@ -200,11 +246,16 @@ def add_residuals(state: State, plan: Pass2Plan, h: torch.Tensor, y: torch.Tenso
             scores = scratch.gather("scores", plan.mean_dist_sq, yp).addmm_(proj, plan.to_scores, alpha=-2.0)
             nearest = scores.argmin(1)
         add = lambda name, values: state[name].index_add_(0, y, values.to(_F64))  # noqa: E731
+        unscaled = lambda values, power: values.to(_F64).mul_(1.0 / plan.scale ** power)  # noqa: E731 - exact
         if "counts" in state:
             state["counts"] += torch.bincount(y, minlength=plan.index.shape[0])
+        if "checksum" in state:  # O(n d) float32 adds: a cheap fingerprint of the data, per class
+            total = r.sum(1)
+            add("checksum", total if plan.scale == 1.0 else unscaled(total, 1))
         # Sums of positive terms: float32 loses no digits that matter here.
         if "resid_sq" in state:
-            add("resid_sq", torch.linalg.vector_norm(r, dim=1).square())
+            norms_sq = torch.linalg.vector_norm(r, dim=1).square()
+            add("resid_sq", norms_sq if plan.scale == 1.0 else unscaled(norms_sq, 2))
         if "nc1_terms" in state:  # scales proj in place: after the scores, which read it
             scaled = proj.mul_(plan.inv_singular) if proj.dtype == plan.inv_singular.dtype else proj * plan.inv_singular
             add("nc1_terms", torch.linalg.vector_norm(scaled, dim=1).square())
@@ -235,3 +286,29 @@ def mismatch_rate(counts: torch.Tensor, mismatch: torch.Tensor, plan: Pass2Plan)
     """``nc4_ncc_mismatch`` from the reduced pass-1 ``counts`` and pass-2 ``mismatch`` sums."""
     ids = plan.present_ids
     return float(mismatch[ids].sum() / counts[ids].to(_F64).sum())
+
+
+def check_same_data(counts: torch.Tensor, second: dict[str, torch.Tensor], plan: Pass2Plan) -> None:
+    """Raise ``ValueError`` when the reduced pass-2 sums ``second`` (with ``checksum`` and
+    ``resid_sq``) cannot come from the samples whose reduced pass-1 ``counts`` made ``plan``.
+
+    A class's ``checksum`` (the sum of every entry of its residuals ``h - round(mu)``) must equal
+    ``n_c`` times the sum of the entries of ``mu - round(mu)``, up to round-off: a bound of the
+    rounding of the residuals and of their float32 sums (from ``sum |r| <= sqrt(n d sum ||r||^2)``)
+    and of the float64 sums of both passes. Different samples of the same class sizes (a random
+    augmentation, another split, shuffled labels) move it by about ``sqrt(n_c d)`` times the spread.
+    """
+    ids = plan.present_ids
+    n = counts[ids].to(_F64)
+    d = plan.means.shape[1]
+    got, resid_sq = second["checksum"][ids], second["resid_sq"][ids]
+    unit, unit64 = torch.finfo(plan.compute_dtype).eps / 2, torch.finfo(_F64).eps / 2
+    spread = (n * d * resid_sq).sqrt()  # >= sum over the class of |r_ij|
+    size = (2 * n * d * (resid_sq + n * plan.means.square().sum(1))).sqrt()  # >= sum of |h_ij|
+    tol = 4 * ((math.log2(d) + 4) * unit * spread + (n + d) * unit64 * size)
+    bad = ((got - n * plan.delta_sum).abs() > tol).nonzero()  # NaN (unchecked NaN features) is not flagged
+    if len(bad):
+        raise ValueError(
+            f"pass 2 saw different data than pass 1: the features of class {int(ids[bad[0, 0]])} do not add up "
+            "to what pass 1 summed; give both passes the same samples (no random augmentation)"
+        )

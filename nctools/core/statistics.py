@@ -27,6 +27,7 @@ from .reducer import State, StateSpec, join, zeros_like
 from .residuals import (
     Pass2Plan,
     add_residuals,
+    check_same_data,
     compute_dtype_for,
     make_plan,
     pass2_spec,
@@ -207,6 +208,10 @@ class NeuralCollapse:
             raise TypeError(f"can only merge another NeuralCollapse, got {type(other).__name__}")
         if (other.num_classes, other.center) != (self.num_classes, self.center):
             raise ValueError("cannot merge accumulators with different num_classes or center")
+        if not _same_tensor(self.weight, other.weight):
+            raise ValueError("cannot merge accumulators with different classifier weights")
+        if not _same_tensor(self.bias, other.bias):
+            raise ValueError("cannot merge accumulators with different classifier biases")
         if not other._state or other._rows == 0 and other.pass_index == self.pass_index:
             return self
         if self.dim is not None and other.dim is not None and other.dim != self.dim:
@@ -237,6 +242,8 @@ class NeuralCollapse:
                 "pass 2 saw different data than pass 1 "
                 f"({int(second['counts'].sum())} vs {int(self._global1['counts'].sum())} samples)"
             )
+        if "checksum" in second:
+            check_same_data(self._global1["counts"], second, self.plan)
         return {**self._global1, **{f"pass2_{k}": v for k, v in second.items()}}
 
     @torch.no_grad()
@@ -253,3 +260,10 @@ class NeuralCollapse:
                 raise ValueError("need samples of at least 2 classes")
         return build_result(stats, plan, self.weight, self.bias, center=self.center,
                             class_counts=class_counts, groups=groups)
+
+
+def _same_tensor(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Both ``None``, or equal values (a twin from ``spawn`` shares the very tensor)."""
+    if a is None or b is None:
+        return a is b
+    return a is b or (a.shape == b.shape and torch.equal(a, b.to(a.device)))

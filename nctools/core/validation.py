@@ -18,9 +18,18 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
+_SPARSE_LAYOUTS = tuple(getattr(torch, name) for name in ("sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr",
+                                                           "sparse_bsc") if hasattr(torch, name))
+
+
 def as_tensor(value, name: str) -> torch.Tensor:
-    """Return ``value`` as a tensor without copying where possible (numpy arrays are shared)."""
+    """Return ``value`` as a tensor without copying where possible (numpy arrays are shared).
+
+    A tensor must be dense and hold data: a sparse, nested or meta tensor raises one sentence
+    (torch's own errors deep inside a product would not name the argument).
+    """
     if isinstance(value, torch.Tensor):
+        check_dense(value, name)
         return value
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "biuf":
@@ -39,6 +48,19 @@ def as_tensor(value, name: str) -> torch.Tensor:
         except (TypeError, ValueError, RuntimeError) as err:
             raise TypeError(f"{name} could not be turned into a tensor: {err}") from None
     raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+
+
+def check_dense(t: torch.Tensor, name: str) -> None:
+    """Raise ``TypeError`` for a sparse or nested tensor and ``ValueError`` for one on the meta
+    device (it has a shape but no values)."""
+    if t.layout in _SPARSE_LAYOUTS:
+        raise TypeError(f"{name} is a sparse tensor; pass a dense tensor ({name}.to_dense())")
+    if t.is_nested:
+        raise TypeError(f"{name} is a nested tensor; pass one dense tensor")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} has layout {t.layout}; pass a dense tensor ({name}.to_dense())")
+    if t.is_meta:
+        raise ValueError(f"{name} is on the meta device and holds no data")
 
 
 def _shape(t: torch.Tensor) -> str:

@@ -2,14 +2,19 @@
 
 A run directory holds ``dumps/epoch_0001.safetensors`` ... (train split) and, optionally,
 ``dumps-test/epoch_*`` (docs/DEFINITIONS.md, "Run directory layout"). ``track_run`` streams over them in
-epoch order: one dump
-is in memory at a time, and only its summary row (and the last epoch's full result) is kept.
+epoch order: one dump is in memory at a time, and only its summary row (and the last epoch's full
+result) is kept.
+
+The file name's number is the epoch (a dump whose metadata says otherwise gets a warning); every
+epoch must have the classifier's number of classes and the feature dimension of the first; an
+unreadable epoch stops the track, or with ``skip_bad`` is left out with a warning and listed.
 """
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -17,12 +22,14 @@ import pandas as pd
 from ..core.result import SUMMARY_KEYS, NCResult
 from ..io.dump import load_dump
 from ..io.rows import shard_paths
-from ..io.sources import SourceError, analyze_source
+from ..io.sources import SourceError, analyze_source, source_error
 
 __all__ = ["RunTrack", "epoch_dumps", "track_run"]
 
 _DUMP_NAME = re.compile(r"epoch_(\d+)(\.(safetensors|pt|npz))?")  # a file, or a folder of part-* shards
 _FOLDERS = {"train": "dumps", "test": "dumps-test"}
+# What makes an epoch unusable (as on the command line): a bad file or bad values, or an unreadable path.
+_BAD_EPOCH = (ValueError, TypeError, OSError)
 
 
 @dataclass
@@ -36,6 +43,7 @@ class RunTrack:
     class_names: list | None
     imbalance_ratio: float | None
     method: str | None
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (dump, problem) left out by skip_bad
 
 
 def epoch_dumps(run_dir, split: str = "train") -> list[Path]:
@@ -61,16 +69,63 @@ def epoch_dumps(run_dir, split: str = "train") -> list[Path]:
 
 
 def track_run(run_dir, *, split: str = "train", center: str = "class", groups: Sequence[float] = (100, 20),
-              device: str = "auto", on_epoch: Callable[[Path], None] | None = None) -> RunTrack:
-    """Analyse every epoch dump of a run in order; ``on_epoch(path)`` is called after each (progress)."""
-    rows, last, dump = [], None, None
-    for path in epoch_dumps(run_dir, split):
-        dump = load_dump(path, lazy=True)  # one epoch at a time, its features read chunk by chunk
-        last = analyze_source(path, dump, center=center, device=device, groups=groups, progress=False)
-        epoch = dump.epoch if dump.epoch is not None else int(_DUMP_NAME.fullmatch(path.name).group(1))
-        rows.append({"epoch": epoch, **{key: last.summary[key] for key in SUMMARY_KEYS}})
+              device: str = "auto", on_epoch: Callable[[Path], None] | None = None, skip_bad: bool = False,
+              on_warning: Callable[[str], None] | None = None) -> RunTrack:
+    """Analyse every epoch dump of a run in order; ``on_epoch(path)`` is called after each (progress).
+
+    The epoch of a dump is the number in its file name; a dump whose metadata names another epoch
+    gives a warning. A dump whose number of classes or feature dimension differs from the first
+    epoch's raises :class:`~nctools.io.sources.SourceError` naming both files. An unreadable or
+    unusable dump raises too, or with ``skip_bad`` is left out: a warning ``"skipped <file>:
+    <problem>"`` and an entry of ``RunTrack.skipped``. Warnings go to ``on_warning(message)``
+    (default: :func:`warnings.warn`).
+    """
+    warn = on_warning if on_warning is not None else lambda message: warnings.warn(message, stacklevel=3)
+    rows, last, dump, skipped = [], None, None, []
+    first: tuple[Path, int, int] | None = None  # the first usable epoch: path, classes, dimension
+
+    def skip(err: Exception, path: Path) -> None:
+        if not skip_bad:
+            raise err
+        problem = _problem(err, path)
+        skipped.append((path, problem))
+        warn(f"skipped {path}: {problem}")
+
+    files = epoch_dumps(run_dir, split)
+    for path in files:
+        epoch = int(_DUMP_NAME.fullmatch(path.name).group(1))
+        try:
+            candidate = load_dump(path, lazy=True)  # one epoch at a time, its features read chunk by chunk
+            said, shape = candidate.epoch, (candidate.num_classes, candidate.dim)
+        except _BAD_EPOCH as err:
+            skip(err, path)
+        else:
+            if first is not None and shape != first[1:]:  # a run that changed: an error even with skip_bad
+                raise source_error(path, f"{shape[0]} classes and dim {shape[1]}, but {first[0]} has {first[1]} "
+                                         f"classes and dim {first[2]}; every epoch of a run must have the same "
+                                         "classes and feature dimension")
+            if said is not None and said != epoch:
+                warn(f"{path}: its metadata says epoch {said}; using epoch {epoch} from the file name")
+            try:
+                last = analyze_source(path, candidate, center=center, device=device, groups=groups, progress=False)
+            except _BAD_EPOCH as err:
+                skip(err, path)
+            else:
+                first, dump = first or (path, *shape), candidate
+                rows.append({"epoch": epoch, **{key: last.summary[key] for key in SUMMARY_KEYS}})
         if on_epoch is not None:
             on_epoch(path)
+    if dump is None:
+        raise SourceError(f"{run_dir}: every epoch dump was skipped ({len(files)} unreadable or unusable).")
     table = pd.DataFrame(rows, columns=["epoch", *SUMMARY_KEYS])
     return RunTrack(Path(run_dir), table, last, dict(dump.metadata), dump.class_names, dump.imbalance_ratio,
-                    dump.method)
+                    dump.method, skipped)
+
+
+def _problem(err: Exception, path: Path) -> str:
+    """The problem of an unusable epoch on one line, without the file name that its message starts with."""
+    problem = " ".join(str(err).split()) or type(err).__name__
+    for prefix in (f"{path}: ", f"{path.name}: "):  # messages name the file already: "<path>: <problem>."
+        if problem.startswith(prefix):
+            return problem[len(prefix):]
+    return problem
