@@ -78,7 +78,13 @@ def from_main(value: Any) -> Any:
 def _local_device(device: torch.device) -> torch.device:
     if device.type != "cuda":
         return device
-    local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank() % max(torch.cuda.device_count(), 1))))
+    index = int(os.environ.get("LOCAL_RANK", rank() % max(torch.cuda.device_count(), 1)))
+    if index >= torch.cuda.device_count():
+        # torchrun --nproc-per-node larger than the GPUs this node shows: say so instead of CUDA's
+        # "invalid device ordinal" traceback.
+        raise ValueError(f"process {index} of this node needs GPU {index}, but only {torch.cuda.device_count()} "
+                         "GPU(s) are visible; start no more processes per node than GPUs, or set run.device=cpu")
+    local = torch.device("cuda", index)
     torch.cuda.set_device(local)
     return local
 

@@ -72,7 +72,7 @@ def test_evaluation_blocks_cover_every_sample_once_in_order():
 # ---------------------------------------------------------------------------------------------
 
 def _ufm(*extra: str):
-    return load_config(CONFIG_DIR / "ufm_lt_r100_ce.yaml", ["run.progress=false", "run.dump_every=1",
+    return load_config(CONFIG_DIR / "ufm_lt_r100_ce.yaml", ["run.progress=false", "run.device=cpu", "run.dump_every=1",
                                                             "optim.epochs=2", *extra])
 
 
@@ -183,7 +183,7 @@ def _cifar_worker(rank: int, world: int, init_file: str, tmp: str, root: str) ->
         cfg = load_config(CONFIG_DIR / "cifar10_lt_r100_allnc.yaml", [
             f"data.root={root}", "data.n_max=24", "data.imbalance_ratio=10", "data.test_per_class=8",
             "data.num_workers=0", "optim.batch_size=32", "optim.warmup_epochs=0", "run.progress=false",
-            "optim.epochs=1", "run.dump_test=true"])
+            "run.device=cpu", "optim.epochs=1", "run.dump_test=true"])
         record = train(cfg, Path(tmp) / "run")
         if rank == 0:
             (Path(tmp) / "rank0.json").write_text(json.dumps(record))
@@ -228,7 +228,7 @@ def test_cli_under_torchrun_trains_and_resumes(tmp_path):
                "127.0.0.1", "--master-port", str(_free_port()), "-m", "allnc_train.cli", "--out", str(out), *args]
         return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
 
-    done = torchrun("--config", "ufm_lt_r100_ce", "--set", "run.progress=false", "optim.epochs=1")
+    done = torchrun("--config", "ufm_lt_r100_ce", "--set", "run.progress=false", "run.device=cpu", "optim.epochs=1")
     assert done.returncode == 0, done.stderr[-3000:]
     (line,) = done.stdout.strip().splitlines()  # rank 0 alone prints the summary
     assert json.loads(line)["status"] == "finished" and json.loads(line)["epoch"] == 1

@@ -75,7 +75,8 @@ def summaries(cases: dict, out: Path) -> dict:
     found = {}
     for name, args in cases.items():
         args = [str(HERE / a) if (HERE / a).exists() else a for a in args]
-        result = CliRunner().invoke(cli, ["analyze", *args, "--out", str(out / name), "--format", "json", "--quiet"])
+        result = CliRunner().invoke(cli, ["analyze", *args, "--out", str(out / name), "--format", "json", "--quiet",
+                                          "--device", "cpu"])
         if result.exit_code != 0:
             raise SystemExit(f"{name}: {result.output}")
         found[name] = json.loads(result.stdout)["summary"]
