@@ -243,3 +243,38 @@ def test_importing_nctools_imports_no_framework():
             "print(sorted(m for m in ('lightning', 'pytorch_lightning', 'transformers', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- timm through the CLI
+
+
+def test_timm_state_dict_is_analysed_through_the_cli(tmp_path):
+    timm = pytest.importorskip("timm")
+    from test_cli_analyze import image_folder
+
+    torch.manual_seed(0)
+    weights = tmp_path / "timm_resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict(), weights)
+    result = CliRunner().invoke(cli, ["analyze", str(weights), "--arch", "timm:resnet18", "--data",
+                                      str(image_folder(tmp_path / "imgs")), "--image-size", "32", "--device", "cpu",
+                                      "--out", str(tmp_path / "out"), "--format", "json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["summary"]["num_samples"] == 12 and metrics["summary"]["dim"] == 512
+    assert metrics["options"]["arch"] == "timm:resnet18"
+
+
+@pytest.mark.parametrize("arch, message", [
+    ("timm:", "--arch timm: needs a model name after the colon"),
+    ("timm:resnet9000", "unknown timm architecture 'resnet9000'"),
+    ("timm:vit_tiny_patch16_224", "has no head.weight tensor, so it is not a timm vit_tiny_patch16_224 state dict"),
+])
+def test_timm_bad_names_get_one_sentence(tmp_path, arch, message):
+    pytest.importorskip("timm")
+    weights = tmp_path / "w.pth"
+    torch.save({"fc.weight": torch.zeros(3, 8), "fc.bias": torch.zeros(3)}, weights)
+    (tmp_path / "imgs").mkdir()
+    result = CliRunner().invoke(cli, ["analyze", str(weights), "--arch", arch, "--data", str(tmp_path / "imgs"),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
