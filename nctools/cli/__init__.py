@@ -7,6 +7,7 @@ pandas) happen inside the commands so that ``nctools --help`` is instant.
 from __future__ import annotations
 
 import os
+import warnings
 
 import click
 
@@ -23,6 +24,21 @@ class _Group(click.Group):
     """A group that turns library exceptions into the CLI's exit codes."""
 
     def invoke(self, ctx):
+        # A library warning is one line on stderr, not a source excerpt; --quiet silences warnings for
+        # the command (options._quiet). Both are undone here when the command ends.
+        shown = set()
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            text = f"Warning: {one_line(message)}"
+            if text not in shown:  # once, however many figures repeat it
+                shown.add(text)
+                click.echo(text, err=True)
+
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except click.UsageError as err:

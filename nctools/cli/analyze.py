@@ -49,7 +49,8 @@ SHORT_HELP = "Metrics and figures of one dump, checkpoint or model."
 @analysis_options
 @click.option("--arch", metavar="NAME",
               help="Architecture of a plain state dict: one registered by an installed package (allnc_train "
-                   "registers 'resnet32') or a torchvision model name (resnet18, resnet50, ...).")
+                   "registers 'resnet32'), timm:NAME for any timm model (pip install 'nctools[timm]'), or a "
+                   "torchvision model name (resnet18, resnet50, ...).")
 @click.option("--data", type=click.Path(path_type=Path), metavar="DIR",
               help="Images to extract features on: an image folder (DIR/<class>/*.jpg, or DIR/train and "
                    "DIR/test of those) or a CIFAR root; for a checkpoint, overrides the dataset it names.")

@@ -41,9 +41,22 @@ def _parse_groups(ctx, param, value: str) -> tuple[float, float]:
     return many, few
 
 
+class OutDir(click.ParamType):
+    """``--out``: a folder for the report, checked before any work (not empty, not the file system
+    root, not an existing file); a refusal is one sentence naming the path, exit 2."""
+
+    name = "directory"
+
+    def convert(self, value, param, ctx) -> Path:
+        from ..report.writer import check_out_dir
+
+        # The raw text is checked: Path("") would silently mean the current folder.
+        return check_out_dir(value if isinstance(value, Path) else str(value))
+
+
 def out_option(default: str, help_text: str) -> Callable:
-    return click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=default,
-                        show_default=True, help=help_text)
+    return click.option("--out", "-o", type=OutDir(), default=default, show_default=True, metavar="DIR",
+                        help=help_text)
 
 
 center_option = click.option(
@@ -60,8 +73,22 @@ png_option = click.option("--png", is_flag=True, help="Also write each figure as
 format_option = click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
     help="What to print on stdout: a readable table, or the numbers as JSON.")
-quiet_option = click.option("--quiet", "-q", is_flag=True,
-                            help="No progress bars or status lines on stderr (results still go to stdout).")
+
+
+def _quiet(ctx, param, value: bool) -> bool:
+    """Under --quiet nothing but errors reaches stderr: library warnings (numpy, matplotlib's missing
+    glyphs, torch) are silenced for the rest of the command. The command group restores the warning
+    filters when the command ends (see ``nctools.cli._Group``)."""
+    if value:
+        import warnings
+
+        warnings.simplefilter("ignore")
+    return value
+
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, callback=_quiet,
+                            help="No progress bars, status lines or warnings on stderr (results still go to "
+                                 "stdout, errors to stderr).")
 split_option = click.option(
     "--split", type=click.Choice(["train", "test"]), default=None,
     help="Which split's features: for a model, the split to extract on [default: train]; for a run, "

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .options import analysis_options, status
+from .options import OutDir, analysis_options, status
 from .runs_common import format_table, read_runs
 
 SHORT_HELP = "Per-epoch metrics and curves of one run."
@@ -14,7 +14,7 @@ SKIPPED = "skipped.txt"  # with --skip-bad: one line per epoch left out, "<file>
 
 @click.command(short_help=SHORT_HELP)
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "-o", type=OutDir(), default=None, metavar="DIR",
               help="Folder for track.csv and the curve PDFs (created) [default: RUN_DIR/nctools-track].")
 @click.option("--skip-bad", is_flag=True,
               help="Leave out an unreadable or unusable epoch dump (a warning names it, skipped.txt lists it) "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ def atomic_write_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success move it onto ``target`` atomically.
 
     Write the file under the yielded path. When the block ends normally the temporary file is
+    given the mode a new file gets (0o666 minus the umask, also when the writer recreated it),
     flushed to disk and renamed over ``target`` (creating the parent folder first); when it
     raises, the temporary file is removed and ``target`` is left as it was.
 
@@ -34,7 +36,12 @@ def atomic_write_path(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _reserve_temp_path(target)
     try:
+        mode = stat.S_IMODE(os.stat(tmp).st_mode)  # 0o666 minus the umask, as the kernel applied it
         yield tmp
+        # Some writers (safetensors' save_file) delete and recreate the file, which then gets
+        # their own mode (0o600): the final file gets the mode any ordinary write would give it.
+        if stat.S_IMODE(os.stat(tmp).st_mode) != mode:
+            os.chmod(tmp, mode)
         _fsync_file(tmp)
         # Same folder, hence same file system: os.replace is an atomic rename there.
         os.replace(tmp, target)

@@ -24,7 +24,10 @@ whose one sentence names the file and the problem.
 """
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
 import pickle
 import stat
 import struct
@@ -45,7 +48,7 @@ from nctools.core.validation import as_tensor, check_inputs
 from nctools.io.atomic import atomic_write_path
 from nctools.io.rows import ConcatRows, RowSource, SafetensorsRows, shard_paths
 
-__all__ = ["Dump", "DumpError", "FORMAT_VERSION", "load_dump", "save_dump"]
+__all__ = ["Dump", "DumpError", "FORMAT_VERSION", "load_dump", "save_dump", "check_regular_file", "refused_global"]
 
 FORMAT_VERSION = "1"
 
@@ -242,18 +245,42 @@ def _format_of(path: Path) -> _Format:
 
 def _check_is_nonempty_file(path: Path) -> None:
     # Checked up front because each library reports these cases in its own, less clear, words.
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise _error(path, "no such file") from None
-    except OSError as err:
-        raise _error(path, f"cannot be read ({_describe(err)})") from err
-    if stat.S_ISDIR(info.st_mode):
-        raise _error(path, "is a directory, not a dump file")
-    if not stat.S_ISREG(info.st_mode):
-        raise _error(path, "is not a regular file")
+    info = check_regular_file(path, _error, directory="is a directory, not a dump file")
     if info.st_size == 0:
         raise _error(path, "the file is empty (0 bytes); the write that made it probably did not finish")
+
+
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"))
+
+
+def check_regular_file(path: Path, error: Callable[[Path, str], Exception] = _error, *,
+                       directory: str = "is a directory") -> os.stat_result:
+    """The ``stat`` of ``path`` (symbolic links followed) when it is a regular file; otherwise
+    ``error(path, problem)`` is raised, before anything opens it: opening a named pipe would block
+    for ever, and a device (a link to /dev/zero, say) never ends.
+
+    >>> check_regular_file(Path("/dev/null"))
+    Traceback (most recent call last):
+    ...
+    nctools.io.dump.DumpError: /dev/null: is not a regular file (it is a character device).
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise error(path, f"is a symbolic link to {os.readlink(path)}, which does not exist") from None
+        raise error(path, "no such file") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise error(path, "is a symbolic link loop") from None
+        raise error(path, f"cannot be read ({_describe(err)})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise error(path, directory)
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(info.st_mode)), None)
+        raise error(path, "is not a regular file" + (f" (it is {kind})" if kind else ""))
+    return info
 
 
 def _build_dump(path: Path, tensors: dict[str, Any], metadata: Any, *, validate: bool) -> Dump:
@@ -436,27 +463,42 @@ def _read_pt(path: Path) -> tuple[dict[str, Any], Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # weights_only=True refuses every global outside torch's allow-list, which is exactly
-        # what a pickle that runs code (or holds arbitrary objects) needs.
+        # what a pickle that runs code (or holds arbitrary objects) needs. Damaged bytes stop the
+        # same unpickler, and are told apart by what it says.
+        reason = refused_global(err)
+        if reason is None:
+            raise _error(path, "not a readable .pt file (truncated or corrupt)") from err
         raise _error(
             path,
             "could not be loaded safely: it is not a plain tensor dict "
-            f"(torch.load with weights_only=True refused it: {_refusal_reason(err)})",
+            f"(torch.load with weights_only=True refused it: {reason})",
         ) from err
     except _PT_DECODE_ERRORS as err:
         raise _error(path, f"truncated or corrupt ({_describe(err)})") from err
+    except MemoryError as err:
+        raise _error(path, "too large to read into memory") from err
     if not isinstance(obj, dict):
         raise _error(path, f"holds a {type(obj).__name__}, not a dict of tensors; {_KEYS_SENTENCE}")
     tensors = {key: obj[key] for key in _TENSOR_KEYS if key in obj}
     return tensors, obj.get(_METADATA_KEY, {})
 
 
-def _refusal_reason(err: pickle.UnpicklingError) -> str:
-    # torch's message is several paragraphs of advice; the line naming the refused global or
-    # opcode is the part that says what the file tried to do.
+# What torch's weights_only unpickler says when it refuses something the pickle asks for (a global,
+# a class to build, a function to call), as opposed to bytes it cannot decode at all.
+_REFUSALS = ("GLOBAL ", "Can only create new object", "Trying to call reduce", "Can only build",
+             "must be imported to load")
+
+
+def refused_global(err: pickle.UnpicklingError) -> str | None:
+    """The line of a ``torch.load(weights_only=True)`` refusal that names what the file asked for
+    (a global, a class, a function), or ``None`` when the unpickler stopped on bytes that are not a
+    valid pickle at all (a truncated or corrupt file, random bytes)."""
+    # torch's message is several paragraphs of advice; the line naming the refused global is the
+    # part that says what the file tried to do.
     for line in str(err).splitlines():
-        if "GLOBAL" in line or "Unsupported" in line or "unsupported" in line:
+        if any(marker in line for marker in _REFUSALS):
             return line.strip().rstrip(".")
-    return _describe(err)
+    return None
 
 
 def _write_pt(tmp: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -474,22 +516,82 @@ def _read_npz(path: Path) -> tuple[dict[str, Any], Any]:
     try:
         archive = np.load(path, allow_pickle=False)
     except _NPZ_DECODE_ERRORS as err:
-        raise _error(path, _npz_problem(err)) from err
+        raise _error(path, _npz_problem(err, path)) from err
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise _error(path, "not an .npz archive: it holds a single .npy array")
     with archive:
+        wanted = [key for key in (*_TENSOR_KEYS, _METADATA_KEY) if key in archive.files]
         try:  # members are decoded lazily, so damage inside one shows up here
-            arrays = {key: archive[key] for key in (*_TENSOR_KEYS, _METADATA_KEY) if key in archive.files}
+            for key in wanted:
+                _check_npz_member_size(path, archive, key)
+            arrays = {key: archive[key] for key in wanted}
+        except DumpError:
+            raise
         except _NPZ_DECODE_ERRORS as err:
-            raise _error(path, _npz_problem(err)) from err
+            raise _error(path, _npz_problem(err, member=True)) from err
+        except MemoryError as err:
+            raise _error(path, "too large to read into memory") from err
+    for key, array in arrays.items():
+        if not isinstance(array, np.ndarray):  # a member that is not a .npy file: numpy gives its bytes
+            raise _error(path, f"{key!r} is not a .npy array inside the archive")
     metadata = _npz_metadata(path, arrays.pop(_METADATA_KEY, None))
     return {key: _tensor_from_npz(path, key, array) for key, array in arrays.items()}, metadata
 
 
-def _npz_problem(err: BaseException) -> str:
+def _npz_problem(err: BaseException, path: Path | None = None, *, member: bool = False) -> str:
+    """What np.load's error means: numpy takes any file that is neither a zip nor a .npy for a
+    pickle, so "pickled" is said only of an object array inside the archive, or of a file that
+    starts like a pickle."""
     if isinstance(err, ValueError) and "allow_pickle" in str(err):
-        return "holds pickled Python objects (an object array), which are refused so that no code runs on load"
+        if member:
+            return "holds pickled Python objects (an object array), which are refused so that no code runs on load"
+        if path is not None and _starts_like_a_pickle(path):
+            return "holds pickled Python objects, which are refused so that no code runs on load"
+        return "not a readable .npz file (truncated or corrupt)"
     return f"truncated or corrupt ({_describe(err)})"
+
+
+def _starts_like_a_pickle(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == pickle.PROTO[0] and 2 <= head[1] <= pickle.HIGHEST_PROTOCOL
+
+
+def _check_npz_member_size(path: Path, archive, key: str) -> None:
+    """Refuse a member whose .npy header claims more data than the archive holds for it, before
+    numpy allocates the whole array (a header is a few bytes anyone can edit)."""
+    names = archive.zip.namelist()
+    member = f"{key}.npy" if f"{key}.npy" in names else key
+    info = archive.zip.getinfo(member)
+    with archive.zip.open(info) as f:
+        if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+            return  # not a .npy member: found out when it is read
+        f.seek(0)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            return  # newer headers: numpy reads (and checks) them itself
+        held = info.file_size - f.tell()
+    if dtype.hasobject:
+        return  # an object array is refused when it is read
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > held:
+        raise _error(path, f"{key!r} claims shape {tuple(shape)} ({_size(needed)}), too large to read: the archive "
+                           f"holds {_size(max(held, 0))} for it")
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes} bytes"
 
 
 def _tensor_from_npz(path: Path, key: str, array: np.ndarray) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch
 
 from ..core.result import NCResult
 from ..core.validation import check_inputs
-from .dump import Dump, DumpError, load_dump, stringify_metadata
+from .dump import Dump, DumpError, check_regular_file, load_dump, refused_global, stringify_metadata
 from .images import IMAGENET_STATS, Stats, image_dataset, import_torchvision
 from .rows import shard_paths
 
@@ -88,8 +88,7 @@ def load_source(path, options: SourceOptions | None = None) -> Dump:
             return _read_dump(path, options)
         raise source_error(path, "is a directory; analyze takes a dump (or a folder of part-*.safetensors shards), "
                                  "a checkpoint or a state dict (for a run directory use nctools track)")
-    if not path.exists():
-        raise source_error(path, "no such file")
+    check_regular_file(path, source_error)  # before anything opens it: a named pipe would block for ever
     suffix = path.suffix.lower()
     if suffix not in set(DUMP_SUFFIXES) | set(MODEL_SUFFIXES):
         raise source_error(path, f"unsupported file type ({suffix or 'no suffix'}); expected a dump "
@@ -162,7 +161,8 @@ def _safetensors_keys(path: Path) -> set:
 def read_contents(path: Path) -> dict[str, Any]:
     """The top-level dict of a ``.pt``-like file (or a safetensors file's tensors), read without
     running code; what registered readers receive as ``contents``."""
-    if path.stat().st_size == 0:
+    path = Path(path)
+    if check_regular_file(path, source_error).st_size == 0:
         raise source_error(path, "the file is empty (0 bytes)")
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError
@@ -175,8 +175,13 @@ def read_contents(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        reason = refused_global(err)  # None: the unpickler stopped on damaged bytes, not on a global
+        if reason is None:
+            raise source_error(path, f"not a readable {path.suffix or '.pt'} file (truncated or corrupt)") from err
         raise source_error(path, "could not be loaded safely: it holds Python objects other than tensors "
-                                 "(torch.load with weights_only=True refused it)") from err
+                                 f"(torch.load with weights_only=True refused it: {reason})") from err
+    except MemoryError as err:
+        raise source_error(path, "too large to read into memory") from err
     except Exception as err:  # torch.load's decoding errors are many and undocumented
         raise source_error(path, f"truncated or corrupt ({type(err).__name__})") from err
     if not isinstance(obj, dict):
@@ -237,7 +242,34 @@ def _architecture(path: Path, state: dict, arch: str) -> Architecture:
             if build is None:
                 raise source_error(path, f"architecture {arch!r} is registered but {problem}")
             return build(path, state)
+    if arch.startswith("timm:"):
+        return _timm_model(path, state, arch[len("timm:"):])
     return _torchvision_model(path, state, arch)
+
+
+def _timm_model(path: Path, state: dict, name: str) -> Architecture:
+    """A timm architecture, built with ``pretrained=False`` (nothing is downloaded), the user's
+    weights loaded; its own input size and normalisation from timm's ``pretrained_cfg``."""
+    try:
+        import timm
+    except ImportError as err:
+        raise source_error(path, f"--arch timm:{name} needs timm ({err}); pip install 'nctools[timm]'") from err
+    if not name:
+        raise source_error(path, "--arch timm: needs a model name after the colon, e.g. timm:resnet18")
+    if not timm.is_model(name):
+        raise source_error(path, f"unknown timm architecture {name!r}; timm.list_models() shows the names "
+                                 "(e.g. resnet18, vit_small_patch16_224)")
+    from .extraction import find_layer
+
+    classifier, _ = find_layer(timm.create_model(name, pretrained=False))  # where C is read from
+    if f"{classifier}.weight" not in state:
+        raise source_error(path, f"has no {classifier}.weight tensor, so it is not a timm {name} state dict")
+    model = timm.create_model(name, pretrained=False, num_classes=state[f"{classifier}.weight"].shape[0])
+    load_weights(path, model, state)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    stats = (tuple(cfg.get("mean", IMAGENET_STATS[0])), tuple(cfg.get("std", IMAGENET_STATS[1])))
+    return Architecture(model, size, stats)
 
 
 # --------------------------------------------------------------------------- state dict + --arch

@@ -24,6 +24,26 @@ _MEANS_COLOUR, _ROWS_COLOUR = "tab:blue", "tab:orange"
 _GROUP_COLOURS = {"many": "tab:green", "medium": "tab:olive", "few": "tab:red"}
 
 
+def literal(text) -> str:
+    r"""``text`` as matplotlib must receive it to be drawn as written: every ``$`` escaped, so that
+    user text (class names, run labels, file names) is never parsed as mathtext.
+
+    >>> print(literal(r"$\frac{$ costs $5"))
+    \$\frac{\$ costs \$5
+    """
+    return str(text).replace("$", r"\$")
+
+
+_TICK_CHARS = 32  # longer class names are shortened on the axes (the CSV and JSON keep them whole)
+
+
+def _tick(name) -> str:
+    """A class name as a tick label: drawn as written, shortened when very long so that the axes
+    keep their room."""
+    text = str(name)
+    return literal(text if len(text) <= _TICK_CHARS else text[:_TICK_CHARS - 3] + "...")
+
+
 def _as_numpy(matrix) -> np.ndarray | None:
     if matrix is None:
         return None
@@ -53,7 +73,7 @@ def _heatmap(ax, matrix: np.ndarray, norm: Normalize, title: str, names: Sequenc
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, norm=norm, interpolation="nearest")
     c = matrix.shape[0]
     ticks = np.arange(c)
-    labels = list(names) if names is not None and len(names) == c else [str(i) for i in ticks]
+    labels = [_tick(n) for n in names] if names is not None and len(names) == c else [str(i) for i in ticks]
     if c <= 20:
         ax.set_xticks(ticks, labels, rotation=90, fontsize=7)
         ax.set_yticks(ticks, labels, fontsize=7)
@@ -65,7 +85,7 @@ def _heatmap(ax, matrix: np.ndarray, norm: Normalize, title: str, names: Sequenc
                 if np.isfinite(matrix[i, j]):
                     colour = "white" if abs(matrix[i, j] - centre) > dark else "black"
                     ax.text(j, i, f"{matrix[i, j]:.0f}", ha="center", va="center", fontsize=6, color=colour)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10)  # the callers pass it through literal()
     return image
 
 
@@ -84,7 +104,7 @@ def icpa_heatmaps(icpa_means, icpa_classifier, optimum: float, class_names: Sequ
     else:
         _heatmap(axes[1], rows, norm, "classifier rows", class_names)
     fig.colorbar(image, ax=list(axes), label=f"angle (degrees); ETF optimum {optimum:.2f}", shrink=0.9)
-    fig.suptitle(title or "Inter-class pairwise angles (ICPA)")
+    fig.suptitle(literal(title or "Inter-class pairwise angles (ICPA)"))
     return fig
 
 
@@ -99,13 +119,13 @@ def icpa_grid(runs: Sequence[tuple[str, object, object]], optimum: float,
     image = None
     for (label, means, rows), (ax_m, ax_w) in zip(mats, axes):
         label = label if len(label) <= 28 else "..." + label[-25:]  # keep long run paths from eating the axes
-        image = _heatmap(ax_m, means, norm, f"{label}: means", class_names)
+        image = _heatmap(ax_m, means, norm, literal(f"{label}: means"), class_names)
         if rows is None:
             ax_w.axis("off")
         else:
-            _heatmap(ax_w, rows, norm, f"{label}: classifier", class_names)
+            _heatmap(ax_w, rows, norm, literal(f"{label}: classifier"), class_names)
     fig.colorbar(image, ax=axes.ravel().tolist(), label=f"angle (degrees); ETF optimum {optimum:.2f}", shrink=0.6)
-    fig.suptitle(title or "ICPA at the last epoch")
+    fig.suptitle(literal(title or "ICPA at the last epoch"))
     return fig
 
 
@@ -116,7 +136,7 @@ def per_class_bars(per_class, class_names: Sequence[str] | None = None, title: s
     table = table.sort_values(size_col, ascending=False, kind="stable")
     x = np.arange(len(table))
     names = [class_names[c] if class_names is not None else str(c) for c in table["class"]]
-    ticks = [f"{n} ({int(k)})" for n, k in zip(names, table[size_col])]
+    ticks = [f"{_tick(n)} ({int(k)})" for n, k in zip(names, table[size_col])]
     fig = Figure(figsize=PAGE_SIZE, layout="constrained")
     ax_norm, ax_dual = fig.subplots(1, 2)
     has_rows = "classifier_norm" in table
@@ -134,7 +154,9 @@ def per_class_bars(per_class, class_names: Sequence[str] | None = None, title: s
         ax_dual.axhline(1.0, color="0.3", lw=0.8, ls="--")
         handles = [Patch(color=c, label=g) for g, c in _GROUP_COLOURS.items() if g in set(table["group"])]
         ax_dual.legend(handles=handles, fontsize=8, loc="lower left")
-        ax_dual.set_ylim(min(-0.05, float(np.nanmin(table["self_duality_cos"])) - 0.05), 1.05)
+        cosines = table["self_duality_cos"].to_numpy(dtype=float)
+        cosines = cosines[np.isfinite(cosines)]  # NaN where a class or its row has no direction
+        ax_dual.set_ylim(min(-0.05, float(cosines.min()) - 0.05 if cosines.size else -0.05), 1.05)
     else:
         ax_dual.text(0.5, 0.5, "no classifier in the input", ha="center", va="center", transform=ax_dual.transAxes)
     ax_dual.set_ylabel("cos(w_c, mu_c - mu_G)")
@@ -142,7 +164,7 @@ def per_class_bars(per_class, class_names: Sequence[str] | None = None, title: s
     for ax in (ax_norm, ax_dual):
         ax.set_xticks(x, ticks, rotation=60, ha="right", fontsize=7)
         ax.set_xlabel("class (training samples)")
-    fig.suptitle(title or "Per-class norms and self-duality against class size")
+    fig.suptitle(literal(title or "Per-class norms and self-duality against class size"))
     return fig
 
 
@@ -165,7 +187,7 @@ def cosine_histogram(icpa_means, icpa_classifier, num_classes: int, title: str |
     ax.set_xlabel("pairwise cosine")
     ax.set_ylabel("pairs")
     ax.legend(fontsize=8)
-    fig.suptitle(title or "Pairwise cosines")
+    fig.suptitle(literal(title or "Pairwise cosines"))
     return fig
 
 
@@ -186,24 +208,30 @@ def curves(panels: Sequence[Panel], xlabel: str, title: str) -> Figure:
     fig = Figure(figsize=(max(PAGE_SIZE[0] / 2, 4.0 * len(panels)), PAGE_SIZE[1]), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, panel in zip(axes, panels):
-        plotted = False
+        # Legend entries are passed explicitly: a run label that starts with "_" is still shown
+        # (matplotlib drops such labels when it collects them itself).
+        handles, labels = [], []
         for label, (x, y) in panel.lines.items():
             y = np.array([np.nan if v is None else float(v) for v in y])
             if np.isfinite(y).any():
-                ax.plot(np.asarray(x, dtype=float), y, marker="o", ms=3, label=label)
-                plotted = True
+                (line,) = ax.plot(np.asarray(x, dtype=float), y, marker="o", ms=3, label=literal(label))
+                handles.append(line)
+                labels.append(literal(label))
+        plotted = bool(handles)
         if panel.hline is not None and math.isfinite(panel.hline):
-            ax.axhline(panel.hline, color="0.3", ls="--", lw=0.8, label="ETF optimum")
+            handles.append(ax.axhline(panel.hline, color="0.3", ls="--", lw=0.8, label="ETF optimum"))
+            labels.append("ETF optimum")
         if not plotted:
             ax.text(0.5, 0.5, "not available for these inputs", ha="center", va="center", transform=ax.transAxes)
         elif panel.logy:
             ax.set_yscale("log")
         if panel.logx:
             ax.set_xscale("log")
-        ax.set_title(panel.title, fontsize=10)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(panel.ylabel)
-        if len(panel.lines) > 1 or panel.hline is not None:
-            ax.legend(fontsize=8)
-    fig.suptitle(title)
+        ax.set_title(literal(panel.title), fontsize=10)
+        ax.set_xlabel(literal(xlabel))
+        ax.set_ylabel(literal(panel.ylabel))
+        if handles and (len(panel.lines) > 1 or panel.hline is not None):
+            ax.legend(handles, labels, fontsize=8)
+    fig.suptitle(literal(title))
     return fig
+
