@@ -370,12 +370,7 @@ def track_figures(table, label: str = "") -> dict[str, Any]:
 
 def write_track(out: Path, table, label: str = "", png: bool = False) -> list[str]:
     """track.csv and the curve PDFs (and report.pdf with every curve) into ``out``; returns the file names."""
-    figures = track_figures(table, label)
-    with staged_output(out) as stage:
-        table.to_csv(stage / "track.csv", index=False)
-        _write_figures(figures, stage, png)
-        written = _names(stage)
-    return written
+    return _write_table_and_figures(out, table, "track.csv", track_figures(table, label), png)
 
 
 # --------------------------------------------------------------------------- nctools compare
@@ -438,9 +433,13 @@ def compare_table(tracks, labels: Sequence[str]) -> pd.DataFrame:
 def write_compare(out: Path, tracks, labels: Sequence[str], png: bool = False) -> list[str]:
     """compare.csv (last epoch per run) and the side-by-side figure PDFs into ``out``; returns the file names."""
     figures = compare_figures(tracks, labels)
-    table = compare_table(tracks, labels)
+    return _write_table_and_figures(out, compare_table(tracks, labels), "compare.csv", figures, png)
+
+
+def _write_table_and_figures(out: Path, table, csv_name: str, figures: dict[str, Any], png: bool) -> list[str]:
+    """One CSV and its figures into ``out``, all or nothing; returns the file names."""
     with staged_output(out) as stage:
-        table.to_csv(stage / "compare.csv", index=False)
+        table.to_csv(stage / csv_name, index=False)
         _write_figures(figures, stage, png)
         written = _names(stage)
     return written
