@@ -278,3 +278,42 @@ def test_timm_bad_names_get_one_sentence(tmp_path, arch, message):
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+def _recorder_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        net = mlp()  # the same weights on every rank, as DDP keeps them
+        x, y = imbalanced()
+        recorder = EpochRecorder(DataLoader(TensorDataset(x, y), batch_size=16), out, dump_dtype="float32",
+                                 class_counts=COUNTS)
+        result = recorder.record(net, epoch=1)
+        with open(f"{out}/rank{rank}.json", "w") as fh:
+            json.dump(result.summary, fh)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_recorder_under_two_processes_equals_one(tmp_path):
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "run"
+    out.mkdir()
+    mp.spawn(_recorder_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    torch.manual_seed(0)
+    net = mlp()
+    x, y = imbalanced()
+    single = EpochRecorder(DataLoader(TensorDataset(x, y), batch_size=16), class_counts=COUNTS).record(net, 1)
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1]  # every rank holds the all-reduced numbers
+    for key, value in single.summary.items():
+        if isinstance(value, float):
+            assert ranks[0][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    dump = nctools.load_dump(out / "dumps" / "epoch_0001.safetensors")  # rank 0 gathered every sample
+    assert dump.num_samples == sum(COUNTS) and sorted(dump.labels.tolist()) == sorted(y.tolist())
