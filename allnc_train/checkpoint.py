@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from nctools.io.atomic import atomic_write
+from nctools.io.dump import load_pt
 
 from .config import Config, from_dict, to_dict
 from .models import NCModel, build_model
@@ -49,18 +50,20 @@ def save_checkpoint(out: Path, cfg: Config, epoch: int, model, optimizer, scaler
     return path
 
 
+def _unreadable(path: Path, problem: str) -> CheckpointError:
+    return CheckpointError(f"{path} cannot be read as a checkpoint: {problem}.")
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Read a checkpoint with ``weights_only=True`` and check that it is one of ours."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist.")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated file, foreign pickle, ...: one sentence naming the file
-        raise CheckpointError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}).") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{path} is not an allnc_train checkpoint (format {found!r}).")
+    # nctools' safe reader: truncated files and foreign pickles become one sentence naming the file.
+    ckpt = load_pt(path, _unreadable, map_location=map_location, refusal="it holds Python objects",
+                   expected="a checkpoint dict")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an allnc_train checkpoint (format {ckpt.get('format')!r}).")
     return ckpt
 
 

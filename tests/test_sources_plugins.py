@@ -127,3 +127,18 @@ def test_unknown_arch_lists_registered_ones(tmp_path, arch):
     result = CliRunner().invoke(cli, ["analyze", str(tmp_path / "w.pt"), "--arch", arch, "--data",
                                       str(tmp_path / "imgs"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and f"unknown architecture {arch!r}; use resnet32 or a torchvision" in result.output
+
+
+def test_an_extraction_problem_names_the_file(tmp_path):
+    """A NaN in the classifier is found while extracting; the sentence still names the weights file."""
+    torchvision = pytest.importorskip("torchvision")
+    from test_cli_analyze import image_folder
+
+    state = torchvision.models.resnet18(num_classes=3).state_dict()
+    state["fc.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "r.pth")
+    result = CliRunner().invoke(cli, ["analyze", str(tmp_path / "r.pth"), "--arch", "resnet18", "--data",
+                                      str(image_folder(tmp_path / "imgs")), "--image-size", "32", "--device", "cpu",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'r.pth'}: weight must be finite, but 1 entry is NaN or Inf" in result.output

@@ -48,7 +48,7 @@ from nctools.core.validation import as_tensor, check_inputs
 from nctools.io.atomic import atomic_write_path
 from nctools.io.rows import ConcatRows, RowSource, SafetensorsRows, shard_paths
 
-__all__ = ["Dump", "DumpError", "FORMAT_VERSION", "load_dump", "save_dump", "check_regular_file", "refused_global"]
+__all__ = ["Dump", "DumpError", "FORMAT_VERSION", "load_dump", "save_dump", "check_regular_file", "load_pt"]
 
 FORMAT_VERSION = "1"
 
@@ -458,27 +458,37 @@ _PT_DECODE_ERRORS = (
 )
 
 
-def _read_pt(path: Path) -> tuple[dict[str, Any], Any]:
+def load_pt(path: Path, error: Callable[[Path, str], Exception] = _error, *, map_location="cpu",
+            refusal: str = "it is not a plain tensor dict", expected: str = "a dict") -> dict:
+    """The top-level dict of a ``.pt`` file, read with ``torch.load(weights_only=True)`` so that a
+    file from a stranger cannot run code; every problem is ``error(path, one sentence)``.
+
+    ``refusal`` says what a refused pickle is, ``expected`` what the file should hold instead of
+    whatever non-dict it holds. The one safe ``.pt`` reader of the project (dumps, state dicts,
+    the trainer's checkpoints).
+    """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         # weights_only=True refuses every global outside torch's allow-list, which is exactly
         # what a pickle that runs code (or holds arbitrary objects) needs. Damaged bytes stop the
         # same unpickler, and are told apart by what it says.
         reason = refused_global(err)
         if reason is None:
-            raise _error(path, "not a readable .pt file (truncated or corrupt)") from err
-        raise _error(
-            path,
-            "could not be loaded safely: it is not a plain tensor dict "
-            f"(torch.load with weights_only=True refused it: {reason})",
-        ) from err
+            raise error(path, f"not a readable {path.suffix or '.pt'} file (truncated or corrupt)") from err
+        raise error(path, f"could not be loaded safely: {refusal} "
+                          f"(torch.load with weights_only=True refused it: {reason})") from err
     except _PT_DECODE_ERRORS as err:
-        raise _error(path, f"truncated or corrupt ({_describe(err)})") from err
+        raise error(path, f"truncated or corrupt ({_describe(err)})") from err
     except MemoryError as err:
-        raise _error(path, "too large to read into memory") from err
+        raise error(path, "too large to read into memory") from err
     if not isinstance(obj, dict):
-        raise _error(path, f"holds a {type(obj).__name__}, not a dict of tensors; {_KEYS_SENTENCE}")
+        raise error(path, f"holds a {type(obj).__name__}, not {expected}")
+    return obj
+
+
+def _read_pt(path: Path) -> tuple[dict[str, Any], Any]:
+    obj = load_pt(path, expected=f"a dict of tensors; {_KEYS_SENTENCE}")
     tensors = {key: obj[key] for key in _TENSOR_KEYS if key in obj}
     return tensors, obj.get(_METADATA_KEY, {})
 

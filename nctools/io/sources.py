@@ -18,7 +18,6 @@ every problem raises :class:`SourceError`, one sentence naming the file. The dum
 """
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -29,7 +28,7 @@ import torch
 
 from ..core.result import NCResult
 from ..core.validation import check_inputs
-from .dump import Dump, DumpError, check_regular_file, load_dump, refused_global, stringify_metadata
+from .dump import Dump, DumpError, check_regular_file, load_dump, load_pt, stringify_metadata
 from .images import IMAGENET_STATS, Stats, image_dataset, import_torchvision
 from .rows import shard_paths
 
@@ -100,13 +99,18 @@ def load_source(path, options: SourceOptions | None = None) -> Dump:
         if suffix not in DUMP_SUFFIXES:
             raise source_error(path, f"holds features, but a dump file must end with {', '.join(DUMP_SUFFIXES)}")
         return _read_dump(path, options)
-    dump = _from_registered_reader(path, contents, options)
-    if dump is None:
-        state = _state_dict(path, contents)
-        if options.arch is None:
-            raise source_error(path, "holds model weights but no 'features' tensor, and no installed checkpoint "
-                                     "reader claims it; pass --arch (a model name) and --data to extract features")
-        dump = _from_state_dict(path, state, options)
+    try:
+        dump = _from_registered_reader(path, contents, options)
+        if dump is None:
+            state = _state_dict(path, contents)
+            if options.arch is None:
+                raise source_error(path, "holds model weights but no 'features' tensor, and no installed checkpoint "
+                                         "reader claims it; pass --arch (a model name) and --data to extract features")
+            dump = _from_state_dict(path, state, options)
+    except DumpError:  # already one sentence naming its file
+        raise
+    except (TypeError, ValueError) as err:  # from extraction (a NaN weight, a layer that never runs): name the file
+        raise source_error(path, str(err)) from err
     return _checked(path, dump)
 
 
@@ -132,9 +136,12 @@ def _read_dump(path: Path, options: SourceOptions) -> Dump:
 
 
 def _checked(path: Path, dump: Dump) -> Dump:
-    """The one check of a dump built from a model: features, labels, classifier and counts agree."""
+    """The one check of a dump built from a model: features, labels, classifier and counts agree.
+
+    Finiteness is left to the analysis, whose first pass checks every value as it reads it (and
+    names this file): scanning here too would read the features twice."""
     try:
-        checked = check_inputs(dump.features, dump.labels, dump.weight, dump.bias, dump.class_counts, finite=True)
+        checked = check_inputs(dump.features, dump.labels, dump.weight, dump.bias, dump.class_counts, finite=False)
     except (TypeError, ValueError) as err:
         raise source_error(path, str(err)) from err
     dump.features, dump.labels, dump.weight, dump.bias, dump.class_counts = checked[:5]
@@ -172,21 +179,8 @@ def read_contents(path: Path) -> dict[str, Any]:
             return load_file(str(path))
         except (SafetensorError, OSError) as err:
             raise source_error(path, f"truncated or corrupt ({type(err).__name__})") from err
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = refused_global(err)  # None: the unpickler stopped on damaged bytes, not on a global
-        if reason is None:
-            raise source_error(path, f"not a readable {path.suffix or '.pt'} file (truncated or corrupt)") from err
-        raise source_error(path, "could not be loaded safely: it holds Python objects other than tensors "
-                                 f"(torch.load with weights_only=True refused it: {reason})") from err
-    except MemoryError as err:
-        raise source_error(path, "too large to read into memory") from err
-    except Exception as err:  # torch.load's decoding errors are many and undocumented
-        raise source_error(path, f"truncated or corrupt ({type(err).__name__})") from err
-    if not isinstance(obj, dict):
-        raise source_error(path, f"holds a {type(obj).__name__}, not a dict (a dump, a checkpoint or a state dict)")
-    return obj
+    return load_pt(path, source_error, refusal="it holds Python objects other than tensors",
+                   expected="a dict (a dump, a checkpoint or a state dict)")
 
 
 def _state_dict(path: Path, obj: dict) -> dict[str, torch.Tensor]:
