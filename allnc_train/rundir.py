@@ -29,6 +29,8 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
+from nctools.io.atomic import temporary_target
+
 from . import distributed
 from .checkpoint import latest_checkpoint
 
@@ -41,8 +43,8 @@ LOCK_NAME = "run.lock"
 # The folders a run writes into (relative to the run directory) and the names it writes there.
 _OWN_FILES = {".": re.compile(r"run\.json|write-probe"), "checkpoints": re.compile(r"epoch_\d+\.pt"),
               "dumps": re.compile(r"epoch_\d+\.\w+"), "dumps-test": re.compile(r"epoch_\d+\.\w+")}
-# nctools.io.atomic's temporaries (".NAME.<12 hex>.tmp") and the old trainer's (".NAME.tmp-<pid>").
-_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?:[0-9a-f]{12}\.tmp|tmp-\d+)")
+# The old trainer's own temporaries (".NAME.tmp-<pid>"); nctools.io.atomic knows its current ones.
+_LEGACY_TEMPORARY = re.compile(r"\.(?P<name>.+)\.tmp-\d+")
 # flock refused by the file system itself (some network and FUSE mounts): the run goes on unlocked.
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
 # What torch.save's C++ writer says when a write fails part-way; it carries no errno.
@@ -197,8 +199,9 @@ def stale_temporaries(out: Path) -> list[Path]:
     found = []
     for folder, own in _OWN_FILES.items():
         for path in sorted((out / folder).glob(".*")):
-            match = _TEMPORARY.fullmatch(path.name)
-            if match and own.fullmatch(match["name"]) and path.is_file() and not path.is_symlink():
+            legacy = _LEGACY_TEMPORARY.fullmatch(path.name)
+            target = temporary_target(path.name) or (legacy["name"] if legacy else None)
+            if target and own.fullmatch(target) and path.is_file() and not path.is_symlink():
                 found.append(path)
     return found
 

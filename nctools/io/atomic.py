@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable, Iterator
@@ -72,6 +73,22 @@ def atomic_write_json(target, obj: Any, *, allow_nan: bool = False) -> Path:
     ``allow_nan`` (strict JSON readers refuse them; a training log may still need to keep one)."""
     text = json.dumps(obj, indent=2, allow_nan=allow_nan) + "\n"
     return atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+# The name of a temporary beside its target: ".NAME.<12 hex>.tmp" (hidden, and without the
+# target's suffix, so that globs such as dumps/*.safetensors never see it).
+_TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{12}\.tmp")
+
+
+def temporary_target(name: str) -> str | None:
+    """The file name whose atomic write left the temporary ``name``, or None if ``name`` is not
+    one of this module's temporaries (for tidying after a killed writer).
+
+    >>> temporary_target(".epoch_0002.pt.0123456789ab.tmp"), temporary_target("epoch_0002.pt")
+    ('epoch_0002.pt', None)
+    """
+    match = _TEMPORARY_NAME.fullmatch(name)
+    return match["target"] if match else None
 
 
 def _reserve_temp_path(target: Path) -> Path:
