@@ -42,7 +42,12 @@ class DataConfig:
     test_per_class: int | None = None  # keep the first k test images of each class (quick runs); None = all
     image_size: int = 32  # training crop in pixels (32 for CIFAR, 224 for ImageNet-style data)
     augment: str = "standard"  # standard (crop + flip) | none
-    num_workers: int = 0  # DataLoader worker processes
+    num_workers: int = 0  # DataLoader worker processes (the loader pipeline only)
+    # batched: the training set lives on the device as one uint8 tensor, batches are gathered and augmented
+    # there (CIFAR, synthetic); loader: torch DataLoader with per-sample transforms (needed for file-backed
+    # data); auto: batched where the data is in memory, loader otherwise
+    pipeline: str = "auto"
+    view_augment: str = "simclr"  # HyCon views: simclr (resized crop, colour jitter, grayscale) | standard
 
 
 @dataclass
@@ -106,7 +111,10 @@ class OptimConfig:
 @dataclass
 class RunConfig:
     device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
-    amp: bool = True  # float16 autocast + gradient scaling on CUDA; ignored on CPU
+    amp: bool = True  # autocast on CUDA (see amp_dtype); ignored on CPU
+    amp_dtype: str = "bfloat16"  # bfloat16 (no loss scaling needed) | float16 (with gradient scaling)
+    channels_last: bool = True  # channels-last memory format for convolutions on CUDA; ignored on CPU
+    compile: bool = False  # torch.compile the training step's model (worth it on a GPU for long runs)
     eval_every: int = 1  # evaluate every k epochs (the last epoch always)
     dump_every: int = 1  # write a train-set feature dump every k epochs; 0 = never (the last epoch always otherwise)
     dump_test: bool = False  # also dump the evaluation-set features
@@ -133,6 +141,9 @@ CHOICES = {
     "data.dataset": ("cifar10", "cifar100", "imagenet_lt", "places_lt", "inat2018", "synthetic"),
     "data.source": ("folder", "torchvision", "splits"),
     "data.augment": ("standard", "none"),
+    "data.pipeline": ("auto", "batched", "loader"),
+    "data.view_augment": ("simclr", "standard"),
+    "run.amp_dtype": ("bfloat16", "float16"),
     "model.arch": ("resnet32", "resnet50", "resnext50", "ufm"),
     "method.name": ("ce", "la", "etf", "bbn", "allnc"),
     "gbbn.sampler": ("reversed", "class_balanced", "sqrt", "instance"),

@@ -11,14 +11,14 @@ from .models import NCModel
 
 
 @torch.no_grad()
-def collect(model: NCModel, loader: DataLoader, device: torch.device, autocast: bool = False
+def collect(model: NCModel, loader: DataLoader, device: torch.device, autocast: torch.dtype | None = None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Features (N, d) float32, labels (N,) int64 and logits (N, C) float32, on the CPU, in loader order."""
     was_training = model.training
     model.eval()
     feats, labels, logits = [], [], []
     for x, y in loader:
-        with torch.autocast(device.type, dtype=torch.float16, enabled=autocast):
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
             h = model.features(x.to(device, non_blocking=True))
             z = model.classify(h)
         feats.append(h.float().cpu())

@@ -85,16 +85,18 @@ def update_running_stats(model: NCModel, cfg: Config, stats) -> None:
 
 
 def train_step(model: NCModel, cfg: Config, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               batch, rebal_batch, eta: float, log_prior: torch.Tensor, autocast: bool, loss_forward=None
+               batch, rebal_batch, eta: float, log_prior: torch.Tensor, autocast: torch.dtype | None = None,
+               loss_forward=None
                ) -> dict[str, torch.Tensor]:
     """Forward, backward, optimiser step, running-statistics update. Returns the logged parts.
 
     ``loss_forward``: :func:`training_loss` wrapped in DistributedDataParallel (see ``distributed.wrap``)
-    when training across processes; None computes the loss directly.
+    when training across processes; None computes the loss directly. ``autocast``: the autocast dtype
+    (bfloat16 / float16), or None for full precision.
     """
     device_type = "cuda" if next(model.parameters()).is_cuda else "cpu"
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device_type, dtype=torch.float16, enabled=autocast):
+    with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
         if loss_forward is None:
             loss, parts, stats = training_loss(model, cfg, batch, rebal_batch, eta, log_prior)
         else:

@@ -53,7 +53,7 @@ from .schedules import gbbn_eta, learning_rate
 
 # Keys that may differ between a run and its resumption: where data lives and how the run is shown.
 RESUME_MAY_CHANGE = {"run.progress", "run.device", "data.root", "data.download", "data.train_split",
-                     "data.test_split", "data.num_workers"}
+                     "data.test_split", "data.num_workers", "run.compile"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -216,7 +216,7 @@ def _write_dump(path: Path, feats, labels, *args) -> None:
 # The loop
 # ---------------------------------------------------------------------------------------------
 
-def train_one_epoch(model, cfg: Config, optimizer, scaler, loaders: Loaders, epoch: int, device, amp: bool,
+def train_one_epoch(model, cfg: Config, optimizer, scaler, loaders: Loaders, epoch: int, device, amp,
                     log_prior: torch.Tensor, loss_forward=None) -> dict:
     """One pass over the training set; returns the epoch's mean losses, last lr and eta.
 
@@ -287,7 +287,7 @@ def _save_record(out: Path, record: dict) -> None:
 def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_after: int | None) -> dict:
     ckpt = _open_run(cfg, out, resume)  # every rank checks (under rank 0's lock) before any can write
     main = distributed.is_main()  # only rank 0 writes
-    amp = cfg.run.amp and device.type == "cuda"
+    amp = getattr(torch, cfg.run.amp_dtype) if cfg.run.amp and device.type == "cuda" else None  # autocast dtype
     views = cfg.hycon.views if cfg.hycon.enabled else 1
     data = build_data(cfg.data, views)
 
@@ -296,7 +296,7 @@ def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_afte
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
                                 momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay,
                                 nesterov=cfg.optim.nesterov)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # bfloat16 needs no loss scaling
     record = {"config": to_dict(cfg), "environment": {**environment(device), **distributed.describe()},
               "status": "running",
               "data": {"num_train": len(data.train_labels), "class_counts": data.class_counts,

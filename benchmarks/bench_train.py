@@ -30,8 +30,8 @@ def make_step(method: str, device: torch.device, batch_size: int):
     torch.manual_seed(0)
     model = build_model(cfg, 10, 1).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=cfg.optim.weight_decay)
-    amp = cfg.run.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    amp = getattr(torch, cfg.run.amp_dtype) if cfg.run.amp and device.type == "cuda" else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     views = cfg.hycon.views if cfg.hycon.enabled else 1
     labels = torch.arange(batch_size, device=device) % 10
     batch = (torch.randn(batch_size, views, 3, 32, 32, device=device), labels)
