@@ -40,6 +40,9 @@ class DataConfig:
     subset_seed: int = 0  # numpy seed of the long-tailed subset (LDAM-DRW uses 0); separate from the training seed
     num_classes: int = 10  # synthetic only (CIFAR and split files know their own)
     test_per_class: int | None = None  # keep the first k test images of each class (quick runs); None = all
+    # hold out this share of each class's training samples (at least one) as the evaluation set and leave the
+    # test set unread: the split on which hyper-parameters are chosen; 0 = train on all, evaluate on test
+    val_fraction: float = 0.0
     image_size: int = 32  # training crop in pixels (32 for CIFAR, 224 for ImageNet-style data)
     augment: str = "standard"  # standard (crop + flip) | none
     num_workers: int = 0  # DataLoader worker processes (the loader pipeline only)
@@ -157,7 +160,7 @@ POSITIVE = ("optim.epochs", "optim.batch_size", "optim.lr", "model.width", "mode
 NON_NEGATIVE = ("optim.momentum", "optim.weight_decay", "optim.warmup_epochs", "gbbn.gamma", "hycon.weight",
                 "p2p.weight", "p2p.align_weight", "p2p.angle_weight", "p2p.norm_weight", "run.dump_every",
                 "run.keep_checkpoints", "data.num_workers", "data.subset_seed", "seed", "model.ufm_init_std")
-UNIT_INTERVAL = ("hycon.prototype_momentum", "p2p.momentum")
+UNIT_INTERVAL = ("hycon.prototype_momentum", "p2p.momentum", "data.val_fraction")
 
 
 # ---------------------------------------------------------------------------------------------
