@@ -18,7 +18,12 @@ from matplotlib.figure import Figure
 __all__ = ["eta_curves", "methods_by_ratio"]
 
 Line = tuple[Sequence[float], Sequence[float | None]]
-_STYLE = {0: dict(color="0.3", ls="--"), 1: dict(color="tab:red"), 2: dict(color="tab:blue")}
+# One fixed style per method slot (order of first appearance): the balanced reference dashed grey, then
+# distinct hues; the classifier-only fixes (slots 2, 3 in the paper figures) dotted, so that colour and dash
+# both tell the methods apart in print.
+_STYLE = {0: dict(color="0.3", ls="--"), 1: dict(color="tab:red"), 2: dict(color="tab:orange", ls=":"),
+          3: dict(color="tab:green", ls=":"), 4: dict(color="tab:blue"), 5: dict(color="tab:purple", ls="-."),
+          6: dict(color="tab:brown", ls="-.")}
 
 
 def eta_curves(total_epochs: int, gammas: Sequence[float],
@@ -85,7 +90,9 @@ def methods_by_ratio(panels: Mapping[tuple[str, float], dict[str, Line]], rows: 
                 ax.set_ylabel(row, fontsize=9)
             if i == len(rows) - 1:
                 ax.set_xlabel(xlabel)
-            if plotted and i == 0 and j == 0:
-                ax.legend(fontsize=8)
+    if order:  # one legend below the grid, where it covers no curve
+        handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(len(handles), 5),
+                   fontsize=8, frameon=False)
     fig.suptitle(title)
     return fig

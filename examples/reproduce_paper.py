@@ -1,6 +1,8 @@
 """Reproduce the AllNC paper's Figs. 2, 3, 4 and 5b (and an ablation table) from our own runs.
 
     python examples/reproduce_paper.py --profile quick --out results/          # 2-core CPU, ~15 min
+    python examples/reproduce_paper.py --profile cpu --out results_cpu/ \
+        --csv docs/results/cifar10_lt.csv --dumps docs/results/dumps           # terminal phase, ~2.5 h, resumable
     python examples/reproduce_paper.py --profile full --out results/ --data data/cifar10 \\
         --data100 data/cifar100 --dry-run                                       # GPU recipes: the plan
     python examples/reproduce_paper.py --profile smoke --out /tmp/smoke        # CI size, < 1 min
@@ -17,6 +19,13 @@ Three steps, each through the project's own entry points:
    (:func:`allnc_train.paper_figures.methods_by_ratio` on the track tables), ``fig5b_eta.pdf``
    (:func:`allnc_train.paper_figures.eta_curves`, with the eta the AllNC run logged), PNG twins, and
    ``results.md`` (a last-epoch table per family, the ablation table, every command and wall time).
+
+The ``cpu`` profile trains ResNet-32 on real CIFAR-10-LT images to the terminal phase on a 2-core CPU
+(beta = 100 on a smaller LDAM subset, n_max = 500: 1236 images; balanced CE on the same N, 124 per
+class): balanced CE, CE-LT, LA, ETF, ETF + DR, BBN, AllNC and AllNC without each component, with
+extra seeds for CE-LT and AllNC, tested on all 10,000 test images. It writes one row per run into
+``--csv`` (accuracies as fractions, the metrics ``nctools analyze`` gives on the run's final
+training-set dump) and copies each final dump (float16) into ``--dumps``.
 
 Families: ``ufm10`` is the unconstrained-features model (10 classes, 500 ... 500/beta free 32-d
 features, seconds per run); ``cifar10`` is ResNet-32 on the JPEG copy of CIFAR-10 (in ``quick`` a
@@ -55,8 +64,13 @@ CACHE = REPO / ".cache" / "cifar10-jpeg"  # /.cache/ is git-ignored
 
 ABLATIONS = {"allnc_no_hycon": "hycon.enabled=false", "allnc_no_p2p": "p2p.enabled=false",
              "allnc_no_gbbn": "gbbn.enabled=false"}
-LABELS = {"ce_bal": "CE balanced", "ce_lt": "CE-LT", "allnc_lt": "AllNC-LT", "allnc_no_hycon": "AllNC w/o HyCon",
-          "allnc_no_p2p": "AllNC w/o P2P", "allnc_no_gbbn": "AllNC w/o GBBN"}
+LABELS = {"ce_bal": "CE balanced", "ce_lt": "CE-LT", "la": "LA-LT", "etf": "ETF-LT", "etf_dr": "ETF+DR-LT",
+          "bbn": "BBN-LT", "allnc_lt": "AllNC-LT", "allnc_no_hycon": "AllNC w/o HyCon", "allnc_no_p2p": "AllNC w/o P2P",
+          "allnc_no_gbbn": "AllNC w/o GBBN"}
+# The method column of the results CSV for each kind of run (ablations keep their kind).
+METHOD = {"ce_bal": "ce", "ce_lt": "ce", "allnc_lt": "allnc"}
+# The runs the paper's comparison figures show: the classifier-only fixes (LA, ETF) are its foil.
+COMPARED = ("ce_bal", "ce_lt", "la", "etf", "allnc_lt")
 
 
 @dataclass(eq=False)  # hashed by identity
@@ -73,6 +87,8 @@ class Family:
     lt: list[str] = field(default_factory=list)  # extra overrides for the long-tailed runs
     set_ratio: bool = False  # pass data.imbalance_ratio=r (configs that do not carry the ratio in their name)
     real_data: bool = False
+    baselines: tuple[str, ...] = ()  # further methods at ablation_ratio (la, etf, etf_dr, bbn: self.config[kind])
+    seeds: dict[str, list[int]] = field(default_factory=dict)  # kind -> training seeds (default: seed 0 alone)
 
 
 def _ufm(epochs: int | None = None, n_max: int | None = None, ratios=(10, 50, 100)) -> Family:
@@ -107,6 +123,26 @@ def _cifar_small(n_max_lt: int, n_bal: int, epochs: int, test_per_class: int, ra
                   common, balanced=[f"data.n_max={n_bal}"], lt=[f"data.n_max={n_max_lt}"], real_data=True)
 
 
+def _cifar_cpu(n_max: int = 500, epochs: int = 120) -> Family:
+    """ResNet-32 to the terminal phase on a 2-core CPU: the LDAM subset at beta 100 with n_max 500 (1236
+    images), every method, two seeds for CE-LT and AllNC, all 10,000 test images (evaluated every 10
+    epochs and at the end: a pass over them costs about as much as an epoch of training)."""
+    from allnc_train.data import lt_class_counts
+
+    n_bal = round(sum(lt_class_counts(n_max, 10, 100)) / 10)  # the balanced run has the same N (124 per class)
+    common = ["data.num_workers=0", f"optim.epochs={epochs}", "optim.batch_size=64", "optim.lr=0.05",
+              "optim.warmup_epochs=5", "run.device=cpu", "run.dump_test=false", "run.progress=false",
+              "run.eval_every=10", "run.dump_every=5", "run.dump_dtype=float16"]
+    config = {"ce_bal": "cifar10_balanced_ce", "ce_lt": "cifar10_lt_r{r}_ce", "allnc_lt": "cifar10_lt_r{r}_allnc",
+              **{k: f"cifar10_lt_r{{r}}_{k}" for k in ("la", "etf", "etf_dr", "bbn")}}
+    return Family("cifar10", f"ResNet-32 on the LDAM CIFAR-10-LT subset of the JPEG copy (beta 100, {n_max} down to "
+                  f"{n_max // 100} images per class, {sum(lt_class_counts(n_max, 10, 100))} in all; balanced: {n_bal} "
+                  f"per class, the same N; {epochs} epochs, batch 64, lr 0.05 cosine, weight decay 2e-4, CPU; test: "
+                  "all 10,000 test images)", [100], 100, config, common, balanced=[f"data.n_max={n_bal}"],
+                  lt=[f"data.n_max={n_max}"], real_data=True, baselines=("la", "etf", "etf_dr", "bbn"),
+                  seeds={"ce_lt": [0, 1], "allnc_lt": [0, 1]})
+
+
 def _cifar_full(name: str) -> Family:
     return Family(name, f"ResNet-32 on {name.upper().replace('CIFAR', 'CIFAR-')} (bundled recipes: full data / LDAM "
                   "long-tailed subsets, 200 epochs, batch 128, lr 0.1 cosine, AMP on CUDA)",
@@ -121,6 +157,8 @@ def profile_families(profile: str, with_cifar: bool) -> list[Family]:
         if with_cifar:
             fams.append(_cifar_small(n_max_lt=20, n_bal=4, epochs=1, test_per_class=4, ratios=(10,)))
         return fams
+    if profile == "cpu":
+        return [_cifar_cpu()]
     if profile == "quick":
         fams = [_ufm()]
         if with_cifar:
@@ -136,10 +174,12 @@ class Run:
     ratio: float  # 1 for the balanced run
     config: str
     overrides: list[str]
+    seed: int = 0
 
     @property
     def name(self) -> str:
-        return f"{self.family.name}/{self.kind}" + ("" if self.kind == "ce_bal" else f"_r{self.ratio:g}")
+        name = f"{self.family.name}/{self.kind}" + ("" if self.kind == "ce_bal" else f"_r{self.ratio:g}")
+        return name + (f"_s{self.seed}" if self.seed else "")
 
     @property
     def label(self) -> str:
@@ -150,17 +190,24 @@ def plan_runs(families: list[Family], data_roots: dict[str, str | None]) -> list
     runs = []
     for fam in families:
         root = [f"data.root={data_roots[fam.name]}"] if fam.real_data and data_roots.get(fam.name) else []
-        runs.append(Run(fam, "ce_bal", 1, fam.config["ce_bal"], fam.common + root + fam.balanced))
+
+        def add(kind: str, r: float, config: str, overrides: list[str]) -> None:
+            for seed in fam.seeds.get(kind, [0]):
+                runs.append(Run(fam, kind, r, config.format(r=f"{r:g}"), overrides + ([f"seed={seed}"] if seed else []),
+                                seed))
+
+        add("ce_bal", 1, fam.config["ce_bal"], fam.common + root + fam.balanced)
         for r in fam.ratios:
             ratio = [f"data.imbalance_ratio={r:g}"] if fam.set_ratio else []
             for kind in ("ce_lt", "allnc_lt"):
-                runs.append(Run(fam, kind, r, fam.config[kind].format(r=f"{r:g}"), fam.common + root + fam.lt + ratio))
+                add(kind, r, fam.config[kind], fam.common + root + fam.lt + ratio)
         if fam.ablation_ratio is not None:
             r = fam.ablation_ratio
             ratio = [f"data.imbalance_ratio={r:g}"] if fam.set_ratio else []
+            for kind in fam.baselines:
+                add(kind, r, fam.config[kind], fam.common + root + fam.lt + ratio)
             for kind, switch in ABLATIONS.items():
-                runs.append(Run(fam, kind, r, fam.config["allnc_lt"].format(r=f"{r:g}"),
-                                fam.common + root + fam.lt + ratio + [switch]))
+                add(kind, r, fam.config["allnc_lt"], fam.common + root + fam.lt + ratio + [switch])
     return runs
 
 
@@ -243,8 +290,9 @@ def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[st
 
 def _cost(run: Run) -> float:
     """Rough relative cost, so that the longest runs start first."""
-    return (3.0 if run.kind.startswith("allnc") else 1.0) * (10.0 if run.family.real_data else 1.0) * \
-        (2.0 if run.kind == "ce_bal" else 1.0)
+    method = 3.0 if run.kind.startswith("allnc") else 2.0 if run.kind == "bbn" else 1.0
+    balanced = 2.0 if run.kind == "ce_bal" and run.family.name != "cifar10" else 1.0  # more samples than LT
+    return method * balanced * (10.0 if run.family.real_data else 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +315,8 @@ def nctools_cli(args: list[str]) -> str:
 
 
 def _by_kind(runs: list[Run], fam: Family) -> dict[tuple, Run]:
-    return {(r.kind, r.ratio): r for r in runs if r.family is fam}
+    """(kind, ratio) -> the seed-0 run: the figures show one run per method."""
+    return {(r.kind, r.ratio): r for r in runs if r.family is fam and r.seed == 0}
 
 
 def analysis_commands(runs: list[Run], out: Path, light: bool = False) -> list[list[str]]:
@@ -284,7 +333,7 @@ def analysis_commands(runs: list[Run], out: Path, light: bool = False) -> list[l
         for r in fam.ratios:
             if light and r != max(fam.ratios):
                 continue
-            group = [by[("ce_bal", 1)], by[("ce_lt", r)], by[("allnc_lt", r)]]
+            group = [by[(k, 1 if k == "ce_bal" else r)] for k in COMPARED if (k, 1 if k == "ce_bal" else r) in by]
             cmds.append(_compare(group, out, f"{fam.name}_r{r:g}"))
         if light:
             continue
@@ -344,8 +393,10 @@ def paper_figures(runs: list[Run], out: Path, primary2: Family, primary: Family)
         # Figs. 3 and 4: over epochs, one column per ratio.
         cos_panels, sd_panels = {}, {}
         for r in fam.ratios:
-            for kind in ("ce_bal", "ce_lt", "allnc_lt"):
-                run = by[(kind, 1 if kind == "ce_bal" else r)]
+            for kind in COMPARED:
+                run = by.get((kind, 1 if kind == "ce_bal" else r))
+                if run is None:
+                    continue
                 t = read_track(out, run)
                 x = t["epoch"].tolist()
                 label = run.label
@@ -444,6 +495,71 @@ def write_results_md(runs: list[Run], out: Path, timings: dict[str, float], args
 
 
 # ---------------------------------------------------------------------------------------------
+# The results CSV: one row per real-image run, each backed by its final dump
+# ---------------------------------------------------------------------------------------------
+
+CSV_METRICS = ("nc1", "nc1_tail", "nc2_cos_std_means", "nc2_cos_std_classifier", "nc3_self_duality",
+               "tail_icpa_mean_deg_means", "tail_icpa_mean_deg_classifier")
+CSV_COLUMNS = ("method", "beta", "seed", "epochs", "n_train", "n_test", "train_acc", "test_acc", "many_acc",
+               "medium_acc", "few_acc", *CSV_METRICS, "wall_s", "device", "dump")
+
+
+def _fraction(percent) -> float | None:
+    return None if percent is None else round(percent / 100.0, 6)
+
+
+def csv_row(run: Run, out: Path, dumps: Path, timings: dict[str, float]) -> dict:
+    """One CSV row: the run's final accuracies from run.json, and ``nctools analyze`` on its final
+    training-set dump, copied into ``dumps`` (the copy is what the row's metrics describe)."""
+    record = json.loads((out / "runs" / run.name / "run.json").read_text())
+    last = record["epochs"][-1]
+    if record.get("status") != "finished" or "dump" not in last:
+        raise RuntimeError(f"{run.name} has not finished with a final dump")
+    method = METHOD.get(run.kind, run.kind)
+    beta = 1 if run.kind == "ce_bal" else run.ratio
+    dump = dumps / f"{run.family.name}_{method}_b{beta:g}_s{run.seed}{Path(last['dump']).suffix}"
+    dump.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "runs" / run.name / last["dump"], dump)
+    report = json.loads(nctools_cli(["analyze", str(dump), "--out", str(out / "analyze" / dump.stem),
+                                     "--format", "json", "--device", "cpu", "--quiet"]))
+    summary = report["summary"]
+    try:  # the repository-relative path when the dumps folder is inside the repository
+        shown = dump.resolve().relative_to(REPO)
+    except ValueError:
+        shown = dump
+    epochs = record["epochs"]
+    return {"method": method, "beta": beta, "seed": run.seed, "epochs": last["epoch"],
+            "n_train": record["data"]["num_train"], "n_test": record["data"].get("num_eval"),
+            "train_acc": _fraction(last.get("train_top1")), "test_acc": _fraction(last.get("eval_top1")),
+            "many_acc": _fraction(last.get("eval_many")), "medium_acc": _fraction(last.get("eval_medium")),
+            "few_acc": _fraction(last.get("eval_few")), **{k: summary.get(k) for k in CSV_METRICS},
+            "wall_s": timings.get(run.name, round(sum(e.get("train_time_s", 0.0) for e in epochs), 1)),
+            "device": record["environment"]["device"], "dump": str(shown)}
+
+
+def write_results_csv(runs: list[Run], out: Path, path: Path, dumps: Path, timings: dict[str, float]) -> Path:
+    """The CSV of every finished real-image run (unfinished ones are left out and named on stderr)."""
+    import csv
+
+    rows = []
+    for run in runs:
+        if not run.family.real_data:
+            continue
+        if run_state(out / "runs" / run.name) != "finished":
+            print(f"reproduce_paper: {run.name} has not finished; it has no row yet", file=sys.stderr)
+            continue
+        rows.append(csv_row(run, out, dumps, timings))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
 
@@ -474,8 +590,10 @@ def cifar10_root(given: str | None, tarball: str | None, dry_run: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--profile", choices=("smoke", "quick", "full"), default="quick")
+    p.add_argument("--profile", choices=("smoke", "quick", "cpu", "full"), default="quick")
     p.add_argument("--out", type=Path, default=Path("results"))
+    p.add_argument("--csv", type=Path, help="write one row per real-image run here [OUT/cifar10_lt.csv]")
+    p.add_argument("--dumps", type=Path, help="copy each run's final dump here, for the CSV [OUT/dumps]")
     p.add_argument("--data", help="extracted CIFAR-10 image folder (default: extract --tarball into .cache/)")
     p.add_argument("--tarball", default=os.environ.get(TARBALL_ENV),
                    help=f"CIFAR-10 as image-folder JPEGs in a .tar.gz, used without --data [${TARBALL_ENV}]")
@@ -538,6 +656,10 @@ def main(argv: list[str] | None = None) -> int:
     timings["_analysis_wall_s_last_invocation"] = round(time.perf_counter() - t0, 1)
     timing_file.write_text(json.dumps(timings, indent=1))
     path = write_results_md(runs, out, timings, args, commands, figures)
+    if any(r.family.real_data for r in runs):
+        csv_path = write_results_csv(runs, out, args.csv or out / "cifar10_lt.csv", args.dumps or out / "dumps",
+                                     timings)
+        log(f"wrote {csv_path}")
     log(f"wrote {path} and {len(figures)} figures into {out}/ in {time.perf_counter() - tic:.0f} s "
         f"(analysis {timings['_analysis_wall_s_last_invocation']} s)")
     return 0

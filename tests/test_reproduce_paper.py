@@ -114,3 +114,55 @@ def test_smoke_with_real_cifar10(tmp_path, cifar10_root):
     assert result.returncode == 0, result.stderr + result.stdout
     _check_outputs(out, ["ufm10", "cifar10"])
     assert "| cifar10/allnc_lt_r10 | AllNC-LT | 10 |" in (out / "results.md").read_text()
+
+
+def test_cpu_profile_plans_every_method_and_extra_seeds(tmp_path):
+    plan = _run("--profile", "cpu", "--out", str(tmp_path), "--data", "/data/c10", "--dry-run", timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines()[0].startswith("profile cpu: 12 runs")
+    for config in ("balanced_ce", "lt_r100_ce", "lt_r100_la", "lt_r100_etf", "lt_r100_etf_dr", "lt_r100_bbn",
+                   "lt_r100_allnc"):
+        assert f"--config cifar10_{config} " in plan.stdout, config
+    assert "ce_lt_r100_s1" in plan.stdout and "allnc_lt_r100_s1" in plan.stdout and " seed=1" in plan.stdout
+    assert "data.test_per_class" not in plan.stdout  # all 10,000 test images
+    assert "data.n_max=124" in plan.stdout and "data.n_max=500" in plan.stdout  # the balanced run has the same N
+
+
+def test_results_csv_rows_are_what_nctools_analyze_gives_on_the_copied_dump(tmp_path):
+    """A finished (fabricated) run gives one CSV row: accuracies as fractions, its final dump copied,
+    and metric columns equal to ``nctools analyze`` on that copy."""
+    import csv
+
+    import torch
+
+    import nctools
+
+    rp = _module()
+    (fam,) = rp.profile_families("cpu", with_cifar=True)
+    run = next(r for r in rp.plan_runs([fam], {"cifar10": "/data"}) if r.kind == "allnc_lt" and r.seed == 1)
+    run_dir = tmp_path / "runs" / run.name
+    (run_dir / "dumps").mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(10).repeat_interleave(torch.tensor([50, 30, 18, 10, 6, 4, 3, 2, 2, 2]))
+    means = torch.randn(10, 16, generator=g)
+    feats = means[labels] + 0.3 * torch.randn(len(labels), 16, generator=g)
+    nctools.save_dump(run_dir / "dumps" / "epoch_0003.safetensors", feats.half(), labels,
+                      weight=torch.randn(10, 16, generator=g), class_counts=torch.bincount(labels))
+    epochs = [{"epoch": 3, "train_time_s": 2.5, "train_top1": 99.5, "eval_top1": 61.0, "eval_many": 90.0,
+               "eval_medium": 60.0, "eval_few": 30.0, "dump": "dumps/epoch_0003.safetensors"}]
+    (run_dir / "run.json").write_text(json.dumps({"status": "finished", "epochs": epochs, "environment":
+                                                  {"device": "cpu"}, "data": {"num_train": len(labels),
+                                                                              "num_eval": 10000}}))
+    path = rp.write_results_csv([run], tmp_path, tmp_path / "out.csv", tmp_path / "dumps", {})
+    (row,) = list(csv.DictReader(path.open()))
+    assert list(row) == list(rp.CSV_COLUMNS)
+    assert (row["method"], row["beta"], row["seed"], row["epochs"]) == ("allnc", "100", "1", "3")
+    assert float(row["train_acc"]) == 0.995 and float(row["few_acc"]) == 0.3 and row["n_test"] == "10000"
+    copied = Path(row["dump"])
+    assert copied.name == "cifar10_allnc_b100_s1.safetensors" and copied.is_file()
+    dump = nctools.load_dump(copied)
+    summary = nctools.analyze(dump.features, dump.labels, weight=dump.weight, class_counts=dump.class_counts,
+                              device="cpu").summary
+    for key in ("nc1", "nc2_cos_std_means", "nc2_cos_std_classifier", "nc3_self_duality",
+                "tail_icpa_mean_deg_means", "tail_icpa_mean_deg_classifier"):
+        assert float(row[key]) == pytest.approx(summary[key], rel=1e-6), key
