@@ -48,8 +48,11 @@ def _etf_gap(matrix):
     return math.sqrt(total)
 
 
-def brute_force(features, labels, weight=None, bias=None, center="class", num_classes=None):
-    """Every summary metric (and a few per-class ones) in float64, by loops."""
+def brute_force(features, labels, weight=None, bias=None, center="class", num_classes=None, class_counts=None,
+                groups=(100, 20)):
+    """Every summary metric (and a few per-class ones) in float64, by loops. The few-shot classes
+    (``tail_nc1``) are the present classes whose training count (``class_counts``, else the count of
+    the labels) is below ``groups[1]``."""
     h = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     n, d = h.shape
@@ -82,11 +85,21 @@ def brute_force(features, labels, weight=None, bias=None, center="class", num_cl
     keep = min(k - 1, int((s > max(k, d) * np.finfo(np.float64).eps * s[0]).sum()))
     sigma_b_pinv = k * (vt[:keep].T / s[:keep] ** 2) @ vt[:keep]
     out["nc1"] = float(np.trace(sigma_w @ sigma_b_pinv)) / k
-    per_class_w = {c: np.zeros((d, d)) for c in present}
+    per_class_w = {c: np.zeros((d, d)) for c in present}  # Sigma_W^(c): each class over its own n_c
     for i in range(n):
         r = h[i] - means[y[i]]
         per_class_w[y[i]] += np.outer(r, r) / counts[y[i]]
     out["nc1_class"] = {c: float(np.trace(per_class_w[c] @ sigma_b_pinv)) / k for c in present}
+    # Class-balanced Sigma_W: the mean of the per-class covariances over the present classes.
+    sigma_w_bal = sum(per_class_w[c] for c in present) / k
+    out["nc1_balanced"] = float(np.trace(sigma_w_bal @ sigma_b_pinv)) / k
+    train = {c: counts[c] if class_counts is None else int(class_counts[c]) for c in present}
+    few = [c for c in present if train[c] < groups[1]]
+    if few:  # the same with the mean of the few-shot classes' covariances (Sigma_B, C: all classes present)
+        sigma_w_few = sum(per_class_w[c] for c in few) / len(few)
+        out["tail_nc1"] = float(np.trace(sigma_w_few @ sigma_b_pinv)) / k
+    else:
+        out["tail_nc1"] = None
     out["nc1_trace_ratio"] = float(np.trace(sigma_w) / np.trace(sigma_b))
     var = {c: within[c] / counts[c] for c in present}
     cdnv = [(var[a] + var[b]) / (2 * float((means[a] - means[b]) @ (means[a] - means[b])))
@@ -127,7 +140,7 @@ def brute_force(features, labels, weight=None, bias=None, center="class", num_cl
 
 
 SUMMARY_TWINS = {
-    "nc1": "nc1", "nc1_trace_ratio": "nc1_trace_ratio", "nc1_cdnv": "nc1_cdnv",
+    "nc1": "nc1", "nc1_balanced": "nc1_balanced", "nc1_trace_ratio": "nc1_trace_ratio", "nc1_cdnv": "nc1_cdnv",
     "nc2_equinorm_means": "means_equinorm", "nc2_cos_std_means": "means_cos_std",
     "nc2_maxangle_means": "means_maxangle", "nc2_etf_error_means": "means_etf_error",
     "icpa_mean_deg_means": "means_icpa_mean", "icpa_min_deg_means": "means_icpa_min",

@@ -10,6 +10,7 @@ from bruteforce import SUMMARY_TWINS, brute_force
 from datagen import as_numpy64, lt_counts, make_features
 
 import nctools
+from nctools import functional
 
 
 def assert_matches_twin(result, twin, rtol, atol=1e-12, skip=()):
@@ -27,16 +28,23 @@ def assert_matches_twin(result, twin, rtol, atol=1e-12, skip=()):
         assert table.loc[c, "count"] == twin["counts"][c]
     for c, v in twin["nc1_class"].items():
         assert math.isclose(table.loc[c, "nc1"], v, rel_tol=rtol, abs_tol=atol), (c, table.loc[c, "nc1"], v)
+    if "tail_nc1" not in skip:  # null exactly when there is no few-shot class
+        ours, expected = result.summary["tail_nc1"], twin["tail_nc1"]
+        assert (ours is None) == (expected is None), f"tail_nc1: {ours} vs {expected}"
+        if expected is not None:
+            assert math.isclose(ours, expected, rel_tol=rtol, abs_tol=atol), f"tail_nc1: {ours} vs {expected}"
     for c, v in twin.get("ncc_accuracy", {}).items():
         assert table.loc[c, "ncc_accuracy"] == pytest.approx(v, abs=1e-12)
     for c, v in twin.get("duality_cos", {}).items():
         assert math.isclose(table.loc[c, "self_duality_cos"], v, rel_tol=rtol, abs_tol=atol)
 
 
-def run_both(features, labels, weight, bias, center="class", num_classes=None, **kwargs):
-    result = nctools.analyze(features, labels, weight, bias, center=center, num_classes=num_classes, **kwargs)
+def run_both(features, labels, weight, bias, center="class", num_classes=None, class_counts=None,
+             groups=(100, 20), **kwargs):
+    result = nctools.analyze(features, labels, weight, bias, center=center, num_classes=num_classes,
+                             class_counts=class_counts, groups=groups, **kwargs)
     twin = brute_force(as_numpy64(features), labels.numpy(), as_numpy64(weight), as_numpy64(bias),
-                       center=center, num_classes=num_classes)
+                       center=center, num_classes=num_classes, class_counts=class_counts, groups=groups)
     return result, twin
 
 
@@ -269,3 +277,132 @@ def test_cdnv_of_nearly_coincident_means():
     feats = means[labels] + 1e-7 * torch.randn(40, 8, generator=gen, dtype=torch.float64)
     result, twin = run_both(feats, labels, None, None)
     assert math.isclose(result.summary["nc1_cdnv"], twin["nc1_cdnv"], rel_tol=1e-9)
+
+
+# ------------------------------------------------------------------ class-balanced and tail NC1
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("center", ["class", "sample"])
+def test_balanced_data_gives_nc1_balanced_equal_to_nc1(dtype, center):
+    """Equal class sizes: the mean of the per-class covariances is the pooled one, and the two keys
+    are the same number, bit for bit, in any chunking."""
+    for counts, dim, chunk in (([40] * 6, 16, None), ([25] * 9, 5, 7), ([1] * 5, 8, 2)):
+        feats, labels, w, b = make_features(counts, dim, dtype=dtype, seed=len(counts))
+        result = nctools.analyze(feats, labels, w, b, center=center, chunk_size=chunk)
+        assert result.summary["nc1_balanced"] == result.summary["nc1"], counts
+        assert functional.nc1(feats, labels, center=center, balanced=True) == functional.nc1(feats, labels,
+                                                                                              center=center)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_nc1_balanced_and_tail_nc1_match_twin(case):
+    spec = dict(CASES[case])
+    feats, labels, w, b = make_features(spec.pop("counts"), spec.pop("dim"), **spec)
+    result, twin = run_both(feats, labels, w, b)
+    assert math.isclose(result.summary["nc1_balanced"], twin["nc1_balanced"], rel_tol=1e-9)
+    assert (result.summary["tail_nc1"] is None) == (twin["tail_nc1"] is None) == (case == "balanced")
+    table = result.per_class.set_index("class")
+    assert result.summary["nc1_balanced"] == pytest.approx(table["nc1"].mean(), rel=1e-12)
+    few = table[table["group"] == "few"]
+    if len(few):
+        assert result.summary["tail_nc1"] == pytest.approx(few["nc1"].mean(), rel=1e-12)
+        assert result.audit.set_index("group").loc["few", "nc1"] == result.summary["tail_nc1"]
+
+
+def test_head_dominated_sigma_w_hides_the_tail_but_nc1_balanced_does_not():
+    """Collapsed head classes, spread-out tail classes: the pooled Sigma_W (and nc1) is the heads',
+    the class-balanced one and tail_nc1 show the tail's spread; all three match the twin."""
+    gen = torch.Generator().manual_seed(21)
+    counts = [500, 400, 300, 12, 8, 5]
+    means = 4.0 * torch.randn(6, 10, generator=gen, dtype=torch.float64)
+    labels = torch.arange(6).repeat_interleave(torch.tensor(counts))
+    spread = torch.tensor([1e-3, 1e-3, 1e-3, 1.0, 1.0, 1.0], dtype=torch.float64)[labels].unsqueeze(1)
+    feats = means[labels] + spread * torch.randn(len(labels), 10, generator=gen, dtype=torch.float64)
+    for dtype, rtol in ((torch.float64, 1e-9), (torch.float32, 1e-6)):
+        result, twin = run_both(feats.to(dtype), labels, None, None, chunk_size=101)
+        assert_matches_twin(result, twin, rtol=rtol, atol=1e-9)
+        s = result.summary
+        assert s["nc1"] < 0.05 * s["nc1_balanced"] and s["nc1_balanced"] < s["tail_nc1"]
+        assert math.isclose(s["tail_nc1"], twin["tail_nc1"], rel_tol=rtol)
+
+
+def test_tail_nc1_follows_training_counts_and_groups():
+    """A balanced test set split by training counts: the few-shot group comes from class_counts."""
+    feats, labels, w, b = make_features([10] * 6, 8, spread=0.8, seed=4)
+    train_counts = torch.tensor([500, 150, 60, 25, 12, 5])
+    result, twin = run_both(feats, labels, w, b, class_counts=train_counts)
+    assert_matches_twin(result, twin, rtol=1e-9)
+    table = result.per_class
+    assert result.summary["tail_nc1"] == pytest.approx(table["nc1"][4:].mean(), rel=1e-12)
+    assert result.summary["nc1_balanced"] == result.summary["nc1"]  # balanced test set
+    one_few, twin_one = run_both(feats, labels, w, b, class_counts=train_counts, groups=(100, 6))
+    assert_matches_twin(one_few, twin_one, rtol=1e-9)
+    assert one_few.summary["tail_nc1"] == pytest.approx(table["nc1"][5], rel=1e-12)  # one class is enough
+    assert one_few.summary["tail_icpa_mean_deg_means"] is None  # the angles need two
+    none, twin_none = run_both(feats, labels, w, b, class_counts=train_counts, groups=(100, 5))
+    assert twin_none["tail_nc1"] is None and none.summary["tail_nc1"] is None
+    assert none.summary["tail_nc3_cos_mean"] is None
+    assert any("no few-shot classes" in n and "tail_" in n for n in none.notes)
+    assert_matches_twin(none, twin_none, rtol=1e-9)
+
+
+def test_single_sample_classes_count_with_zero_covariance():
+    """A class with one sample has covariance 0: it counts in C' for nc1_balanced and in the tail."""
+    feats, labels, w, b = make_features([30, 25, 1, 1, 14], 6, seed=2)
+    result, twin = run_both(feats, labels, w, b)
+    assert_matches_twin(result, twin, rtol=1e-9)
+    table = result.per_class.set_index("class")
+    assert table.loc[2, "nc1"] == 0.0 and table.loc[3, "nc1"] == 0.0
+    assert result.summary["nc1_balanced"] == pytest.approx(table["nc1"].sum() / 5, rel=1e-12)
+    assert result.summary["tail_nc1"] == pytest.approx(table.loc[4, "nc1"] / 3, rel=1e-12)
+
+
+def test_empty_and_few_classes_with_dim_below_c_minus_1():
+    """Absent classes are left out of C' (and of the tail); d < C - 1 changes nothing for NC1."""
+    feats, labels, w, b = make_features([40, 0, 30, 12, 0, 9, 15, 7, 22], 3, seed=6)
+    result, twin = run_both(feats, labels, w, b, num_classes=9)
+    gaps = ("nc2_maxangle_means", "nc2_maxangle_classifier", "nc2_etf_error_means",
+            "nc2_etf_error_classifier", "nc3_wh_etf_error")
+    assert_matches_twin(result, twin, rtol=1e-9, skip=gaps)
+    assert math.isnan(result.per_class.loc[1, "nc1"])
+    assert result.summary["nc1_balanced"] == pytest.approx(result.per_class["nc1"].mean(), rel=1e-12)  # NaN skipped
+
+
+def test_coinciding_means_null_every_nc1_key():
+    """Spread-out classes whose means are all exactly (1, 1, 1, 1): Sigma_B is zero."""
+    v = torch.tensor([[0.5, 0.25, 0.0, 0.0], [0.125, 0.0, 0.5, 0.0], [0.0, 0.0, 0.0, 0.75]])
+    feats = 1.0 + torch.stack([v[0], -v[0], v[1], -v[1], v[2], -v[2]])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    result = nctools.analyze(feats, labels)
+    assert result.summary["nc1"] is None and result.summary["nc1_balanced"] is None
+    assert result.summary["tail_nc1"] is None
+    assert result.per_class["nc1"].isna().all() and result.audit["nc1"].isna().all()
+    assert any("Sigma_B is zero" in n and "nc1_balanced" in n for n in result.notes)
+    assert functional.nc1(feats, labels, balanced=True) is None
+
+
+def test_pass1_only_leaves_the_nc1_keys_null():
+    feats, labels, w, b = make_features([30, 20, 15, 13], 5)
+    acc = nctools.NeuralCollapse(4, w, b)
+    acc.update(feats, labels)
+    result = acc.compute()
+    assert result.summary["nc1_balanced"] is None and result.summary["tail_nc1"] is None
+    assert result.audit["nc1"].isna().all()
+
+
+def test_merged_accumulators_give_the_one_shot_nc1_keys():
+    """Chunks split over two accumulators in both passes, merged: the sums add, so the keys agree."""
+    feats, labels, w, b = make_features(lt_counts(200, 8, 40), 12, seed=9)
+    whole = nctools.analyze(feats, labels, w, b).summary
+    a = nctools.NeuralCollapse(8, w, b)
+    for _ in range(2):
+        other = a.spawn()
+        a.update(feats[::2], labels[::2])
+        other.update(feats[1::2], labels[1::2])
+        a.merge(other)
+        if a.pass_index == 1:
+            a.next_pass()
+    merged = a.compute().summary
+    twin = brute_force(as_numpy64(feats), labels.numpy(), as_numpy64(w), as_numpy64(b))
+    for key in ("nc1_balanced", "tail_nc1"):
+        assert merged[key] == pytest.approx(whole[key], rel=1e-10)
+        assert merged[key] == pytest.approx(twin[key], rel=1e-9)

@@ -45,6 +45,15 @@ def test_nc1_equals_analyze_exactly(case, center):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("center", ["class", "sample"])
+def test_balanced_nc1_equals_analyze_exactly(case, center):
+    feats, labels, _, _ = _data(case)
+    want = nctools.analyze(feats, labels, center=center).summary
+    assert F.nc1(feats, labels, center=center, balanced=True) == want["nc1_balanced"]
+    assert (want["nc1_balanced"] == want["nc1"]) == case.startswith(("balanced", "more classes"))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_nc4_equals_analyze_exactly(case, with_bias):
     feats, labels, w, b = _data(case)
@@ -88,6 +97,8 @@ def test_coinciding_means_give_none_like_analyze():
     feats = torch.ones(15, 4)
     assert nctools.analyze(feats, labels).summary["nc1"] is None
     assert F.nc1(feats, labels) is None
+    assert nctools.analyze(feats, labels).summary["nc1_balanced"] is None
+    assert F.nc1(feats, labels, balanced=True) is None
 
 
 @pytest.mark.parametrize("call,error,message", [

@@ -85,6 +85,20 @@ def test_chunked_streaming_equals_one_shot(chunk, seed, dtype):
     summaries_close(one_shot.summary, chunked.summary, rtol=1e-6 if dtype == torch.float32 else 1e-10)
 
 
+@FAST
+@given(seed=st.integers(0, 10_000), cls=st.integers(0, 4), copies=st.integers(2, 6))
+def test_nc1_balanced_ignores_how_often_a_class_is_sampled(seed, cls, copies):
+    """Repeating every sample of one class changes its n_c but not its mean or covariance: with the
+    class centre, Sigma_B and Sigma_W^bal stay, so nc1_balanced stays while the pooled nc1 moves."""
+    feats, labels, _, _ = make_features([12, 9, 5, 7, 3], 6, seed=seed, classifier=False)
+    mine = labels == cls
+    more = torch.cat([feats] + [feats[mine]] * (copies - 1)), torch.cat([labels] + [labels[mine]] * (copies - 1))
+    base, repeated = nctools.analyze(feats, labels).summary, nctools.analyze(*more).summary
+    assert repeated["nc1_balanced"] == pytest.approx(base["nc1_balanced"], rel=1e-9)
+    groups = (1e9, 1e9)  # every class few-shot: tail_nc1 is nc1_balanced
+    assert nctools.analyze(*more, groups=groups).summary["tail_nc1"] == pytest.approx(base["nc1_balanced"], rel=1e-9)
+
+
 def _two_pass(acc, parts):
     for h, y in parts:
         acc.update(h, y)

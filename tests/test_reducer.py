@@ -89,8 +89,11 @@ def test_a_state_of_fewer_entries_gets_the_same_sums(dtype):
     assert lean.mean_dist_sq is None and lean.to_scores is None and lean.logit_gap is None
     terms = StateSpec(Entry("nc1_terms")).zeros(6, 9, CPU)
     residuals.add_residuals(terms, lean, feats, labels, Scratch(CPU))
-    want = nctools.analyze(feats, labels).summary["nc1"]
-    assert residuals.nc1_value(first["counts"], terms["nc1_terms"], lean) == want
+    want = nctools.analyze(feats, labels).summary
+    assert residuals.nc1_value(first["counts"], terms["nc1_terms"], lean) == want["nc1"]
+    assert residuals.nc1_balanced_value(first["counts"], terms["nc1_terms"], lean) == want["nc1_balanced"]
+    per_class = residuals.nc1_per_class(first["counts"], terms["nc1_terms"], lean)
+    assert float(per_class.mean()) == pytest.approx(want["nc1_balanced"], rel=1e-12)
 
 
 def test_svd_route_equals_gram_route(monkeypatch):

@@ -2,11 +2,11 @@
 
 Classes are split by their training counts into many / medium / few (> 100, 20 to 100, < 20 by
 default, as in the long-tailed literature; the summary keys call the few-shot group ``tail_``). For
-each group: the mean pairwise angle among its
-classes (centred means, classifier rows) against the simplex-ETF optimum, the mean norms, and the
-mean self-duality cosine. A run shows *complete minority collapse* when the few-shot classes' means and rows
-are both squeezed: their mean pairwise angle lies more than ``SQUEEZE_TOLERANCE_DEG`` below the
-optimum.
+each group: the mean pairwise angle among its classes (centred means, classifier rows) against the
+simplex-ETF optimum, the mean norms, the mean self-duality cosine, and the mean per-class NC1 (do
+the group's features collapse?). A run shows *complete minority collapse* when the few-shot
+classes' means and rows are both squeezed: their mean pairwise angle lies more than
+``SQUEEZE_TOLERANCE_DEG`` below the optimum.
 """
 from __future__ import annotations
 
@@ -64,8 +64,12 @@ def audit_groups(
     row_norms: torch.Tensor | None,
     duality_cos: torch.Tensor | None,
     optimum_deg: float,
+    nc1_class: torch.Tensor | None = None,
 ) -> pd.DataFrame:
-    """One row per group (over the analysed classes, in the order of the tensors given)."""
+    """One row per group (over the analysed classes, in the order of the tensors given).
+
+    ``nc1_class`` is each class's ``tr(Sigma_W^(c) Sigma_B^+) / C`` (the per-class NC1), ``None`` when
+    unknown (pass 1 only, or coinciding means); its mean over the group's classes is the column ``nc1``."""
     rows = []
     for name in GROUPS:
         members = group_of == name
@@ -85,6 +89,7 @@ def audit_groups(
             "mean_norm_means": float(mean_norms[sel].mean()),
             "mean_norm_classifier": None if row_norms is None else float(row_norms[sel].mean()),
             "nc3_cos_mean": None if duality_cos is None else float(duality_cos[sel].mean()),
+            "nc1": None if nc1_class is None else float(nc1_class[sel].mean()),
             "squeezed_means": _squeezed(angle_means, optimum_deg),
             "squeezed_classifier": _squeezed(angle_rows, optimum_deg),
         }

@@ -3,9 +3,9 @@
 ``nc1`` and ``nc4`` run the two streaming passes of :func:`nctools.analyze` with the same parts
 (pass-1 sums, pass-2 residuals, the reducer: one implementation of the math), in the same chunks,
 but keep only the state their one number needs and build no result tables: ``nc1(h, y)`` is
-``analyze(h, y).summary["nc1"]`` and ``nc4(h, y, W, b)`` is
-``analyze(h, y, W, b).summary["nc4_ncc_mismatch"]``, bit for bit. ``nc2``, ``nc3`` and ``icpa`` are
-the geometry helpers. All return plain floats or tensors.
+``analyze(h, y).summary["nc1"]``, ``nc1(h, y, balanced=True)`` is its ``"nc1_balanced"`` and
+``nc4(h, y, W, b)`` is ``analyze(h, y, W, b).summary["nc4_ncc_mismatch"]``, bit for bit. ``nc2``,
+``nc3`` and ``icpa`` are the geometry helpers. All return plain floats or tensors.
 
 >>> import torch
 >>> from nctools.core.geometry import simplex_etf
@@ -25,7 +25,15 @@ from .analysis import auto_chunk_size, chunks
 from .device import resolve_device
 from .geometry import duality_summary, frame_summary, icpa_degrees
 from .reducer import Entry, State, StateSpec
-from .residuals import Pass2Plan, add_residuals, compute_dtype_for, make_plan, mismatch_rate, nc1_value
+from .residuals import (
+    Pass2Plan,
+    add_residuals,
+    compute_dtype_for,
+    make_plan,
+    mismatch_rate,
+    nc1_balanced_value,
+    nc1_value,
+)
 from .statistics import CENTERS
 from .sums import PASS1, Scratch, chunk_sums, on_device
 from .validation import CheckedInputs, check_finite, check_inputs
@@ -39,14 +47,15 @@ _MISMATCH = StateSpec(Entry("mismatch"))
 
 @torch.no_grad()
 def nc1(features, labels, *, center: str = "class", num_classes: int | None = None,
-        device="auto") -> float | None:
+        device="auto", balanced: bool = False) -> float | None:
     """tr(Sigma_W Sigma_B^+) / C of features (N, d) with labels (N,); ``None`` where
-    :func:`nctools.analyze` reports null (the class means coincide)."""
+    :func:`nctools.analyze` reports null (the class means coincide). With ``balanced=True``, the
+    class-balanced form ``nc1_balanced``: Sigma_W replaced by the mean of the per-class covariances."""
     if center not in CENTERS:
         raise ValueError(f"center must be one of {CENTERS}, got {center!r}")
     checked = check_inputs(features, labels, num_classes=num_classes, finite=False)
     counts, second, plan = _two_passes(features, checked, _NC1_TERMS, center, device)
-    return nc1_value(counts, second["nc1_terms"], plan)
+    return (nc1_balanced_value if balanced else nc1_value)(counts, second["nc1_terms"], plan)
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ NUM_CLASSES = "num_classes"
 DIM = "dim"
 CENTER = "center"
 NC1 = "nc1"
+NC1_BALANCED = "nc1_balanced"
 NC1_TRACE_RATIO = "nc1_trace_ratio"
 NC1_CDNV = "nc1_cdnv"
 NC2_EQUINORM_MEANS = "nc2_equinorm_means"
@@ -42,10 +43,11 @@ ACCURACY = "accuracy"
 TAIL_ICPA_MEAN_DEG_MEANS = "tail_icpa_mean_deg_means"
 TAIL_ICPA_MEAN_DEG_CLASSIFIER = "tail_icpa_mean_deg_classifier"
 TAIL_NC3_COS_MEAN = "tail_nc3_cos_mean"
+TAIL_NC1 = "tail_nc1"
 
 SUMMARY_KEYS = (
     NUM_SAMPLES, NUM_CLASSES, DIM, CENTER,
-    NC1, NC1_TRACE_RATIO, NC1_CDNV,
+    NC1, NC1_BALANCED, NC1_TRACE_RATIO, NC1_CDNV,
     NC2_EQUINORM_MEANS, NC2_EQUINORM_CLASSIFIER,
     NC2_COS_STD_MEANS, NC2_COS_STD_CLASSIFIER,
     NC2_MAXANGLE_MEANS, NC2_MAXANGLE_CLASSIFIER,
@@ -54,7 +56,7 @@ SUMMARY_KEYS = (
     ICPA_OPTIMUM_DEG,
     NC3_SELF_DUALITY, NC3_WH_ETF_ERROR, NC3_COS_MEAN,
     NC4_NCC_MISMATCH, BIAS_COLLAPSE, ACCURACY,
-    TAIL_ICPA_MEAN_DEG_MEANS, TAIL_ICPA_MEAN_DEG_CLASSIFIER, TAIL_NC3_COS_MEAN,
+    TAIL_ICPA_MEAN_DEG_MEANS, TAIL_ICPA_MEAN_DEG_CLASSIFIER, TAIL_NC3_COS_MEAN, TAIL_NC1,
 )
 # The gaps to a simplex ETF: meaningless (null, with a note) when d < C - 1.
 ETF_GAPS = (NC2_MAXANGLE_MEANS, NC2_MAXANGLE_CLASSIFIER, NC2_ETF_ERROR_MEANS, NC2_ETF_ERROR_CLASSIFIER,
@@ -71,6 +73,7 @@ class Summary(TypedDict):
     dim: int
     center: str
     nc1: Number
+    nc1_balanced: Number
     nc1_trace_ratio: Number
     nc1_cdnv: Number
     nc2_equinorm_means: Number
@@ -95,6 +98,7 @@ class Summary(TypedDict):
     tail_icpa_mean_deg_means: Number
     tail_icpa_mean_deg_classifier: Number
     tail_nc3_cos_mean: Number
+    tail_nc1: Number
 
 
 assert tuple(Summary.__annotations__) == SUMMARY_KEYS  # the two spellings cannot drift apart

@@ -9,8 +9,9 @@ not).
 
 :func:`make_plan` derives once, from the pass-1 sums, everything pass 2 needs; :func:`add_residuals`
 adds one chunk's per-class sums into a pass-2 state (:func:`pass2_spec`), whichever entries it
-holds; :func:`nc1_value` and :func:`mismatch_rate` read the reduced sums, and
-:func:`check_same_data` compares a per-class checksum of the residuals with what pass 1 summed.
+holds; :func:`nc1_value`, :func:`nc1_balanced_value`, :func:`nc1_per_class` and :func:`mismatch_rate`
+read the reduced sums, and :func:`check_same_data` compares a per-class checksum of the residuals
+with what pass 1 summed.
 
 Features far from 1 in size (1e20, or 1e-25, in float32) would overflow or underflow the squares
 of pass 2's float32 products; the plan then measures residuals in units of a power of two near the
@@ -31,8 +32,8 @@ from .reducer import Entry, State, StateSpec
 from .sums import Scratch
 
 __all__ = ["Pass2Plan", "make_plan", "pseudo_inverse_directions", "centre_of", "compute_dtype_for", "pass2_spec",
-           "add_residuals", "exact_matmul", "nc1_value", "mismatch_rate", "check_same_data", "power_of_two_scale",
-           "GRAM_EIGEN_FLOOR"]
+           "add_residuals", "exact_matmul", "nc1_value", "nc1_balanced_value", "nc1_per_class", "mismatch_rate",
+           "check_same_data", "power_of_two_scale", "GRAM_EIGEN_FLOOR"]
 
 _F64 = torch.float64
 
@@ -279,6 +280,31 @@ def nc1_value(counts: torch.Tensor, nc1_terms: torch.Tensor, plan: Pass2Plan) ->
     if not plan.singular.numel():
         return None
     value = float(terms.sum() / n.sum())
+    return value if math.isfinite(value) else None
+
+
+def nc1_per_class(counts: torch.Tensor, nc1_terms: torch.Tensor, plan: Pass2Plan) -> torch.Tensor | None:
+    """(C',) float64 ``tr(Sigma_W^(c) Sigma_B^+) / C`` of each present class, with ``Sigma_W^(c)`` the
+    class's own covariance (normalised by ``n_c``): the ``nc1`` column of the per-class table. ``None``
+    when the class means coincide (``Sigma_B`` is zero)."""
+    if not plan.singular.numel():
+        return None
+    n = counts[plan.present_ids].to(_F64)
+    return (nc1_terms[plan.present_ids] - n * plan.nc1_offset_sq) / n  # undo the rounding of the means
+
+
+def nc1_balanced_value(counts: torch.Tensor, nc1_terms: torch.Tensor, plan: Pass2Plan) -> float | None:
+    """``nc1_balanced`` = tr(Sigma_W^bal Sigma_B^+) / C, ``Sigma_W^bal`` the mean of the per-class covariances
+    over the present classes: the mean of :func:`nc1_per_class`. ``None`` where :func:`nc1_value` is."""
+    ids = plan.present_ids
+    n = counts[ids].to(_F64)
+    terms = nc1_terms[ids] - n * plan.nc1_offset_sq  # undo the rounding of the means
+    if not plan.singular.numel():
+        return None
+    # (1/C') sum_c terms_c / n_c written as nc1_value's sum with class weights N / (C' n_c): exact integers
+    # divided once, so the weights are exactly 1 on balanced data and the two values are the same bits.
+    total = n.sum()
+    value = float((terms * (total / (len(ids) * n))).sum() / total)
     return value if math.isfinite(value) else None
 
 

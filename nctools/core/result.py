@@ -14,7 +14,7 @@ from . import geometry as geo
 from . import keys as K
 from .audit import assign_groups, audit_groups, check_groups, verdict
 from .keys import ETF_GAPS, SUMMARY_KEYS, Summary
-from .residuals import mismatch_rate, nc1_value
+from .residuals import mismatch_rate, nc1_balanced_value, nc1_per_class, nc1_value
 from .validation import check_class_counts
 
 __all__ = ["SUMMARY_KEYS", "NCResult", "build_result"]
@@ -155,24 +155,27 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
         _put("self_duality_cos", duality)
         _put("nearest_angle_classifier", _nearest(icpa_w))
 
+    nc1_class = None
     if "pass2_counts" in stats:
-        _pass2_metrics(stats, plan, s, per_class, rows is not None, notes)
+        nc1_class = _pass2_metrics(stats, plan, s, per_class, rows is not None, notes)
     else:
         notes.append("only pass 1 ran: NC1, NC4 and accuracy need pass 2 (NeuralCollapse.next_pass())")
 
     audit = audit_groups(group_of[ids.cpu().numpy()], train_counts[ids], icpa_m, mean_norms, icpa_w,
-                         rows_geo["norms"] if rows is not None else None, duality, optimum)
+                         rows_geo["norms"] if rows is not None else None, duality, optimum, nc1_class)
     tail = audit[audit["group"] == "few"]
     if not tail.empty:
         for key, column in ((K.TAIL_ICPA_MEAN_DEG_MEANS, K.ICPA_MEAN_DEG_MEANS),
                             (K.TAIL_ICPA_MEAN_DEG_CLASSIFIER, K.ICPA_MEAN_DEG_CLASSIFIER),
-                            (K.TAIL_NC3_COS_MEAN, K.NC3_COS_MEAN)):
+                            (K.TAIL_NC3_COS_MEAN, K.NC3_COS_MEAN),
+                            (K.TAIL_NC1, K.NC1)):
             value = tail.iloc[0][column]
             s[key] = None if value is None or pd.isna(value) else float(value)
     if tail.empty or tail.iloc[0][K.NUM_CLASSES] < 2:
         many, few = check_groups(groups)
-        notes.append(f"fewer than 2 few-shot classes (training count < {few:g}): the tail angles are null; "
-                     "set groups to split many / medium / few differently")
+        what = ("no few-shot classes (training count < {few:g}): every tail_ key is null" if tail.empty else
+                "fewer than 2 few-shot classes (training count < {few:g}): the tail angles are null")
+        notes.append(what.format(few=few) + "; set groups to split many / medium / few differently")
     reading = verdict(audit)
     if reading:
         notes.append(reading)
@@ -193,22 +196,25 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
     return NCResult(s, per_class, icpa_means_full, icpa_w_full, audit, notes, options)
 
 
-def _pass2_metrics(stats, plan, s, per_class, has_classifier: bool, notes: list[str]) -> None:
+def _pass2_metrics(stats, plan, s, per_class, has_classifier: bool, notes: list[str]) -> torch.Tensor | None:
+    """The pass-2 keys and per-class columns; returns the per-class NC1 (C',), ``None`` when it is null."""
     ids = plan.present_ids
     n = stats["counts"][ids].to(torch.float64)
     resid_sq = stats["pass2_resid_sq"][ids] - n * plan.delta_sq  # undo the rounding of the means
     within_var = resid_sq / n  # V_c: mean squared distance to the own class mean
     c_used = len(ids)
-    nc1_class = (stats["pass2_nc1_terms"][ids] - n * plan.nc1_offset_sq) / n  # undoing the rounding of the means
+    nc1_class = nc1_per_class(stats["counts"], stats["pass2_nc1_terms"], plan)
     s[K.NC1] = nc1_value(stats["counts"], stats["pass2_nc1_terms"], plan)
-    if not plan.singular.numel():
-        notes.append("the class means coincide: Sigma_B is zero, so NC1 is null")
+    s[K.NC1_BALANCED] = nc1_balanced_value(stats["counts"], stats["pass2_nc1_terms"], plan)
+    if nc1_class is None:
+        notes.append("the class means coincide: Sigma_B is zero, so NC1 (nc1, nc1_balanced, tail_nc1 and the "
+                     "per-class nc1) is null")
     between = plan.centred.square().sum() / c_used
     s[K.NC1_TRACE_RATIO] = float((resid_sq.sum() / n.sum()) / between)
     s[K.NC1_CDNV] = geo.cdnv_mean(within_var, plan.centred)
     num_classes = per_class.shape[0]
     per_class["within_var"] = _scatter(within_var, ids, num_classes)
-    per_class[K.NC1] = _scatter(nc1_class, ids, num_classes)
+    per_class[K.NC1] = np.full(num_classes, np.nan) if nc1_class is None else _scatter(nc1_class, ids, num_classes)
     per_class["ncc_accuracy"] = _scatter(stats["pass2_ncc_hits"][ids] / n, ids, num_classes)
     if has_classifier:
         total = n.sum()
@@ -216,6 +222,7 @@ def _pass2_metrics(stats, plan, s, per_class, has_classifier: bool, notes: list[
         s[K.NC4_NCC_MISMATCH] = mismatch_rate(stats["counts"], stats["pass2_mismatch"], plan)
         per_class[K.ACCURACY] = _scatter(stats["pass2_hits"][ids] / n, ids, num_classes)
         per_class["ncc_mismatch"] = _scatter(stats["pass2_mismatch"][ids] / n, ids, num_classes)
+    return nc1_class
 
 
 def _nearest(angles: torch.Tensor) -> torch.Tensor:

@@ -241,6 +241,8 @@ def _plain(value):
 _SECTIONS = (
     ("NC1  within-class variability", ("",), (
         ("nc1  tr(Sw Sb+)/C", (K.NC1,)),
+        ("nc1 with class-balanced Sw", (K.NC1_BALANCED,)),
+        ("nc1 of the few-shot classes", (K.TAIL_NC1,)),
         ("trace ratio tr(Sw)/tr(Sb)", (K.NC1_TRACE_RATIO,)),
         ("CDNV (mean over pairs)", (K.NC1_CDNV,)),
     )),
@@ -352,7 +354,8 @@ def track_figures(table, label: str = "") -> dict[str, Any]:
 
     optimum = table[K.ICPA_OPTIMUM_DEG].iloc[-1] if len(table) else None
     specs = {
-        "nc1": ("NC1 within-class variability", "tr(Sw Sb+)/C", {"NC1": K.NC1}, {"logy": True}),
+        "nc1": ("NC1 within-class variability", "tr(Sw Sb+)/C",
+                {"NC1": K.NC1, "class-balanced": K.NC1_BALANCED, "few-shot classes": K.TAIL_NC1}, {"logy": True}),
         "cos_std": ("NC2 cos-Std", "std of pairwise cosines",
                     {"means": K.NC2_COS_STD_MEANS, "classifier": K.NC2_COS_STD_CLASSIFIER}, {}),
         "self_duality": ("NC3 self-duality", "||W/|W| - M/|M|||^2", {"self-duality": K.NC3_SELF_DUALITY}, {}),
