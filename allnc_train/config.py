@@ -7,8 +7,8 @@ defaults included) is stored as a plain dict in ``run.json`` and in every checkp
 rebuilt from its own files.
 
 >>> cfg = resolve({"method": {"name": "allnc"}}, ["optim.epochs=3"])
->>> cfg.optim.epochs, cfg.hycon.enabled, cfg.gbbn.enabled
-(3, True, True)
+>>> cfg.optim.epochs, cfg.hycon.enabled, cfg.gbbn.enabled, cfg.gbbn.heads
+(3, True, True, 2)
 """
 from __future__ import annotations
 
@@ -76,6 +76,13 @@ class GBBNConfig:
     enabled: bool | None = None  # None = on for bbn and allnc, off otherwise
     gamma: float = 2.0  # eta(t) = 1 - (t / T)^gamma mixes the conventional and re-balancing losses; 2 = BBN's parabola
     sampler: str = "reversed"  # sampler of the re-balancing branch: reversed | class_balanced | sqrt | instance
+    # classification heads: 1 = both branches share the classifier; 2 = a head per branch (the paper's Fig. 5a),
+    # the inference classifier (model.weight / model.bias) being their fixed mean. None = 2 for allnc, 1 otherwise
+    heads: int | None = None
+    # the re-balancing branch's CE gradient into the features (its head always gets it in full): eta = scaled by
+    # eta(t), so that branch trains the classifier more and the encoder less as t grows (progressive
+    # feature-classifier decoupling); full = unscaled. None = eta for allnc, full otherwise
+    encoder_grad: str | None = None
 
 
 @dataclass
@@ -85,6 +92,15 @@ class HyConConfig:
     temperature: float = 0.1  # softmax temperature on cosine similarities
     views: int = 2  # augmented views per image in the conventional branch
     prototype_momentum: float = 0.9  # EMA momentum of the class prototypes (mean normalised projections)
+    # share of the weight on the penultimate features h (the rest on the 128-d projection / predictor heads,
+    # which are built only when the share is below 1): 1 = on h alone, where NC1 is measured
+    feature_share: float = 1.0
+    balanced: bool = True  # class-balanced denominator (BCL): average exp-similarities per class, sum over classes
+    # prototypes on h: classifier = the inference classifier's rows; running = EMA of the normalised class features
+    prototypes: str = "classifier"
+    prototype_grad: bool = False  # let HyCon's gradient reach the prototypes (false: they are targets)
+    rebal_anchors: bool = True  # the re-balancing batch's samples are anchors too (not only the conventional views)
+    fade: bool = False  # multiply HyCon by eta(t), so it fades out with the conventional branch
 
 
 @dataclass
@@ -92,6 +108,9 @@ class P2PConfig:
     enabled: bool | None = None  # None = on for allnc, off otherwise
     weight: float = 1.0  # weight of the peer-to-peer loss
     momentum: float = 0.9  # EMA momentum of the running class means of the features
+    # batch = the batch's own class means (both branches), gradient into the features, running means standing in
+    # for absent classes; running = the running means blended with the batch at 1 - momentum (the older variant)
+    means: str = "batch"
     align_weight: float = 1.0  # term 1 - cos(w_c, mu_c - mu_G)   (NC3)
     angle_weight: float = 1.0  # squared gap of pairwise cosines to -1/(C-1), rows and means   (NC2)
     norm_weight: float = 1.0  # squared coefficient of variation of the norms, rows and means   (NC2 equinorm)
@@ -150,6 +169,10 @@ CHOICES = {
     "model.arch": ("resnet32", "resnet50", "resnext50", "ufm"),
     "method.name": ("ce", "la", "etf", "bbn", "allnc"),
     "gbbn.sampler": ("reversed", "class_balanced", "sqrt", "instance"),
+    "gbbn.heads": (1, 2),
+    "gbbn.encoder_grad": ("eta", "full"),
+    "hycon.prototypes": ("classifier", "running"),
+    "p2p.means": ("batch", "running"),
     "optim.schedule": ("cosine", "step", "constant"),
     "run.dump_dtype": ("float16", "float32"),
     "run.dump_format": ("safetensors", "pt", "npz"),
@@ -161,6 +184,7 @@ NON_NEGATIVE = ("optim.momentum", "optim.weight_decay", "optim.warmup_epochs", "
                 "p2p.weight", "p2p.align_weight", "p2p.angle_weight", "p2p.norm_weight", "run.dump_every",
                 "run.keep_checkpoints", "data.num_workers", "data.subset_seed", "seed", "model.ufm_init_std")
 UNIT_INTERVAL = ("hycon.prototype_momentum", "p2p.momentum", "data.val_fraction")
+CLOSED_UNIT_INTERVAL = ("hycon.feature_share",)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,10 +326,15 @@ def method_label(cfg: Config) -> str:
 
 
 def _fill_method_defaults(cfg: Config) -> None:
-    """Turn the ``enabled: null`` switches into what the method implies."""
+    """Turn the ``null`` switches (``enabled``, GBBN's heads and encoder gradient) into what the method implies."""
     for name, default in method_components(cfg.method.name).items():
         if getattr(cfg, name).enabled is None:
             getattr(cfg, name).enabled = default
+    allnc = cfg.method.name == "allnc"
+    if cfg.gbbn.heads is None:
+        cfg.gbbn.heads = 2 if allnc else 1
+    if cfg.gbbn.encoder_grad is None:
+        cfg.gbbn.encoder_grad = "eta" if allnc else "full"
 
 
 def validate(cfg: Config) -> None:
@@ -322,6 +351,9 @@ def validate(cfg: Config) -> None:
     for key in UNIT_INTERVAL:
         if not 0 <= get_key(cfg, key) < 1:
             raise ConfigError(f"config key '{key}' must lie in [0, 1), got {get_key(cfg, key)!r}.")
+    for key in CLOSED_UNIT_INTERVAL:
+        if not 0 <= get_key(cfg, key) <= 1:
+            raise ConfigError(f"config key '{key}' must lie in [0, 1], got {get_key(cfg, key)!r}.")
     d, m = cfg.data, cfg.model
     if d.imbalance_ratio < 1:
         raise ConfigError(f"config key 'data.imbalance_ratio' must be at least 1 (n_max / n_min), "
@@ -347,6 +379,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"a simplex ETF of {_num_classes_hint(cfg)} classes needs a feature dimension of at least "
                           f"{_num_classes_hint(cfg) - 1}: raise model.width (now {m.width}, feature dim "
                           f"{64 * m.width}).")
+    if cfg.gbbn.enabled and cfg.gbbn.heads == 2 and cfg.method.name == "etf":
+        raise ConfigError("gbbn.heads 2 needs a trainable classifier; the etf method fixes it: set gbbn.heads to 1.")
     if cfg.hycon.enabled and cfg.hycon.views < 2 and m.arch != "ufm":
         raise ConfigError("HyCon needs at least two views per image: set hycon.views to 2 or more.")
 

@@ -3,12 +3,15 @@
 - ``cross_entropy`` and ``logit_adjusted_ce`` (Menon et al. 2021: add tau * log prior to the logits
   while training, predict with the plain logits).
 - ``hycon_loss`` (NC1): supervised contrastive loss (Khosla et al. 2020, the L_out form) on
-  normalised vectors whose positives are the other views of the anchor's class AND the class
-  prototype, and whose negatives are the other samples and the other prototypes. Prototypes cover
-  every class, so a rare class is present in every batch. Anchors come from the predictor, keys and
-  prototypes are targets (stop-gradient, the asymmetry that a predictor exists for in SimSiam/BYOL).
+  normalised vectors whose positives are the other samples and views of the anchor's class AND the
+  class prototype, and whose negatives are the other samples and the other prototypes. Prototypes
+  cover every class, so a rare class is present in every batch; with ``balanced`` the denominator
+  averages within each class before summing over classes (BCL, Zhu et al. CVPR 2022), so a rare
+  class weighs as much as a frequent one. Keys are targets (stop-gradient).
 - ``p2p_loss`` (NC2, NC3): ties each classifier row to its centred class mean (1 - cos), and pushes
-  rows and means toward the simplex ETF: pairwise cosines to -1/(C-1), and equal norms.
+  rows and means toward the simplex ETF: pairwise cosines to -1/(C-1), and equal norms. Its class
+  means are either the batch's own (``batch_class_means``) or running ones (``ema_class_means``).
+- ``scale_gradient``: identity forward, scaled backward (GBBN's feature-classifier decoupling).
 
 >>> import torch
 >>> from nctools.core.geometry import simplex_etf
@@ -32,30 +35,63 @@ def logit_adjusted_ce(logits: torch.Tensor, labels: torch.Tensor, log_prior: tor
     return F.cross_entropy(logits.float() + tau * log_prior.to(logits.device), labels)
 
 
+def class_balanced_weights(valid: torch.Tensor, column_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Denominator weights (N, K) of the class-balanced contrastive loss (BCL, Zhu et al. CVPR 2022).
+
+    ``valid`` (N, K) marks the columns each anchor row may see, ``column_labels`` (K,) their classes.
+    A valid column of class c gets 1 / (number of valid columns of class c in that row), so that
+    every class present in a row weighs 1 in total, whatever its count in the batch; invalid columns 0.
+
+    >>> w = class_balanced_weights(torch.ones(1, 4, dtype=torch.bool), torch.tensor([0, 0, 0, 1]), 2)
+    >>> [round(v, 4) for v in w[0].tolist()]
+    [0.3333, 0.3333, 0.3333, 1.0]
+    """
+    onehot = F.one_hot(column_labels, num_classes).to(torch.float32)  # (K, C)
+    per_class = valid.to(torch.float32) @ onehot  # (N, C): valid columns of each class, per row
+    count = per_class[:, column_labels]  # (N, K)
+    return torch.where(valid, 1.0 / count.clamp(min=1), torch.zeros_like(count))
+
+
 def hycon_loss(anchors: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor,
-               temperature: float = 0.1, valid_prototypes: torch.Tensor | None = None) -> torch.Tensor:
+               temperature: float = 0.1, valid_prototypes: torch.Tensor | None = None, balanced: bool = False
+               ) -> torch.Tensor:
     """Hybrid contrastive loss.
 
-    anchors, keys: (B, V, p) (V views of B samples); labels: (B,); prototypes: (C, p), one per class;
-    valid_prototypes: (C,) bool, prototypes not yet estimated are left out. Gradients flow into
-    ``anchors`` only. Returns the mean over the B * V anchors of
-    -1/|P(i)| sum_{p in P(i)} log softmax_j(<a_i, k_j> / T) over j in {keys except i} U {prototypes}.
+    anchors, keys: (N, p) with labels (N,) (key j is anchor j's own vector or its target), or the
+    older (B, V, p) form with labels (B,) (V views of B samples); prototypes: (C, p), one per class;
+    valid_prototypes: (C,) bool, prototypes not yet estimated are left out. ``keys`` are targets
+    (detached); ``prototypes`` keep whatever gradient they carry (detach them to make them targets).
+    Returns the mean over the anchors that have a positive of
+    -1/|P(i)| sum_{p in P(i)} log [exp(s_ip) / sum_j w_ij exp(s_ij)], s = <a_i, k_j> / T, over
+    j in {keys except i} U {prototypes}; P(i) = the keys of i's class (except i) and its prototype.
+    ``balanced`` false: w_ij = 1 (the SupCon / L_out form); true: w_ij = 1 / |class of j in row i|,
+    BCL's class-averaged denominator, in which every class weighs the same however many samples of it
+    the batch holds (:func:`class_balanced_weights`).
     """
-    B, V, _ = anchors.shape
+    if anchors.dim() == 3:
+        V = anchors.shape[1]
+        anchors, keys, labels = anchors.flatten(0, 1), keys.flatten(0, 1), labels.repeat_interleave(V)
     C = prototypes.shape[0]
-    a = F.normalize(anchors.float().flatten(0, 1), dim=1)  # (N, p), N = B * V
-    k = F.normalize(keys.detach().float().flatten(0, 1), dim=1)  # (N, p)
-    proto = F.normalize(prototypes.detach().float(), dim=1)  # (C, p)
-    y = labels.repeat_interleave(V)  # (N,)
+    a = F.normalize(anchors.float(), dim=1)  # (N, p)
+    k = F.normalize(keys.detach().float(), dim=1)  # (N, p)
+    proto = F.normalize(prototypes.float(), dim=1)  # (C, p)
+    y = labels
     N = a.shape[0]
+    classes = torch.arange(C, device=a.device)
     logits = a @ torch.cat([k, proto]).T / temperature  # (N, N + C)
     valid = torch.ones(N + C, dtype=torch.bool, device=a.device).expand(N, -1).clone()
     valid[:, :N].fill_diagonal_(False)  # an anchor is not its own key
     if valid_prototypes is not None:
         valid[:, N:] &= valid_prototypes.to(a.device)
-    positive = torch.cat([y[:, None] == y[None, :], y[:, None] == torch.arange(C, device=a.device)[None, :]], 1)
+    positive = torch.cat([y[:, None] == y[None, :], y[:, None] == classes[None, :]], 1)
     positive &= valid
-    log_prob = logits.masked_fill(~valid, float("-inf")).log_softmax(dim=1)  # (N, N + C)
+    if balanced:
+        w = class_balanced_weights(valid, torch.cat([y, classes]), C)
+        shifted = logits + w.clamp(min=1e-30).log()
+    else:
+        shifted = logits
+    log_den = shifted.masked_fill(~valid, float("-inf")).logsumexp(dim=1, keepdim=True)  # (N, 1)
+    log_prob = logits - log_den  # (N, N + C)
     per_anchor = -(log_prob.masked_fill(~positive, 0.0)).sum(1) / positive.sum(1).clamp(min=1)
     has_positive = positive.any(1)
     return per_anchor[has_positive].mean() if has_positive.any() else anchors.sum() * 0.0
@@ -116,3 +152,28 @@ def ema_class_means(running: torch.Tensor, seen: torch.Tensor, features: torch.T
     old = running.detach().float()
     blended = torch.where(seen[:, None], momentum * old + (1 - momentum) * batch_mean, batch_mean)
     return torch.where(present[:, None], blended, old), seen | present
+
+
+def batch_class_means(features: torch.Tensor, labels: torch.Tensor, running: torch.Tensor, seen: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class means of the batch itself, the running means standing in for absent classes.
+
+    Returns (means (C, d), known (C,)): a class present in the batch gets its batch mean, with
+    gradient into ``features``; an absent class gets its running mean, detached; ``known`` marks the
+    classes that have either (present now or seen before).
+    """
+    sums, counts = class_sums(features.float(), labels, running.shape[0])
+    present = counts > 0
+    means = torch.where(present[:, None], sums / counts.clamp(min=1)[:, None], running.detach().float())
+    return means, present | seen
+
+
+def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` in the forward pass; its gradient multiplied by ``scale`` in the backward pass.
+
+    >>> x = torch.ones(2, requires_grad=True); scale_gradient(x, 0.25).sum().backward(); x.grad.tolist()
+    [0.25, 0.25]
+    """
+    if scale == 1.0:
+        return x
+    return x * scale + x.detach() * (1.0 - scale)

@@ -9,6 +9,10 @@
 - ``NCModel``: backbone -> feature h; classifier (linear, or a fixed simplex ETF); optional
   projection MLP and predictor for HyCon; running class statistics for HyCon and P2P as buffers,
   so they live in checkpoints. Inference is one plain forward: ``model(x)`` gives logits.
+  With ``two_heads`` (GBBN's two classification heads) the conventional head is
+  ``classifier + head_delta`` and the re-balancing head ``classifier - head_delta``: the inference
+  classifier ``classifier`` (``model.weight`` / ``model.bias``) is exactly the mean of the two heads,
+  and it is what dumps store and nctools measures.
 """
 from __future__ import annotations
 
@@ -115,7 +119,8 @@ class NCModel(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, fixed_etf: bool = False, etf_scale: float = 1.0,
-                 bias: bool = True, heads: bool = False, proj_hidden: int = 512, proj_dim: int = 128):
+                 bias: bool = True, heads: bool = False, proj_hidden: int = 512, proj_dim: int = 128,
+                 two_heads: bool = False):
         super().__init__()
         self.backbone = backbone
         d = backbone.out_dim
@@ -128,6 +133,14 @@ class NCModel(nn.Module):
             nn.init.kaiming_normal_(self.classifier.weight)
             if bias:
                 nn.init.zeros_(self.classifier.bias)
+        self.head_delta = None  # (W_delta, b_delta): conventional head = classifier + delta, re-balancing = - delta
+        if two_heads:
+            if self.classifier is None:
+                raise ValueError("two classification heads need a trainable classifier, not a fixed ETF.")
+            self.head_delta = nn.Linear(d, num_classes, bias=bias)
+            nn.init.zeros_(self.head_delta.weight)  # the heads start equal; they part as the branches train them
+            if bias:
+                nn.init.zeros_(self.head_delta.bias)
         self.projector = _mlp(d, proj_hidden, proj_dim) if heads else None
         self.predictor = _mlp(proj_dim, proj_hidden, proj_dim) if heads else None
         self.register_buffer("class_means", torch.zeros(num_classes, d))
@@ -150,6 +163,15 @@ class NCModel(nn.Module):
     def classify(self, h: torch.Tensor) -> torch.Tensor:
         return F.linear(h, self.weight.to(h.dtype), None if self.bias is None else self.bias.to(h.dtype))  # (B, C)
 
+    def classify_branch(self, h: torch.Tensor, branch: str) -> torch.Tensor:
+        """Logits of GBBN's ``"conventional"`` or ``"rebalancing"`` head; the inference head with one head."""
+        if self.head_delta is None:
+            return self.classify(h)
+        sign = 1.0 if branch == "conventional" else -1.0
+        weight = self.weight + sign * self.head_delta.weight
+        bias = None if self.bias is None else self.bias + sign * self.head_delta.bias
+        return F.linear(h, weight.to(h.dtype), None if bias is None else bias.to(h.dtype))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(x))
 
@@ -164,7 +186,9 @@ def build_model(cfg: Config, num_classes: int, num_samples: int) -> NCModel:
     else:
         backbone = torchvision_backbone(m.arch)
     return NCModel(backbone, num_classes, fixed_etf=cfg.method.name == "etf", etf_scale=cfg.method.etf_scale,
-                   bias=m.bias, heads=bool(cfg.hycon.enabled), proj_hidden=m.proj_hidden, proj_dim=m.proj_dim)
+                   bias=m.bias, heads=bool(cfg.hycon.enabled) and cfg.hycon.feature_share < 1,
+                   proj_hidden=m.proj_hidden, proj_dim=m.proj_dim,
+                   two_heads=bool(cfg.gbbn.enabled) and cfg.gbbn.heads == 2)
 
 
 def num_parameters(model: nn.Module) -> int:

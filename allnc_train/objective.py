@@ -2,21 +2,42 @@
 
     ce / la / etf   L = CE(conv)                      (la adds tau * log prior; etf fixes W)
     bbn             L = eta * CE(conv) + (1 - eta) * CE(rebal)
-    allnc           L = eta * [CE(conv) + w_h HyCon(conv views)] + (1 - eta) * CE(rebal) + w_p P2P
+    allnc           L = eta * CE_c(conv) + (1 - eta) * CE_r(rebal) + w_h * HyCon + w_p * P2P
 
-"conv" is the conventional branch's batch (instance-balanced sampler, ``hycon.views`` augmented
-views per image when HyCon is on); "rebal" the re-balancing branch's batch (reversed sampler). Both
-branches share every weight (our reading of GBBN), so inference stays one plain forward. P2P's
-class means are the running means updated with both branches' features of this batch, so tail
-classes, over-drawn by the reversed sampler, move the means every step. With ``gbbn.enabled``
-false, eta is 1 and there is no re-balancing batch. Each component switches off on its own.
+"conv" is the conventional branch's batch (instance-balanced sampler; ``hycon.views`` views per
+image when HyCon is on, view 0 with the standard augmentation, the others with the contrastive
+one); "rebal" the re-balancing branch's batch (``gbbn.sampler``, one view). Our reading of AllNC,
+component by component (docs/ALLNC.md says why):
+
+- GBBN: with ``gbbn.heads`` 2, CE_c and CE_r use the two heads (conventional = W + D,
+  re-balancing = W - D) and inference uses their mean W (``model.weight``); with 1 head both use W.
+  With ``gbbn.encoder_grad`` eta the re-balancing CE's gradient into the features is scaled by
+  eta(t) while its head gets it in full: the re-balancing branch ends up training the classifier.
+  Without GBBN, eta is 1 and there is no re-balancing batch. CE is taken on view 0 only.
+- HyCon: on the penultimate features h (share ``hycon.feature_share``; the rest on the projection
+  heads), class-balanced (``hycon.balanced``), class prototypes as positives and in every
+  denominator (h-space prototypes: the inference rows, or running class means), anchors = every
+  view of the conventional batch and (``hycon.rebal_anchors``) the re-balancing batch. Multiplied
+  by eta only with ``hycon.fade``.
+- P2P: on the batch's own class means (view 0 of conv plus rebal; ``p2p.means`` batch), gradient
+  into the features, running means standing in (detached) for classes absent from the batch; the
+  classifier is the inference one, ``model.weight``. ``p2p.means`` running is the older variant.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .config import Config
-from .losses import cross_entropy, ema_class_means, hycon_loss, logit_adjusted_ce, p2p_loss
+from .losses import (
+    batch_class_means,
+    cross_entropy,
+    ema_class_means,
+    hycon_loss,
+    logit_adjusted_ce,
+    p2p_loss,
+    scale_gradient,
+)
 from .models import NCModel
 
 
@@ -26,46 +47,73 @@ def class_loss(cfg: Config, logits: torch.Tensor, labels: torch.Tensor, log_prio
     return cross_entropy(logits, labels)
 
 
+def _hycon(model: NCModel, cfg: Config, anchors: torch.Tensor, labels: torch.Tensor, parts: dict
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """HyCon on h (and on the projection for ``1 - feature_share``); returns (loss, projections or None)."""
+    c = cfg.hycon
+    loss, z = anchors.new_zeros(()), None
+    if c.feature_share > 0:
+        if c.prototypes == "classifier":
+            protos, valid = model.weight.float(), None
+        else:
+            protos, valid = model.class_means.clone(), model.seen
+        protos = protos if c.prototype_grad else protos.detach()
+        hy = hycon_loss(anchors, anchors, labels, protos, c.temperature, valid, balanced=c.balanced)
+        loss = loss + c.feature_share * hy
+        parts["hycon_h"] = hy.detach()
+    if c.feature_share < 1:
+        z = model.projector(anchors)  # (N, p)
+        q = model.predictor(z)  # (N, p)
+        hz = hycon_loss(q, z, labels, model.prototypes.clone(), c.temperature, model.proto_seen, balanced=c.balanced)
+        loss = loss + (1 - c.feature_share) * hz
+        parts["hycon_z"] = hz.detach()
+    return loss, z
+
+
 def training_loss(model: NCModel, cfg: Config, batch, rebal_batch, eta: float, log_prior: torch.Tensor
                   ) -> tuple[torch.Tensor, dict, dict]:
-    """Loss of one step. ``batch`` = (x (B, V, ...), y (B,)); ``rebal_batch`` likewise or None.
+    """Loss of one step. ``batch`` = (x (B, V, ...), y (B,)); ``rebal_batch`` = (x (B, 1, ...), y) or None.
 
     Returns (loss, parts, stats): ``parts`` maps names to detached scalars for logging, ``stats`` is
     what :func:`update_running_stats` needs after the optimiser step.
     """
     x, y = batch
     B, V = y.shape[0], x.shape[1]
-    h = model.features(x.flatten(0, 1)).float()  # (B*V, d)
+    h_all = model.features(x.flatten(0, 1)).float()  # (B*V, d)
     yv = y.repeat_interleave(V)  # (B*V,)
-    ce = class_loss(cfg, model.classify(h), yv, log_prior)
+    h0 = h_all.view(B, V, h_all.shape[-1])[:, 0]  # view 0: the standard augmentation
+    ce = class_loss(cfg, model.classify_branch(h0, "conventional"), y, log_prior)
     parts = {"ce": ce.detach()}
-    conv, z = ce, None
-    if cfg.hycon.enabled:
-        z = model.projector(h)  # (B*V, p)
-        q = model.predictor(z)  # (B*V, p)
-        hy = hycon_loss(q.view(B, V, -1), z.view(B, V, -1), y, model.prototypes.clone(), cfg.hycon.temperature,
-                        model.proto_seen)
-        conv = conv + cfg.hycon.weight * hy
-        parts["hycon"] = hy.detach()
-    feats, labels = h.view(B, V, -1)[:, 0], y  # one view per image for the class means
+    feats, labels = h0, y  # one view per image for the class means
+    anchors, anchor_labels = h_all, yv
+    loss = ce
     if rebal_batch is not None:
         xr, yr = rebal_batch
         hr = model.features(xr[:, 0]).float()  # (B, d)
-        rebal = class_loss(cfg, model.classify(hr), yr, log_prior)
+        to_head = scale_gradient(hr, eta) if cfg.gbbn.encoder_grad == "eta" else hr
+        rebal = class_loss(cfg, model.classify_branch(to_head, "rebalancing"), yr, log_prior)
         parts["ce_rebal"] = rebal.detach()
-        loss = eta * conv + (1 - eta) * rebal
+        loss = eta * ce + (1 - eta) * rebal
         feats, labels = torch.cat([feats, hr]), torch.cat([y, yr])
-    else:
-        loss = conv
+        if cfg.hycon.rebal_anchors:
+            anchors, anchor_labels = torch.cat([anchors, hr]), torch.cat([yv, yr])
+    z = None
+    if cfg.hycon.enabled:
+        hy, z = _hycon(model, cfg, anchors, anchor_labels, parts)
+        loss = loss + cfg.hycon.weight * (eta if cfg.hycon.fade else 1.0) * hy
+        parts["hycon"] = hy.detach()
     if cfg.p2p.enabled:
-        means, seen = ema_class_means(model.class_means, model.seen, feats, labels, cfg.p2p.momentum)  # (C, d)
-        centred = means[seen] - means[seen].mean(0)  # class-centred over the classes estimated so far
-        p2p, p2p_parts = p2p_loss(model.weight[seen], centred, cfg.p2p.align_weight, cfg.p2p.angle_weight,
+        if cfg.p2p.means == "batch":
+            means, known = batch_class_means(feats, labels, model.class_means, model.seen)  # (C, d)
+        else:
+            means, known = ema_class_means(model.class_means, model.seen, feats, labels, cfg.p2p.momentum)
+        centred = means[known] - means[known].mean(0)  # class-centred over the classes known so far
+        p2p, p2p_parts = p2p_loss(model.weight[known], centred, cfg.p2p.align_weight, cfg.p2p.angle_weight,
                                   cfg.p2p.norm_weight, num_classes=model.num_classes)
         loss = loss + cfg.p2p.weight * p2p
         parts.update(p2p=p2p.detach(), **p2p_parts)
     parts["loss"] = loss.detach()
-    stats = (feats.detach(), labels, None if z is None else z.detach(), yv)
+    stats = (feats.detach(), labels, None if z is None else z.detach(), anchor_labels)
     return loss, parts, stats
 
 
@@ -73,13 +121,13 @@ def training_loss(model: NCModel, cfg: Config, batch, rebal_batch, eta: float, l
 def update_running_stats(model: NCModel, cfg: Config, stats) -> None:
     """Fold this step's features into the running class means and the HyCon prototypes."""
     feats, labels, z, zlabels = stats
-    if cfg.p2p.enabled:
+    if cfg.p2p.enabled or (cfg.hycon.enabled and cfg.hycon.prototypes == "running"):
         means, seen = ema_class_means(model.class_means, model.seen, feats, labels, cfg.p2p.momentum)
         model.class_means.copy_(means)
         model.seen.copy_(seen)
     if z is not None:
-        protos, seen = ema_class_means(model.prototypes, model.proto_seen,
-                                       torch.nn.functional.normalize(z, dim=1), zlabels, cfg.hycon.prototype_momentum)
+        protos, seen = ema_class_means(model.prototypes, model.proto_seen, F.normalize(z, dim=1), zlabels,
+                                       cfg.hycon.prototype_momentum)
         model.prototypes.copy_(protos)
         model.proto_seen.copy_(seen)
 

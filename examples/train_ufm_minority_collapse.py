@@ -1,13 +1,15 @@
-"""Minority collapse in the unconstrained-features model, and AllNC undoing it (CPU, about 10 s).
+"""Minority collapse in the unconstrained-features model, and AllNC undoing it (CPU, about 2 min).
 
     python examples/train_ufm_minority_collapse.py [--out runs/ufm_demo]
 
 Trains the bundled ``ufm_lt_r100_ce`` and ``ufm_lt_r100_allnc`` configs (10 classes, 500 ... 5
-samples, one free 32-d feature per sample, SGD with weight decay) with the real training loop,
+samples, one free 32-d feature per sample, SGD with weight decay, 200 epochs; docs/ALLNC.md) with
+the real training loop,
 then reads each run's last feature dump with ``nctools`` and prints the tail classes' mean pairwise
 angle of the classifier rows and of the centred class means against the simplex-ETF optimum.
 Under CE with weight decay the rare classes' rows and means are squeezed together (Fang et al.
-2021, "complete minority collapse"); AllNC's P2P and re-balancing branch restore the ETF angles.
+2021, "complete minority collapse"); AllNC's P2P on the batch means and its two-head re-balancing
+branch restore the ETF angles.
 """
 from __future__ import annotations
 

@@ -90,14 +90,18 @@ def test_hycon_lower_for_collapsed_than_scattered_classes():
     assert low.item() < math.log(positives) + 0.1
 
 
-def test_hycon_gradients_reach_anchors_only():
+def test_hycon_gradients_reach_anchors_and_prototypes_not_keys():
     torch.manual_seed(0)
     anchors = torch.randn(8, 2, 5, requires_grad=True)
     keys = torch.randn(8, 2, 5, requires_grad=True)
     protos = torch.randn(4, 5, requires_grad=True)
     loss = hycon_loss(anchors, keys, torch.arange(8) % 4, protos, 0.2)
     loss.backward()
-    assert anchors.grad.abs().sum() > 0 and keys.grad is None and protos.grad is None
+    assert anchors.grad.abs().sum() > 0 and keys.grad is None
+    assert protos.grad.abs().sum() > 0  # the caller detaches them to make them targets (hycon.prototype_grad)
+    flat = hycon_loss(anchors.detach().flatten(0, 1), keys.flatten(0, 1), (torch.arange(8) % 4).repeat_interleave(2),
+                      protos, 0.2)
+    assert torch.isclose(flat, loss)  # (N, p) with per-row labels is the same loss as (B, V, p)
 
 
 def test_hycon_ignores_unestimated_prototypes_and_survives_single_samples():
@@ -144,18 +148,20 @@ def _batch(V):
     return torch.arange(6)[:, None].repeat(1, V), y
 
 
-def test_objective_routes_gradients():
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_objective_routes_gradients(share):
     torch.manual_seed(0)
-    cfg = _cfg("allnc")
+    cfg = _cfg("allnc", hycon__feature_share=share)
     model = build_model(cfg, 4, 6)
+    assert (model.projector is not None) == (share < 1) and model.head_delta is not None
     loss, parts, stats = training_loss(model, cfg, _batch(2), _batch(1), 0.7, torch.zeros(4))
-    assert {"ce", "hycon", "ce_rebal", "p2p", "loss"} <= set(parts)
+    assert {"ce", "hycon", "hycon_h", "ce_rebal", "p2p", "loss"} <= set(parts)
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     before = model.class_means.clone()
     update_running_stats(model, cfg, stats)
-    assert model.seen.all() and model.proto_seen.all() and not torch.equal(before, model.class_means)
+    assert model.seen.all() and model.proto_seen.all() == (share < 1) and not torch.equal(before, model.class_means)
 
 
 def test_etf_classifier_is_fixed_and_bbn_mixes_branches():
