@@ -59,10 +59,10 @@ from torch import nn
 
 from .config import Config
 from .losses import cross_entropy
-from .models import FreeFeatures, ResNetCifar, torchvision_backbone
+from .models import FreeFeatures, ResNetCifar, backbone_from_config
 from .schedules import gbbn_eta
 
-__all__ = ["BBNBackbone", "BBNModel", "backbone_from_config", "bbn_alpha", "bbn_backbone", "bbn_loss",
+__all__ = ["BBNBackbone", "BBNModel", "bbn_alpha", "bbn_backbone", "bbn_loss",
            "build_bbn_model"]
 
 
@@ -263,16 +263,6 @@ def bbn_loss(model: BBNModel, batch, rebal_batch, alpha: float,
 # ---------------------------------------------------------------------------------------------
 # From a config
 # ---------------------------------------------------------------------------------------------
-
-def backbone_from_config(cfg: Config, num_samples: int) -> nn.Module:
-    """The plain backbone :func:`allnc_train.models.build_model` builds for ``cfg.model``."""
-    m = cfg.model
-    if m.arch == "resnet32":
-        return ResNetCifar(5, m.width)
-    if m.arch == "ufm":
-        return FreeFeatures(num_samples, m.feature_dim, m.ufm_init_std)
-    return torchvision_backbone(m.arch)
-
 
 def build_bbn_model(cfg: Config, num_classes: int, num_samples: int, mix_scale: float = 2.0) -> BBNModel:
     """The BBN model for ``cfg.model`` (``num_samples`` sizes the free-feature table of ``ufm``).

@@ -75,7 +75,8 @@ def model_from_checkpoint(ckpt: dict) -> tuple[NCModel, Config]:
     ``RuntimeError`` when the weights do not fit.
     """
     cfg = from_dict(ckpt["config"])
-    table = ckpt["model"].get("backbone.table")  # the unconstrained-features model sizes its table by N
+    # the unconstrained-features model sizes its table by N (nested one level deeper in bbn and etf_dr)
+    table = next((v for k, v in ckpt["model"].items() if k.split(".")[-1] == "table"), None)
     model = build_model(cfg, len(ckpt["class_counts"]), 1 if table is None else table.shape[0])
     model.load_state_dict(ckpt["model"])
     return model, cfg

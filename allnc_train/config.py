@@ -66,7 +66,9 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "ce"  # ce | la (logit-adjusted CE) | etf (fixed simplex-ETF classifier) | bbn | allnc
+    # ce | la (logit-adjusted CE) | etf (fixed simplex-ETF classifier) | etf_dr (fixed ETF, dot-regression loss,
+    # Yang et al. 2022) | bbn (BBN, Zhou et al. 2020: two branch blocks, cumulative mixing) | allnc
+    name: str = "ce"
     la_tau: float = 1.0  # la: logits + tau * log(prior) during training (Menon et al. 2021)
     etf_scale: float = 1.0  # etf: norm of each fixed classifier row
 
@@ -167,7 +169,7 @@ CHOICES = {
     "data.view_augment": ("simclr", "standard"),
     "run.amp_dtype": ("bfloat16", "float16"),
     "model.arch": ("resnet32", "resnet50", "resnext50", "ufm"),
-    "method.name": ("ce", "la", "etf", "bbn", "allnc"),
+    "method.name": ("ce", "la", "etf", "etf_dr", "bbn", "allnc"),
     "gbbn.sampler": ("reversed", "class_balanced", "sqrt", "instance"),
     "gbbn.heads": (1, 2),
     "gbbn.encoder_grad": ("eta", "full"),
@@ -375,12 +377,21 @@ def validate(cfg: Config) -> None:
         if not d.train_split or not d.test_split:
             raise ConfigError(f"data.dataset {d.dataset!r} needs data.train_split and data.test_split "
                               "('path label' files).")
-    if cfg.method.name == "etf" and m.arch == "resnet32" and 64 * m.width < _num_classes_hint(cfg) - 1:
+    if cfg.method.name in ("etf", "etf_dr") and m.arch == "resnet32" and 64 * m.width < _num_classes_hint(cfg) - 1:
         raise ConfigError(f"a simplex ETF of {_num_classes_hint(cfg)} classes needs a feature dimension of at least "
                           f"{_num_classes_hint(cfg) - 1}: raise model.width (now {m.width}, feature dim "
                           f"{64 * m.width}).")
-    if cfg.gbbn.enabled and cfg.gbbn.heads == 2 and cfg.method.name == "etf":
-        raise ConfigError("gbbn.heads 2 needs a trainable classifier; the etf method fixes it: set gbbn.heads to 1.")
+    if cfg.method.name in ("bbn", "etf_dr"):
+        for part in ("hycon", "p2p"):
+            if getattr(cfg, part).enabled:
+                raise ConfigError(f"method {cfg.method.name} has a model and loss of its own: set {part}.enabled to "
+                                  "false.")
+    if cfg.method.name == "bbn" and (not cfg.gbbn.enabled or cfg.gbbn.heads != 1):
+        raise ConfigError("method bbn mixes its two branches with eta(t): set gbbn.enabled to true and gbbn.heads to 1 "
+                          "(BBN's classifier reads both branch features).")
+    if cfg.gbbn.enabled and cfg.gbbn.heads == 2 and cfg.method.name in ("etf", "etf_dr"):
+        raise ConfigError(f"gbbn.heads 2 needs a trainable classifier; method {cfg.method.name} fixes it: set "
+                          "gbbn.heads to 1.")
     if cfg.hycon.enabled and cfg.hycon.views < 2 and m.arch != "ufm":
         raise ConfigError("HyCon needs at least two views per image: set hycon.views to 2 or more.")
 

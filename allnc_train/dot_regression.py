@@ -52,9 +52,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .bbn import backbone_from_config
 from .config import Config
-from .models import NCModel
+from .models import NCModel, backbone_from_config
 
 __all__ = ["NormalisedFeatures", "build_etf_dr_model", "dot_regression_loss", "etf_dr_loss"]
 

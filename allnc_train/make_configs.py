@@ -2,7 +2,7 @@
 
 One recipe per dataset (CIFAR-10/100-LT at beta = 100 / 50 / 10 and balanced, ImageNet-LT,
 iNaturalist 2018, and the unconstrained-features recipes: balanced CE and beta = 100) crossed with
-one block per method (ce, la, etf, bbn, allnc, and AllNC without each of its three components).
+one block per method (ce, la, etf, etf_dr, bbn, allnc, and AllNC without each of its three components).
 The YAML files are data; this module is how they stay consistent, and a test checks that the
 shipped files equal its output.
 """
@@ -33,6 +33,7 @@ METHODS = {
     "ce": {"method": {"name": "ce"}},
     "la": {"method": {"name": "la", "la_tau": 1.0}},
     "etf": {"method": {"name": "etf", "etf_scale": 1.0}},
+    "etf_dr": {"method": {"name": "etf_dr", "etf_scale": 1.0}},
     "bbn": {"method": {"name": "bbn"}, "gbbn": {"enabled": True, "gamma": 2.0, "sampler": "reversed", "heads": 1,
                                                 "encoder_grad": "full"}},
     "allnc": {"method": {"name": "allnc"}, **ALLNC},

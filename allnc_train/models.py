@@ -176,15 +176,33 @@ class NCModel(nn.Module):
         return self.classify(self.features(x))
 
 
-def build_model(cfg: Config, num_classes: int, num_samples: int) -> NCModel:
-    """The model a config describes (``num_samples`` sizes the free-feature table of ``ufm``)."""
+def backbone_from_config(cfg: Config, num_samples: int) -> nn.Module:
+    """The plain backbone ``cfg.model`` names (``num_samples`` sizes the free-feature table of ``ufm``)."""
     m = cfg.model
     if m.arch == "resnet32":
-        backbone = ResNetCifar(5, m.width)
-    elif m.arch == "ufm":
-        backbone = FreeFeatures(num_samples, m.feature_dim, m.ufm_init_std)
-    else:
-        backbone = torchvision_backbone(m.arch)
+        return ResNetCifar(5, m.width)
+    if m.arch == "ufm":
+        return FreeFeatures(num_samples, m.feature_dim, m.ufm_init_std)
+    return torchvision_backbone(m.arch)
+
+
+def build_model(cfg: Config, num_classes: int, num_samples: int) -> nn.Module:
+    """The model a config describes (``num_samples`` sizes the free-feature table of ``ufm``).
+
+    ``bbn`` and ``etf_dr`` have models of their own (:mod:`allnc_train.bbn`,
+    :mod:`allnc_train.dot_regression`), with NCModel's surface: ``features``, ``classify``,
+    ``weight``, ``bias``.
+    """
+    m = cfg.model
+    if cfg.method.name == "bbn":
+        from .bbn import build_bbn_model  # imported here: bbn.py builds on this module
+
+        return build_bbn_model(cfg, num_classes, num_samples)
+    if cfg.method.name == "etf_dr":
+        from .dot_regression import build_etf_dr_model
+
+        return build_etf_dr_model(cfg, num_classes, num_samples)
+    backbone = backbone_from_config(cfg, num_samples)
     return NCModel(backbone, num_classes, fixed_etf=cfg.method.name == "etf", etf_scale=cfg.method.etf_scale,
                    bias=m.bias, heads=bool(cfg.hycon.enabled) and cfg.hycon.feature_share < 1,
                    proj_hidden=m.proj_hidden, proj_dim=m.proj_dim,

@@ -61,11 +61,12 @@ def read_checkpoint(path: Path, contents: dict, options: SourceOptions) -> Dump 
     meta = {"epoch": contents.get("epoch"), "split": split, "dataset": cfg.data.dataset, "arch": cfg.model.arch,
             "imbalance_ratio": bundle.imbalance_ratio, "method": method_label(cfg), "class_names": names}
     meta = {k: v for k, v in meta.items() if v is not None}
-    if cfg.model.arch == "ufm":  # free features: the learned table is the feature matrix itself
+    if cfg.model.arch == "ufm":  # free features: sample i's input is its index i
         if split != "train":
             raise source_error(path, "an unconstrained-features (ufm) model has only a train split")
-        dump = Dump(model.backbone.table.detach().float(), torch.as_tensor(bundle.train_labels).long(),
-                    None, None, None, {})
+        with torch.no_grad():
+            feats = model.eval().features(torch.arange(len(bundle.train_labels)))
+        dump = Dump(feats.float(), torch.as_tensor(bundle.train_labels).long(), None, None, None, {})
     else:
         dataset = bundle.train_eval if split == "train" else bundle.test
         dump = extract_features(_with_linear_head(model), dataset, options)

@@ -1,7 +1,8 @@
 """One training step's loss for every method, and the running-statistics update after it.
 
     ce / la / etf   L = CE(conv)                      (la adds tau * log prior; etf fixes W)
-    bbn             L = eta * CE(conv) + (1 - eta) * CE(rebal)
+    etf_dr          L = DR(conv)                      (fixed ETF, dot-regression loss: allnc_train.dot_regression)
+    bbn             L = a CE(z, y_c) + (1 - a) CE(z, y_r), z = W [a f_c; (1 - a) f_r]   (allnc_train.bbn)
     allnc           L = eta * CE_c(conv) + (1 - eta) * CE_r(rebal) + w_h * HyCon + w_p * P2P
 
 "conv" is the conventional branch's batch (instance-balanced sampler; ``hycon.views`` views per
@@ -40,6 +41,8 @@ from .losses import (
 )
 from .models import NCModel
 
+_NO_STATS = (None, None, None, None)  # methods without running statistics (P2P and HyCon are off)
+
 
 def class_loss(cfg: Config, logits: torch.Tensor, labels: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
     if cfg.method.name == "la":
@@ -77,6 +80,16 @@ def training_loss(model: NCModel, cfg: Config, batch, rebal_batch, eta: float, l
     Returns (loss, parts, stats): ``parts`` maps names to detached scalars for logging, ``stats`` is
     what :func:`update_running_stats` needs after the optimiser step.
     """
+    if cfg.method.name == "bbn":  # BBN's own two-branch model; alpha = eta(t) with gamma 2 (bbn_alpha)
+        from .bbn import bbn_loss
+
+        loss, parts = bbn_loss(model, batch, rebal_batch, eta, lambda z, t: class_loss(cfg, z, t, log_prior))
+        return loss, parts, _NO_STATS
+    if cfg.method.name == "etf_dr":
+        from .dot_regression import etf_dr_loss
+
+        loss, parts = etf_dr_loss(model, batch)
+        return loss, parts, _NO_STATS
     x, y = batch
     B, V = y.shape[0], x.shape[1]
     h_all = model.features(x.flatten(0, 1)).float()  # (B*V, d)

@@ -187,8 +187,8 @@ def test_bbn_torchvision_resnet50():
     with torch.no_grad():
         assert torch.allclose(bb.conventional(x), plain, atol=1e-5)
         assert model.features(x).shape == (1, 4096) and torch.equal(model(x), model.classify(model.features(x)))
-    with pytest.raises(ValueError, match="HyCon"):
-        build_bbn_model(resolve({"method": {"name": "bbn"}, "hycon": {"enabled": True}}), C, 1)
+    with pytest.raises(ValueError, match="method bbn has a model and loss of its own: set hycon.enabled to false"):
+        resolve({"method": {"name": "bbn"}, "hycon": {"enabled": True}})  # the config refuses it first
 
 
 # ---------------------------------------------------------------------------------------------
