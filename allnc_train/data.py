@@ -7,6 +7,19 @@ kept; the test set is untouched. Because each class's shuffle does not depend on
 for different beta are nested. (On the JPEG image-folder copy the indices enumerate the files in
 sorted order, so the counts match the literature exactly and the chosen images differ from a
 torchvision-ordered run.)
+
+Held-out evaluation (``data.val_fraction`` f > 0): from each class's training samples (after the
+long-tailed subset) max(1, round(f * n_c)) are drawn without replacement by numpy's
+``default_rng([subset_seed, 1])`` (class by class, in label order; a stream apart from the subset's
+own) and held out as the evaluation set; the test set is then never read (not even its files
+listed). A class left without a training sample is an error. Labels-only data (``synthetic``) has
+no unseen samples to hold out (its free features exist only for training samples), so f > 0 is
+refused there.
+
+Training views (``views`` V > 1, HyCon): view 0 gets the standard transform, views 1..V-1 the
+SimCLR transform of :func:`simclr_transform` when ``data.view_augment`` is ``simclr`` (else the
+standard one too); ``data.augment: none`` leaves every view plain. The batched pipeline
+(:mod:`allnc_train.pipeline`) follows the same rule on the device.
 """
 from __future__ import annotations
 
@@ -22,6 +35,7 @@ from torch.utils.data import Dataset
 from nctools.core.audit import DEFAULT_GROUPS, assign_groups
 from nctools.io.images import CIFAR_STATS, normalization
 
+from .augment import SIMCLR_CIFAR, SIMCLR_IMAGENET, SimCLRParams
 from .config import ConfigError, DataConfig
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
@@ -68,6 +82,32 @@ def shot_groups(counts: Sequence[int], many_above: int = MANY_ABOVE, few_below: 
     ['many', 'medium', 'medium', 'few']
     """
     return assign_groups(torch.as_tensor(list(counts)), (many_above, few_below)).tolist()
+
+
+def holdout_split(labels: Sequence[int], fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out): sorted positions of ``labels`` split per class, max(1, round(fraction * n_c))
+    of each class held out, drawn by ``np.random.default_rng([seed, 1])`` class by class in label order.
+
+    >>> kept, held = holdout_split([0, 0, 0, 0, 1, 1, 1, 1, 1, 1], 0.25, seed=0)
+    >>> len(held), sorted(np.bincount(np.asarray([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])[held]).tolist())
+    (3, [1, 2])
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    if not 0 < fraction < 1:
+        raise ConfigError(f"data.val_fraction must lie in (0, 1) to hold samples out, got {fraction!r}.")
+    rng = np.random.default_rng([seed, 1])
+    held = []
+    for c in range(int(y.max()) + 1 if len(y) else 0):
+        idx = np.flatnonzero(y == c)
+        if not len(idx):
+            continue
+        k = max(1, int(np.floor(fraction * len(idx) + 0.5)))
+        if k >= len(idx):
+            raise ConfigError(f"data.val_fraction {fraction} holds out all {len(idx)} training sample(s) of class "
+                              f"{c}; lower it or use more samples per class.")
+        held.append(rng.choice(idx, size=k, replace=False))
+    held_out = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
+    return np.setdiff1d(np.arange(len(y)), held_out), held_out
 
 
 def first_per_class(labels: Sequence[int], k: int) -> np.ndarray:
@@ -148,25 +188,29 @@ def decode_images(paths: Sequence[Path], size: int | None = None) -> torch.Tenso
 # ---------------------------------------------------------------------------------------------
 
 class ViewDataset(Dataset):
-    """Base: ``views`` None gives (x, y); an integer V gives (x stacked as (V, ...), y)."""
+    """Base: ``views`` None gives (x, y); an integer V gives (x stacked as (V, ...), y): view 0 by
+    ``transform``, views 1..V-1 by ``view_transform`` (``transform`` when None)."""
 
     views: int | None = None
     transform: Callable | None = None
+    view_transform: Callable | None = None
 
     def _views(self, load: Callable[[], torch.Tensor]) -> torch.Tensor:
         t = self.transform or (lambda x: x)
         if self.views is None:
             return t(load())
         img = load()
-        return torch.stack([t(img) for _ in range(self.views)])
+        other = self.view_transform or t
+        return torch.stack([t(img)] + [other(img) for _ in range(self.views - 1)])
 
 
 class TensorImages(ViewDataset):
     """Images held in memory as uint8 (N, 3, H, W): CIFAR-sized data."""
 
-    def __init__(self, images: torch.Tensor, labels: np.ndarray, transform=None, views: int | None = None):
+    def __init__(self, images: torch.Tensor, labels: np.ndarray, transform=None, views: int | None = None,
+                 view_transform=None):
         self.images, self.labels = images, torch.as_tensor(labels, dtype=torch.int64)
-        self.transform, self.views = transform, views
+        self.transform, self.views, self.view_transform = transform, views, view_transform
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -178,9 +222,10 @@ class TensorImages(ViewDataset):
 class FileImages(ViewDataset):
     """Images decoded from disk on access: ImageNet-sized data."""
 
-    def __init__(self, paths: Sequence[Path], labels: np.ndarray, transform=None, views: int | None = None):
+    def __init__(self, paths: Sequence[Path], labels: np.ndarray, transform=None, views: int | None = None,
+                 view_transform=None):
         self.paths, self.labels = list(paths), torch.as_tensor(labels, dtype=torch.int64)
-        self.transform, self.views = transform, views
+        self.transform, self.views, self.view_transform = transform, views, view_transform
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -219,6 +264,28 @@ def image_transform(dataset: str, train: bool, augment: str, size: int) -> Calla
     return v2.Compose([*geometric, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 
+def simclr_params(dataset: str) -> SimCLRParams:
+    """SimCLR's CIFAR settings for cifar10 / cifar100, its ImageNet settings otherwise (augment.py)."""
+    return SIMCLR_CIFAR if dataset in CIFAR_STATS else SIMCLR_IMAGENET
+
+
+def simclr_transform(dataset: str, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """torchvision v2 SimCLR view (Chen et al. 2020) of a uint8 (3, H, W) tensor, normalised float:
+    RandomResizedCrop (scale, ratio), flip, ColorJitter with probability ``jitter_p``, RandomGrayscale,
+    and (ImageNet settings only) Gaussian blur; the settings are :func:`simclr_params`'s."""
+    from torchvision.transforms import v2
+
+    p = simclr_params(dataset)
+    mean, std = normalization(dataset)
+    steps = [v2.RandomResizedCrop(size, scale=p.scale, ratio=p.ratio, antialias=True),
+             v2.RandomHorizontalFlip(p.flip_p),
+             v2.RandomApply([v2.ColorJitter(p.brightness, p.contrast, p.saturation, p.hue)], p=p.jitter_p),
+             v2.RandomGrayscale(p.grayscale_p)]
+    if p.blur_p > 0:  # kernel 10% of the side, odd (SimCLR, Appendix A)
+        steps.append(v2.RandomApply([v2.GaussianBlur(2 * int(0.05 * size) + 1, sigma=(0.1, 2.0))], p=p.blur_p))
+    return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
 # ---------------------------------------------------------------------------------------------
 # The bundle the training loop uses
 # ---------------------------------------------------------------------------------------------
@@ -227,11 +294,12 @@ def image_transform(dataset: str, train: bool, augment: str, size: int) -> Calla
 class DataBundle:
     train: Dataset  # augmented, ``views`` views per sample: (V, ...) inputs
     train_eval: Dataset  # the same training samples, plain transform, no view axis (for dumps)
-    test: Dataset | None  # evaluation set, plain transform; None for labels-only data
+    test: Dataset | None  # evaluation set (test split, or held-out training samples), plain; None: labels-only
     train_labels: np.ndarray  # (N,) int64
     class_counts: list[int]  # training samples per class
     class_names: list[str]
     imbalance_ratio: float  # the nominal beta of an LDAM subset, else the measured n_max / n_min
+    eval_split: str = "test"  # what ``test`` holds: "test", or "val" (data.val_fraction's held-out samples)
 
     @property
     def num_classes(self) -> int:
@@ -277,34 +345,65 @@ def _load_cifar(cfg: DataConfig, train: bool, select: Callable[[np.ndarray], np.
 
 
 def _bundle(train: ViewDataset, train_eval: Dataset, test: Dataset | None, labels: np.ndarray, names: list[str],
-            imbalance_ratio: float | None = None) -> DataBundle:
+            imbalance_ratio: float | None = None, eval_split: str = "test") -> DataBundle:
     counts = np.bincount(labels, minlength=len(names)).tolist()
     empty = [names[c] for c, n in enumerate(counts) if n == 0]
     if empty:
         raise ValueError(f"the training set has no samples of class(es) {', '.join(empty[:5])}.")
     beta = imbalance_ratio if imbalance_ratio is not None else max(counts) / min(counts)
-    return DataBundle(train, train_eval, test, labels, counts, names, beta)
+    return DataBundle(train, train_eval, test, labels, counts, names, beta, eval_split)
+
+
+def _view_transform(cfg: DataConfig, views: int) -> Callable | None:
+    """The transform of views 1..V-1: SimCLR's when asked for (and augmenting at all), else None."""
+    if views > 1 and cfg.augment == "standard" and cfg.view_augment == "simclr":
+        return simclr_transform(cfg.dataset, cfg.image_size)
+    return None
 
 
 def build_data(cfg: DataConfig, views: int) -> DataBundle:
-    """Everything the loop needs from ``cfg``; training inputs carry ``views`` augmented views."""
+    """Everything the loop needs from ``cfg``; training inputs carry ``views`` augmented views.
+
+    With ``cfg.val_fraction`` > 0 the evaluation set (``test``) is the held-out share of the training
+    samples (:func:`holdout_split`) and the test split is not read.
+    """
     transform = lambda train: image_transform(cfg.dataset, train, cfg.augment, cfg.image_size)  # noqa: E731
+    holdout = cfg.val_fraction > 0
     if cfg.dataset == "synthetic":
+        if holdout:
+            raise ConfigError("data.val_fraction must be 0 for data.dataset 'synthetic': the unconstrained-features "
+                              "model has a free feature only for each training sample, so there is nothing to "
+                              "evaluate a held-out sample on.")
         labels = np.repeat(np.arange(cfg.num_classes), lt_class_counts(cfg.n_max or 500, cfg.num_classes,
                                                                        cfg.imbalance_ratio))
         names = [f"class_{c}" for c in range(cfg.num_classes)]
         return _bundle(IndexSamples(labels, views), IndexSamples(labels), None, labels, names, cfg.imbalance_ratio)
+    views_t = _view_transform(cfg, views)
     if cfg.dataset in ("cifar10", "cifar100"):
         images, labels, names = _load_cifar(cfg, True, lambda y: _lt_subset(cfg, y))
-        test_images, test_labels, _ = _load_cifar(cfg, False, lambda y: _test_subset(cfg, y))
+        if holdout:
+            kept, held = holdout_split(labels, cfg.val_fraction, cfg.subset_seed)
+            test_images, test_labels = images[held], labels[held]
+            images, labels = images[kept], labels[kept]
+        else:
+            test_images, test_labels, _ = _load_cifar(cfg, False, lambda y: _test_subset(cfg, y))
         # An LDAM subset is named by its nominal beta (int() truncation moves the measured ratio on small n_max).
-        return _bundle(TensorImages(images, labels, transform(True), views),
+        return _bundle(TensorImages(images, labels, transform(True), views, views_t),
                        TensorImages(images, labels, transform(False)),
-                       TensorImages(test_images, test_labels, transform(False)), labels, names, cfg.imbalance_ratio)
+                       TensorImages(test_images, test_labels, transform(False)), labels, names, cfg.imbalance_ratio,
+                       "val" if holdout else "test")
     paths, labels = read_split_file(cfg.train_split, cfg.root)
-    test_paths, test_labels = read_split_file(cfg.test_split, cfg.root)
-    names = [str(c) for c in range(int(max(labels.max(), test_labels.max())) + 1)]
-    keep = _test_subset(cfg, test_labels)
+    if holdout:
+        kept, held = holdout_split(labels, cfg.val_fraction, cfg.subset_seed)
+        test_paths, test_labels = [paths[i] for i in held], labels[held]
+        paths, labels = [paths[i] for i in kept], labels[kept]
+        names = [str(c) for c in range(int(labels.max()) + 1)]
+        keep = np.arange(len(test_labels))
+    else:
+        test_paths, test_labels = read_split_file(cfg.test_split, cfg.root)
+        names = [str(c) for c in range(int(max(labels.max(), test_labels.max())) + 1)]
+        keep = _test_subset(cfg, test_labels)
     test = FileImages([test_paths[i] for i in keep], test_labels[keep], transform(False))
-    return _bundle(FileImages(paths, labels, transform(True), views), FileImages(paths, labels, transform(False)),
-                   test, labels, names)
+    return _bundle(FileImages(paths, labels, transform(True), views, views_t),
+                   FileImages(paths, labels, transform(False)), test, labels, names,
+                   eval_split="val" if holdout else "test")

@@ -1,31 +1,40 @@
 """Evaluation and feature dumps: one no-grad pass gives features, labels and logits."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from .models import NCModel
 
 
 @torch.no_grad()
-def collect(model: NCModel, loader: DataLoader, device: torch.device, autocast: torch.dtype | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Features (N, d) float32, labels (N,) int64 and logits (N, C) float32, on the CPU, in loader order."""
+def collect(model: NCModel, loader: Iterable, device: torch.device, autocast: torch.dtype | None = None,
+            channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features (N, d) float32, labels (N,) int64 and logits (N, C) float32, on the CPU, in loader order.
+
+    ``loader`` yields (x, y) batches, on the CPU (a DataLoader) or already on ``device`` (the batched
+    pipeline). Everything stays on ``device`` until one copy of each result to the CPU at the end.
+    ``channels_last``: lay image batches out channels-last (as the model is).
+    """
     was_training = model.training
     model.eval()
     feats, labels, logits = [], [], []
     for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        if channels_last and x.dim() == 4 and x.is_floating_point():
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-            h = model.features(x.to(device, non_blocking=True))
+            h = model.features(x)
             z = model.classify(h)
-        feats.append(h.float().cpu())
-        logits.append(z.float().cpu())
-        labels.append(y)
+        feats.append(h.float())
+        logits.append(z.float())
+        labels.append(y.to(device, non_blocking=True))
     model.train(was_training)
-    return torch.cat(feats), torch.cat(labels), torch.cat(logits)
+    if not feats:
+        return torch.zeros(0, model.feature_dim), torch.zeros(0, dtype=torch.int64), torch.zeros(0, model.num_classes)
+    return torch.cat(feats).cpu(), torch.cat(labels).cpu(), torch.cat(logits).cpu()
 
 
 def accuracy_by_group(logits: torch.Tensor, labels: torch.Tensor, groups: Sequence[str]) -> dict[str, float | None]:

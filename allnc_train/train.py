@@ -12,6 +12,12 @@ Reproducibility: the model is initialised from ``seed``; every epoch re-seeds py
 torch from (seed, epoch) and every sampler draws from its own (seed, stream, epoch) generator, so a
 run resumed from the checkpoint of epoch k repeats epochs k+1.. exactly (bitwise on the CPU).
 
+Data: CIFAR and the labels-only synthetic data run through the batched on-device pipeline
+(:mod:`allnc_train.pipeline`, ``data.pipeline``), file-backed data through torch DataLoaders; both
+draw the same samples from the same samplers. On CUDA the model and its image batches are
+channels-last (``run.channels_last``), the step runs under autocast (``run.amp``, ``run.amp_dtype``)
+and ``run.compile`` compiles the backbone with ``torch.compile``.
+
 Across processes (``torchrun``, DistributedDataParallel) the hooks in :mod:`allnc_train.distributed`
 shard the samplers and evaluation sets, merge losses and accuracies, gather the dumps to rank 0 and
 leave all writing to rank 0; on one process each hook is the identity.
@@ -28,6 +34,8 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
@@ -47,6 +55,7 @@ from .data import DataBundle, build_data, shot_groups
 from .evaluate import collect, write_dump
 from .models import build_model, num_parameters
 from .objective import train_step
+from .pipeline import channels_last_views, make_batched_loaders, pipeline_kind, use_channels_last
 from .rundir import RunError
 from .samplers import ClassAwareSampler, epoch_seed
 from .schedules import gbbn_eta, learning_rate
@@ -95,20 +104,33 @@ def environment(device: torch.device) -> dict:
             "threads": torch.get_num_threads(), "git_commit": commit}
 
 
-def _to(batch, device):
-    return None if batch is None else tuple(t.to(device, non_blocking=True) for t in batch)
+def _to(batch, device, channels_last: bool = False):
+    """A batch of tensors on ``device`` (a no-op for the batched pipeline's); image batches channels-last
+    when asked."""
+    if batch is None:
+        return None
+    x, *rest = (t.to(device, non_blocking=True) for t in batch)
+    if channels_last and x.is_floating_point():
+        x = channels_last_views(x)
+    return (x, *rest)
 
 
 class Loaders(NamedTuple):
-    """The data loaders of one run, on this rank's share of the data."""
+    """The data of one run, on this rank's share: DataLoaders or the batched pipeline's loaders,
+    each an iterable of (x, y) batches with ``len()`` = batches per pass."""
 
-    conventional: DataLoader  # instance-balanced training batches
-    rebalancing: DataLoader | None  # GBBN's re-balancing branch (None without GBBN)
-    train_eval: DataLoader  # the training set in order, plain transform: evaluation and dumps
-    test: DataLoader | None  # the test set, when the data has one
+    conventional: Iterable  # instance-balanced training batches
+    rebalancing: Iterable | None  # GBBN's re-balancing branch (None without GBBN)
+    train_eval: Iterable  # the training set in order, plain transform: evaluation and dumps
+    test: Iterable | None  # the evaluation set (test split or held-out samples), when the data has one
+    pipeline: str = "loader"  # batched | loader
+    channels_last: bool = False  # image batches (and the model) channels-last
 
 
 def make_loaders(cfg: Config, data: DataBundle, device: torch.device) -> Loaders:
+    channels_last = use_channels_last(cfg, device)
+    if pipeline_kind(cfg) == "batched":
+        return Loaders(*make_batched_loaders(cfg, data, device), pipeline="batched", channels_last=channels_last)
     pin = device.type == "cuda"
     common = dict(batch_size=distributed.local_batch_size(cfg.optim.batch_size), num_workers=cfg.data.num_workers,
                   pin_memory=pin, persistent_workers=False)
@@ -123,7 +145,41 @@ def make_loaders(cfg: Config, data: DataBundle, device: torch.device) -> Loaders
         rebalancing=rebalancing,
         train_eval=DataLoader(block(data.train_eval), shuffle=False, **common),
         test=DataLoader(block(data.test), shuffle=False, **common) if data.test is not None else None,
+        channels_last=channels_last,
     )
+
+
+def _set_epoch(loader, epoch: int) -> None:
+    """The epoch's sampler draw (and, for the batched pipeline, its augmentation seed)."""
+    (loader.set_epoch if hasattr(loader, "set_epoch") else loader.sampler.set_epoch)(epoch)
+
+
+def compile_model(model: torch.nn.Module) -> None:
+    """``torch.compile`` the backbone (and HyCon heads) in place, keeping the state-dict keys; a
+    failure to set it up raises RunError (one that shows only at the first call: see ``_compiled``)."""
+    try:
+        for part in (model.backbone, model.projector, model.predictor):
+            if part is not None:
+                part.compile()
+    except Exception as exc:  # e.g. a Python version torch.compile does not support
+        raise RunError(f"run.compile: torch.compile is not available here ({_first_line(exc)}); set "
+                       "run.compile=false.") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@contextmanager
+def _compiled(cfg: Config) -> Iterator[None]:
+    """Turn torch.compile's failures (raised at the first forward) into one RunError sentence."""
+    try:
+        yield
+    except Exception as exc:
+        if cfg.run.compile and type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            raise RunError(f"run.compile: torch.compile failed on this model ({_first_line(exc)}); set "
+                           "run.compile=false to train without it.") from None
+        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,7 +240,7 @@ def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: in
     suffix = cfg.run.dump_format
     metrics: dict = {}
     if do_dump or (do_eval and eval_loader is None):
-        feats, labels, logits = collect(model, train_loader, device, amp)
+        feats, labels, logits = collect(model, train_loader, device, amp, loaders.channels_last)
         metrics["train_top1"] = accuracy_by_group(logits, labels, groups)["top1"]
         if do_dump:
             _write_dump(out / "dumps" / f"epoch_{epoch:04d}.{suffix}", feats, labels, model, data.class_counts,
@@ -194,12 +250,12 @@ def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: in
             metrics.update({f"eval_{k}": v for k, v in accuracy_by_group(logits, labels, groups).items()})
             metrics["eval_split"] = "train"
     if eval_loader is not None and (do_eval or (do_dump and cfg.run.dump_test)):
-        feats, labels, logits = collect(model, eval_loader, device, amp)
+        feats, labels, logits = collect(model, eval_loader, device, amp, loaders.channels_last)
         metrics.update({f"eval_{k}": v for k, v in accuracy_by_group(logits, labels, groups).items()})
-        metrics["eval_split"] = "test"
+        metrics["eval_split"] = data.eval_split
         if do_dump and cfg.run.dump_test:
             _write_dump(out / "dumps-test" / f"epoch_{epoch:04d}.{suffix}", feats, labels, model, data.class_counts,
-                        cfg.run.dump_dtype, {**meta, "split": "test"})
+                        cfg.run.dump_dtype, {**meta, "split": data.eval_split})
             metrics["dump_test"] = f"dumps-test/epoch_{epoch:04d}.{suffix}"
     return metrics
 
@@ -224,10 +280,10 @@ def train_one_epoch(model, cfg: Config, optimizer, scaler, loaders: Loaders, epo
     """
     conv_loader, rebal_loader = loaders.conventional, loaders.rebalancing
     steps = len(conv_loader)
-    seed_everything(epoch_seed(cfg.seed, 99 + 1000 * distributed.rank(), epoch))  # augmentation randomness
+    seed_everything(epoch_seed(cfg.seed, 99 + 1000 * distributed.rank(), epoch))  # the DataLoaders' augmentation
     for loader in (conv_loader, rebal_loader):
         if loader is not None:
-            loader.sampler.set_epoch(epoch)
+            _set_epoch(loader, epoch)
     eta = gbbn_eta(epoch - 1, cfg.optim.epochs, cfg.gbbn.gamma) if cfg.gbbn.enabled else 1.0
     model.train()
     sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))  # summed on device: no sync
@@ -239,8 +295,9 @@ def train_one_epoch(model, cfg: Config, optimizer, scaler, loaders: Loaders, epo
         lr = learning_rate(cfg.optim, (epoch - 1) * steps + i, steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        parts = train_step(model, cfg, optimizer, scaler, _to(batch, device), _to(rebal, device), eta, log_prior, amp,
-                           loss_forward)
+        cl = loaders.channels_last
+        parts = train_step(model, cfg, optimizer, scaler, _to(batch, device, cl), _to(rebal, device, cl), eta,
+                           log_prior, amp, loss_forward)
         for k, v in parts.items():
             sums[k] += v.float()
     sums = distributed.mean_over_ranks(sums)  # the same on every rank, so all ranks agree on divergence
@@ -289,10 +346,14 @@ def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_afte
     main = distributed.is_main()  # only rank 0 writes
     amp = getattr(torch, cfg.run.amp_dtype) if cfg.run.amp and device.type == "cuda" else None  # autocast dtype
     views = cfg.hycon.views if cfg.hycon.enabled else 1
+    pipeline = pipeline_kind(cfg)  # a batched pipeline for file-backed data is refused before any loading
     data = build_data(cfg.data, views)
 
     seed_everything(cfg.seed)
     model = build_model(cfg, data.num_classes, len(data.train_labels)).to(device)
+    channels_last = use_channels_last(cfg, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
                                 momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay,
                                 nesterov=cfg.optim.nesterov)
@@ -301,7 +362,8 @@ def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_afte
               "status": "running",
               "data": {"num_train": len(data.train_labels), "class_counts": data.class_counts,
                        "class_names": data.class_names, "groups": shot_groups(data.class_counts),
-                       "imbalance_ratio": data.imbalance_ratio},
+                       "imbalance_ratio": data.imbalance_ratio, "eval_split": data.eval_split,
+                       "pipeline": pipeline},
               "model": {"parameters": num_parameters(model), "feature_dim": model.feature_dim},
               "method": method_label(cfg), "epochs": []}
     start = 1
@@ -311,14 +373,18 @@ def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_afte
         scaler.load_state_dict(ckpt["scaler"])
         record["epochs"], start = list(ckpt["history"]), ckpt["epoch"] + 1
 
+    if cfg.run.compile:
+        compile_model(model)
     loss_forward = distributed.wrap(model, cfg, device)  # DistributedDataParallel across processes, else None
     loaders = make_loaders(cfg, data, device)
     counts = torch.tensor(data.class_counts, dtype=torch.float32)
     log_prior = (counts / counts.sum()).log().to(device)  # (C,) for logit adjustment
 
     for epoch in range(start, cfg.optim.epochs + 1):
-        entry = train_one_epoch(model, cfg, optimizer, scaler, loaders, epoch, device, amp, log_prior, loss_forward)
-        entry.update(evaluate_and_dump(model, cfg, data, out, epoch, loaders, device, amp))
+        with _compiled(cfg):
+            entry = train_one_epoch(model, cfg, optimizer, scaler, loaders, epoch, device, amp, log_prior,
+                                    loss_forward)
+            entry.update(evaluate_and_dump(model, cfg, data, out, epoch, loaders, device, amp))
         record["epochs"].append(entry)
         if epoch == cfg.optim.epochs:
             record["status"] = "finished"

@@ -9,6 +9,7 @@ from allnc_train.config import ConfigError, DataConfig
 from allnc_train.data import (
     build_data,
     first_per_class,
+    holdout_split,
     lt_class_counts,
     lt_subset_indices,
     read_split_file,
@@ -157,3 +158,66 @@ def test_split_file_errors(tmp_path, text, message):
 def test_missing_split_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_split_file(tmp_path / "none.txt", tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Held-out evaluation (data.val_fraction) and view transforms
+# ---------------------------------------------------------------------------------------------
+
+def test_holdout_split_is_disjoint_per_class_and_seeded():
+    labels = np.repeat(np.arange(5), [200, 60, 11, 3, 2])
+    kept, held = holdout_split(labels, 0.1, seed=0)
+    assert not set(kept.tolist()) & set(held.tolist()) and len(kept) + len(held) == len(labels)
+    assert np.bincount(labels[held], minlength=5).tolist() == [20, 6, 1, 1, 1]  # round(0.1 n), at least one
+    assert np.array_equal(held, np.sort(held)) and np.array_equal(kept, np.sort(kept))
+    again, other = holdout_split(labels, 0.1, seed=0)[1], holdout_split(labels, 0.1, seed=1)[1]
+    assert np.array_equal(again, held) and not np.array_equal(other, held)
+    with pytest.raises(ConfigError, match="holds out all 1 training sample"):
+        holdout_split(np.array([0, 0, 0, 1]), 0.5)
+
+
+def test_val_fraction_holds_out_training_images_and_never_reads_the_test_set(cifar10_root, tmp_path):
+    root = tmp_path / "cifar_train_only"  # the train split only: reading test/ would fail
+    root.mkdir()
+    (root / "train").symlink_to(cifar10_root / "train", target_is_directory=True)
+    cfg = DataConfig(dataset="cifar10", root=str(root), n_max=20, imbalance_ratio=10, val_fraction=0.2)
+    data = build_data(cfg, views=1)
+    full = build_data(DataConfig(dataset="cifar10", root=str(cifar10_root), n_max=20, imbalance_ratio=10,
+                                 test_per_class=1), views=1)
+    assert data.eval_split == "val" and full.eval_split == "test"
+    held_counts = np.bincount(data.test.labels.numpy(), minlength=10)
+    assert (held_counts >= 1).all()
+    assert (np.asarray(data.class_counts) + held_counts).tolist() == full.class_counts
+    rows = lambda images: {bytes(im.numpy().tobytes()) for im in images}  # noqa: E731
+    train_rows, held_rows = rows(data.train_eval.images), rows(data.test.images)
+    assert not train_rows & held_rows and train_rows | held_rows == rows(full.train_eval.images)
+    again = build_data(cfg, views=1)
+    assert torch.equal(again.test.images, data.test.images)  # deterministic from data.subset_seed
+
+
+def test_val_fraction_on_split_files_and_synthetic(tmp_path):
+    root, lines = _fake_split(tmp_path, [6, 4, 2], size=16)
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    cfg = DataConfig(dataset="imagenet_lt", source="splits", root=str(root), train_split=str(tmp_path / "train.txt"),
+                     test_split=str(tmp_path / "missing.txt"), image_size=16, val_fraction=0.25)
+    data = build_data(cfg, views=1)  # the test split file does not exist: it is not read
+    assert data.class_counts == [4, 3, 1] and data.eval_split == "val"
+    assert data.test.labels.tolist() == [0, 0, 1, 2]
+    assert not {str(p) for p in data.test.paths} & {str(p) for p in data.train.paths}
+    with pytest.raises(ConfigError, match="synthetic"):
+        build_data(DataConfig(dataset="synthetic", val_fraction=0.1), views=1)
+
+
+def test_hycon_views_of_the_loader_path_are_standard_then_simclr(cifar10_root):
+    from torchvision.transforms import v2
+
+    cfg = DataConfig(dataset="cifar10", root=str(cifar10_root), n_max=10, imbalance_ratio=2, test_per_class=1)
+    data = build_data(cfg, views=3)
+    steps = [type(t) for t in data.train.view_transform.transforms]
+    assert v2.RandomResizedCrop in steps and v2.RandomGrayscale in steps and v2.GaussianBlur not in steps
+    assert v2.RandomCrop in [type(t) for t in data.train.transform.transforms]
+    x, _ = data.train[0]
+    assert x.shape == (3, 3, 32, 32)
+    same = build_data(DataConfig(dataset="cifar10", root=str(cifar10_root), n_max=10, imbalance_ratio=2,
+                                 test_per_class=1, view_augment="standard"), views=3)
+    assert same.train.view_transform is None

@@ -54,6 +54,7 @@ def test_one_epoch_smoke_run_writes_loadable_dumps(cifar10_root, tmp_path, metho
     assert test.features.shape == (80, d) and test.metadata["split"] == "test"
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["status"] == "finished" and run["config"]["method"]["name"] == method
+    assert run["data"]["pipeline"] == "batched" and run["data"]["eval_split"] == "test"  # CIFAR: on the device
     (entry,) = run["epochs"]
     assert {"loss", "lr", "eval_top1", "eval_many", "eval_medium", "eval_few", "dump"} <= set(entry)
     assert entry["eval_many"] is None  # n_max = 24: no class has more than 100 images
@@ -62,8 +63,10 @@ def test_one_epoch_smoke_run_writes_loadable_dumps(cifar10_root, tmp_path, metho
     assert not list((tmp_path / "run").rglob(".*tmp*"))  # atomic writes leave no temporary files
 
 
-def test_stopped_and_resumed_run_is_bitwise_identical(cifar10_root, tmp_path):
-    cfg = small_cifar("allnc", cifar10_root, "optim.epochs=2", "run.dump_every=0", "optim.warmup_epochs=1")
+@pytest.mark.parametrize("pipeline", ["batched", "loader"])
+def test_stopped_and_resumed_run_is_bitwise_identical(cifar10_root, tmp_path, pipeline):
+    cfg = small_cifar("allnc", cifar10_root, "optim.epochs=2", "run.dump_every=0", "optim.warmup_epochs=1",
+                      f"data.pipeline={pipeline}")
     train(cfg, tmp_path / "whole")
     train(cfg, tmp_path / "parts", stop_after=1)
     assert json.loads((tmp_path / "parts" / "run.json").read_text())["status"] == "running"
@@ -77,7 +80,8 @@ def test_stopped_and_resumed_run_is_bitwise_identical(cifar10_root, tmp_path):
     for key in whole:
         assert torch.equal(whole[key], parts[key]), key
     changed = load_config(CONFIG_DIR / "cifar10_lt_r100_allnc.yaml", [f"data.root={cifar10_root}", *SMALL,
-                                                                      "optim.epochs=3", "run.dump_every=0"])
+                                                                      "optim.epochs=3", "run.dump_every=0",
+                                                                      f"data.pipeline={pipeline}"])
     with pytest.raises(RunError, match="optim.epochs"):
         train(changed, tmp_path / "parts", resume=True)
 
@@ -182,6 +186,38 @@ def test_every_method_and_ablation_runs_in_the_loop(tmp_path, method, switches, 
     assert ("ce_rebal" in last) == cfg.gbbn.enabled and ("hycon" in last) == cfg.hycon.enabled
     assert ("p2p" in last) == cfg.p2p.enabled
     dump = load_dump(tmp_path / "run" / "dumps" / "epoch_0002.safetensors")
-    assert dump.metadata["method"] == label and dump.weight.shape == (10, 32)
+    dim = 64 if method == "bbn" else 32  # BBN's classifier reads both branches' features (allnc_train/bbn.py)
+    assert dump.metadata["method"] == label and dump.weight.shape == (10, dim)
     if method == "etf":
         assert dump.bias is None
+
+
+def test_a_failing_torch_compile_stops_the_run_with_one_sentence(tmp_path, monkeypatch):
+    from torch._dynamo.exc import Unsupported
+
+    def compile_that_breaks(self, *args, **kwargs):  # torch.compile fails at the first forward, not before
+        def forward(*a, **k):
+            raise Unsupported("a graph break made up by the test")
+        self.forward = forward
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_that_breaks)
+    broken = r"^run.compile: torch.compile failed on this model \(.*\); set run.compile=false"
+    with pytest.raises(RunError, match=broken):
+        train(_ufm("ce", "optim.epochs=1", "run.compile=true"), tmp_path / "broken")
+
+    def no_compile(self, *args, **kwargs):
+        raise RuntimeError("Dynamo is not supported on this Python")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", no_compile)
+    with pytest.raises(RunError, match="torch.compile is not available here .Dynamo is not supported"):
+        train(_ufm("ce", "optim.epochs=1", "run.compile=true"), tmp_path / "unavailable")
+
+
+@pytest.mark.slow
+def test_compiled_run_trains_the_same_weights(tmp_path):
+    """The real torch.compile (inductor, a C++ toolchain on the CPU): same losses as the eager run."""
+    plain = train(_ufm("ce", "optim.epochs=2"), tmp_path / "plain")
+    compiled = train(_ufm("ce", "optim.epochs=2", "run.compile=true"), tmp_path / "compiled")
+    for a, b in zip(plain["epochs"], compiled["epochs"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert set(final_state(tmp_path / "plain")) == set(final_state(tmp_path / "compiled"))  # same keys
