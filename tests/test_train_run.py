@@ -140,7 +140,8 @@ def test_unconstrained_features_show_minority_collapse_under_ce_and_allnc_counte
     ce_rows, ce_means = tail_angles(tmp_path / "ce", counts)
     # Complete minority collapse (Fang et al. 2021): the tail rows and the tail means are both squeezed.
     assert ce_rows < optimum - 10 and ce_means < optimum - 5, (ce_rows, ce_means)
-    assert record["epochs"][-1]["eval_few"] == 0.0  # the rarest classes are never predicted
+    last = record["epochs"][-1]
+    assert last["eval_few"] < last["eval_many"] == 100.0  # the squeezed rows cost the rare classes training accuracy
     train(_ufm("allnc"), tmp_path / "allnc")
     nc_rows, nc_means = tail_angles(tmp_path / "allnc", counts)
     assert nc_rows > optimum - 2 and nc_means > optimum - 2, (nc_rows, nc_means)
