@@ -363,7 +363,7 @@ def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_afte
               "data": {"num_train": len(data.train_labels), "class_counts": data.class_counts,
                        "class_names": data.class_names, "groups": shot_groups(data.class_counts),
                        "imbalance_ratio": data.imbalance_ratio, "eval_split": data.eval_split,
-                       "pipeline": pipeline},
+                       "num_eval": None if data.test is None else len(data.test), "pipeline": pipeline},
               "model": {"parameters": num_parameters(model), "feature_dim": model.feature_dim},
               "method": method_label(cfg), "epochs": []}
     start = 1

@@ -89,6 +89,9 @@ class Family:
     real_data: bool = False
     baselines: tuple[str, ...] = ()  # further methods at ablation_ratio (la, etf, etf_dr, bbn: self.config[kind])
     seeds: dict[str, list[int]] = field(default_factory=dict)  # kind -> training seeds (default: seed 0 alone)
+    # training order (kinds, first = first); None: the longest runs first. An order puts the runs a claim needs
+    # first, so that an interrupted profile has its most informative results already
+    order: tuple[str, ...] | None = None
 
 
 def _ufm(epochs: int | None = None, n_max: int | None = None, ratios=(10, 50, 100)) -> Family:
@@ -140,7 +143,9 @@ def _cifar_cpu(n_max: int = 500, epochs: int = 120) -> Family:
                   f"per class, the same N; {epochs} epochs, batch 64, lr 0.05 cosine, weight decay 2e-4, CPU; test: "
                   "all 10,000 test images)", [100], 100, config, common, balanced=[f"data.n_max={n_bal}"],
                   lt=[f"data.n_max={n_max}"], real_data=True, baselines=("la", "etf", "etf_dr", "bbn"),
-                  seeds={"ce_lt": [0, 1], "allnc_lt": [0, 1]})
+                  seeds={"ce_lt": [0, 1], "allnc_lt": [0, 1]},
+                  order=("ce_lt", "allnc_lt", "ce_bal", "etf", "la", "allnc_no_p2p", "etf_dr", "bbn", "allnc_no_hycon",
+                         "allnc_no_gbbn"))
 
 
 def _cifar_full(name: str) -> Family:
@@ -283,9 +288,17 @@ def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[st
         log(f"done   {run.name} ({wall:.1f} s)")
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for future in [pool.submit(one, r) for r in sorted(runs, key=_cost, reverse=True)]:
+        for future in [pool.submit(one, r) for r in sorted(runs, key=_priority)]:
             future.result()
     return timings
+
+
+def _priority(run: Run) -> tuple:
+    """Sort key of the training order: the family's ``order`` (each seed in turn), else the longest first."""
+    order = run.family.order
+    if order is not None:
+        return (run.seed, order.index(run.kind) if run.kind in order else len(order))
+    return (0, -_cost(run))
 
 
 def _cost(run: Run) -> float:
