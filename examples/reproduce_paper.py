@@ -107,7 +107,7 @@ def _ufm(epochs: int | None = None, n_max: int | None = None, ratios=(10, 50, 10
     n_bal = round(sum(lt_class_counts(n_max or 500, 10, max(ratios))) / 10)
     return Family("ufm10", "unconstrained-features model (bundled ufm_lt_r100_* configs: 10 classes, 32-d free "
                   f"features, long-tailed {n_max or 500} down to {n_max or 500}/beta samples per class, balanced "
-                  f"{n_bal} per class; SGD lr 0.5, weight decay 5e-3, {epochs or 30} epochs)",
+                  f"{n_bal} per class; SGD lr 0.5, weight decay 2e-3, {epochs or 200} epochs)",
                   list(ratios), max(ratios), {"ce_bal": "ufm_lt_r100_ce", "ce_lt": "ufm_lt_r100_ce",
                                               "allnc_lt": "ufm_lt_r100_allnc"},
                   common, balanced=["data.imbalance_ratio=1", f"data.n_max={n_bal}"], set_ratio=True)
