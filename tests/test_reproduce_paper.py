@@ -163,6 +163,7 @@ def test_results_csv_rows_are_what_nctools_analyze_gives_on_the_copied_dump(tmp_
     dump = nctools.load_dump(copied)
     summary = nctools.analyze(dump.features, dump.labels, weight=dump.weight, class_counts=dump.class_counts,
                               device="cpu").summary
-    for key in ("nc1", "nc2_cos_std_means", "nc2_cos_std_classifier", "nc3_self_duality",
-                "tail_icpa_mean_deg_means", "tail_icpa_mean_deg_classifier"):
-        assert float(row[key]) == pytest.approx(summary[key], rel=1e-6), key
+    for column, key in [(k, k) for k in ("nc1", "nc2_cos_std_means", "nc2_cos_std_classifier", "nc3_self_duality",
+                                         "tail_icpa_mean_deg_means", "tail_icpa_mean_deg_classifier")] + \
+            [("nc1_tail", "tail_nc1")]:
+        assert float(row[column]) == pytest.approx(summary[key], rel=1e-6), column
