@@ -18,7 +18,15 @@ from nctools.io.dump import load_pt
 from .config import Config, from_dict, to_dict
 from .models import NCModel, build_model
 
-CHECKPOINT_FORMAT = "allnc_train.checkpoint/1"
+# Format 2: AllNC re-read (docs/ALLNC.md) and BBN rebuilt as its paper has it. A format-1 checkpoint
+# predates the config keys of that change; its model is rebuilt with the behaviour it was trained
+# with (LEGACY_KEYS), it cannot be resumed, and a format-1 BBN (one backbone) cannot be rebuilt.
+CHECKPOINT_FORMAT = "allnc_train.checkpoint/2"
+LEGACY_FORMAT = "allnc_train.checkpoint/1"
+LEGACY_KEYS = {"gbbn": {"heads": 1, "encoder_grad": "full"},
+               "hycon": {"feature_share": 0.0, "balanced": False, "prototypes": "running", "rebal_anchors": False,
+                         "fade": True},
+               "p2p": {"means": "running"}}
 
 
 class CheckpointError(ValueError):
@@ -62,9 +70,21 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     # nctools' safe reader: truncated files and foreign pickles become one sentence naming the file.
     ckpt = load_pt(path, _unreadable, map_location=map_location, refusal="it holds Python objects",
                    expected="a checkpoint dict")
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
+    if ckpt.get("format") not in (CHECKPOINT_FORMAT, LEGACY_FORMAT):
         raise CheckpointError(f"{path} is not an allnc_train checkpoint (format {ckpt.get('format')!r}).")
     return ckpt
+
+
+def stored_config(ckpt: dict) -> dict:
+    """The checkpoint's config as a dict; a format-1 checkpoint's with the keys it predates filled in
+    with the behaviour it was trained with (:data:`LEGACY_KEYS`)."""
+    config = ckpt["config"]
+    if ckpt.get("format") != LEGACY_FORMAT:
+        return config
+    if config.get("method", {}).get("name") == "bbn":
+        raise ValueError("a format-1 bbn checkpoint holds the earlier one-backbone BBN, which this version does not "
+                         "build; retrain it")
+    return {**config, **{part: {**keys, **config.get(part, {})} for part, keys in LEGACY_KEYS.items()}}
 
 
 def model_from_checkpoint(ckpt: dict) -> tuple[NCModel, Config]:
@@ -74,7 +94,7 @@ def model_from_checkpoint(ckpt: dict) -> tuple[NCModel, Config]:
     use it). Raises ``KeyError`` for a missing entry, ``ConfigError`` for an invalid config and
     ``RuntimeError`` when the weights do not fit.
     """
-    cfg = from_dict(ckpt["config"])
+    cfg = from_dict(stored_config(ckpt))
     # the unconstrained-features model sizes its table by N (nested one level deeper in bbn and etf_dr)
     table = next((v for k, v in ckpt["model"].items() if k.split(".")[-1] == "table"), None)
     model = build_model(cfg, len(ckpt["class_counts"]), 1 if table is None else table.shape[0])

@@ -386,6 +386,12 @@ def validate(cfg: Config) -> None:
             if getattr(cfg, part).enabled:
                 raise ConfigError(f"method {cfg.method.name} has a model and loss of its own: set {part}.enabled to "
                                   "false.")
+    if cfg.method.name == "etf_dr" and cfg.gbbn.enabled:
+        raise ConfigError("method etf_dr has no re-balancing branch: set gbbn.enabled to false.")
+    if cfg.method.name == "bbn" and (cfg.gbbn.gamma != 2 or cfg.gbbn.encoder_grad != "full"):
+        raise ConfigError("method bbn is BBN's cumulative learning, alpha = 1 - (t/T)^2 with both branches training "
+                          "the features: leave gbbn.gamma at 2 and gbbn.encoder_grad at full (other choices are "
+                          "GBBN's, method allnc).")
     if cfg.method.name == "bbn" and (not cfg.gbbn.enabled or cfg.gbbn.heads != 1):
         raise ConfigError("method bbn mixes its two branches with eta(t): set gbbn.enabled to true and gbbn.heads to 1 "
                           "(BBN's classifier reads both branch features).")

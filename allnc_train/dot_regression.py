@@ -90,7 +90,14 @@ class NormalisedFeatures(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.bn(self.backbone(x))  # (B, d)
+        h = self.backbone(x)  # (B, d)
+        if self.training and h.shape[0] == 1 and isinstance(self.bn, nn.BatchNorm1d):
+            # a batch of one has no batch statistics (the last batch of an epoch can be one sample):
+            # normalise it with the running ones and leave them as they are
+            h = nn.functional.batch_norm(h, self.bn.running_mean, self.bn.running_var, self.bn.weight, self.bn.bias,
+                                         False, 0.0, self.bn.eps)
+        else:
+            h = self.bn(h)
         return h / h.norm(dim=1, keepdim=True).clamp(min=self.eps)
 
 

@@ -29,12 +29,12 @@ def collect(model: NCModel, loader: Iterable, device: torch.device, autocast: to
             h = model.features(x)
             z = model.classify(h)
         feats.append(h.float())
-        logits.append(z.float())
+        logits.append(z.float().to("cpu", non_blocking=True))  # (N, C) can outgrow a GPU (iNaturalist: 14 GB)
         labels.append(y.to(device, non_blocking=True))
     model.train(was_training)
     if not feats:
         return torch.zeros(0, model.feature_dim), torch.zeros(0, dtype=torch.int64), torch.zeros(0, model.num_classes)
-    return torch.cat(feats).cpu(), torch.cat(labels).cpu(), torch.cat(logits).cpu()
+    return torch.cat(feats).cpu(), torch.cat(labels).cpu(), torch.cat(logits)
 
 
 def accuracy_by_group(logits: torch.Tensor, labels: torch.Tensor, groups: Sequence[str]) -> dict[str, float | None]:

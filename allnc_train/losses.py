@@ -93,8 +93,9 @@ def hycon_loss(anchors: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, 
     log_den = shifted.masked_fill(~valid, float("-inf")).logsumexp(dim=1, keepdim=True)  # (N, 1)
     log_prob = logits - log_den  # (N, N + C)
     per_anchor = -(log_prob.masked_fill(~positive, 0.0)).sum(1) / positive.sum(1).clamp(min=1)
-    has_positive = positive.any(1)
-    return per_anchor[has_positive].mean() if has_positive.any() else anchors.sum() * 0.0
+    has_positive = positive.any(1).to(per_anchor.dtype)
+    # a masked mean rather than boolean indexing: no device-to-host sync in the training step
+    return (per_anchor * has_positive).sum() / has_positive.sum().clamp(min=1)
 
 
 def _offdiag_cos_gap(vectors: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -104,8 +105,8 @@ def _offdiag_cos_gap(vectors: torch.Tensor, num_classes: int) -> torch.Tensor:
     K = cos.shape[0]
     if K < 2:
         return cos.sum() * 0.0
-    off = ~torch.eye(K, dtype=torch.bool, device=cos.device)
-    return ((cos[off] + 1.0 / (num_classes - 1)) ** 2).mean()
+    off = 1.0 - torch.eye(K, dtype=cos.dtype, device=cos.device)
+    return (((cos + 1.0 / (num_classes - 1)) ** 2) * off).sum() / (K * (K - 1))
 
 
 def _norm_cv2(vectors: torch.Tensor) -> torch.Tensor:
@@ -134,7 +135,9 @@ def class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -
     """Per-class sums (C, d) and counts (C,) of a batch; differentiable in ``features``."""
     sums = torch.zeros(num_classes, features.shape[1], dtype=features.dtype, device=features.device)
     sums = sums.index_add(0, labels, features)
-    counts = torch.bincount(labels, minlength=num_classes)
+    # index_add rather than bincount, which reads the labels' range back to the host on CUDA
+    counts = torch.zeros(num_classes, dtype=torch.int64, device=labels.device).index_add_(0, labels,
+                                                                                          torch.ones_like(labels))
     return sums, counts
 
 

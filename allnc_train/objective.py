@@ -73,6 +73,24 @@ def _hycon(model: NCModel, cfg: Config, anchors: torch.Tensor, labels: torch.Ten
     return loss, z
 
 
+def _full_precision(like: torch.Tensor):
+    """Autocast switched off (on ``like``'s device) for a loss whose inputs are already float32."""
+    return torch.autocast(like.device.type, enabled=False)
+
+
+def _p2p(model: NCModel, cfg: Config, feats: torch.Tensor, labels: torch.Tensor, parts: dict) -> torch.Tensor:
+    """The weighted P2P term on this step's class means (batch or running; ``p2p.means``)."""
+    if cfg.p2p.means == "batch":
+        means, known = batch_class_means(feats, labels, model.class_means, model.seen)  # (C, d)
+    else:
+        means, known = ema_class_means(model.class_means, model.seen, feats, labels, cfg.p2p.momentum)
+    centred = means[known] - means[known].mean(0)  # class-centred over the classes known so far
+    p2p, p2p_parts = p2p_loss(model.weight[known].float(), centred, cfg.p2p.align_weight, cfg.p2p.angle_weight,
+                              cfg.p2p.norm_weight, num_classes=model.num_classes)
+    parts.update(p2p=p2p.detach(), **p2p_parts)
+    return cfg.p2p.weight * p2p
+
+
 def training_loss(model: NCModel, cfg: Config, batch, rebal_batch, eta: float, log_prior: torch.Tensor
                   ) -> tuple[torch.Tensor, dict, dict]:
     """Loss of one step. ``batch`` = (x (B, V, ...), y (B,)); ``rebal_batch`` = (x (B, 1, ...), y) or None.
@@ -112,19 +130,13 @@ def training_loss(model: NCModel, cfg: Config, batch, rebal_batch, eta: float, l
             anchors, anchor_labels = torch.cat([anchors, hr]), torch.cat([yv, yr])
     z = None
     if cfg.hycon.enabled:
-        hy, z = _hycon(model, cfg, anchors, anchor_labels, parts)
+        with _full_precision(h_all):  # temperature-scaled cosines near 1: bf16 would quantise them (~0.04)
+            hy, z = _hycon(model, cfg, anchors, anchor_labels, parts)
         loss = loss + cfg.hycon.weight * (eta if cfg.hycon.fade else 1.0) * hy
         parts["hycon"] = hy.detach()
     if cfg.p2p.enabled:
-        if cfg.p2p.means == "batch":
-            means, known = batch_class_means(feats, labels, model.class_means, model.seen)  # (C, d)
-        else:
-            means, known = ema_class_means(model.class_means, model.seen, feats, labels, cfg.p2p.momentum)
-        centred = means[known] - means[known].mean(0)  # class-centred over the classes known so far
-        p2p, p2p_parts = p2p_loss(model.weight[known], centred, cfg.p2p.align_weight, cfg.p2p.angle_weight,
-                                  cfg.p2p.norm_weight, num_classes=model.num_classes)
-        loss = loss + cfg.p2p.weight * p2p
-        parts.update(p2p=p2p.detach(), **p2p_parts)
+        with _full_precision(h_all):  # pairwise cosines near -1/(C-1): a float32 matter
+            loss = loss + _p2p(model, cfg, feats, labels, parts)
     parts["loss"] = loss.detach()
     stats = (feats.detach(), labels, None if z is None else z.detach(), anchor_labels)
     return loss, parts, stats

@@ -49,7 +49,14 @@ from nctools.core.device import resolve_device
 from nctools.io.atomic import atomic_write_json
 
 from . import distributed, rundir
-from .checkpoint import CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    LEGACY_FORMAT,
+    CheckpointError,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .config import Config, flatten, from_dict, method_label, to_dict
 from .data import DataBundle, build_data, shot_groups
 from .evaluate import collect, write_dump
@@ -199,6 +206,10 @@ def _open_run(cfg: Config, out: Path, resume: bool) -> dict | None:
         ckpt = load_checkpoint(existing)
     except CheckpointError as exc:
         raise RunError(str(exc)) from None
+    if ckpt["format"] == LEGACY_FORMAT:
+        raise RunError(f"{existing} was written by an earlier allnc_train (checkpoint format 1, before AllNC was "
+                       "re-read and BBN rebuilt); nctools can still analyse it, but it cannot be resumed: start a "
+                       "new run.")
     old, new = flatten(ckpt["config"]), flatten(to_dict(cfg))
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUME_MAY_CHANGE)
     if changed:
@@ -223,8 +234,8 @@ def stored_config(out: Path) -> Config:
 # One epoch's evaluation and dumps
 # ---------------------------------------------------------------------------------------------
 
-def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: int, loaders: Loaders, device,
-                      amp) -> dict:
+def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: int, loaders: Loaders, device
+                      ) -> dict:
     """Evaluate and write this epoch's dumps as the config asks; returns the metrics to log.
 
     Across processes each rank evaluates its block, accuracies are merged and rank 0 writes the dumps.
@@ -240,7 +251,7 @@ def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: in
     suffix = cfg.run.dump_format
     metrics: dict = {}
     if do_dump or (do_eval and eval_loader is None):
-        feats, labels, logits = collect(model, train_loader, device, amp, loaders.channels_last)
+        feats, labels, logits = collect(model, train_loader, device, None, loaders.channels_last)
         metrics["train_top1"] = accuracy_by_group(logits, labels, groups)["top1"]
         if do_dump:
             _write_dump(out / "dumps" / f"epoch_{epoch:04d}.{suffix}", feats, labels, model, data.class_counts,
@@ -250,7 +261,7 @@ def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: in
             metrics.update({f"eval_{k}": v for k, v in accuracy_by_group(logits, labels, groups).items()})
             metrics["eval_split"] = "train"
     if eval_loader is not None and (do_eval or (do_dump and cfg.run.dump_test)):
-        feats, labels, logits = collect(model, eval_loader, device, amp, loaders.channels_last)
+        feats, labels, logits = collect(model, eval_loader, device, None, loaders.channels_last)
         metrics.update({f"eval_{k}": v for k, v in accuracy_by_group(logits, labels, groups).items()})
         metrics["eval_split"] = data.eval_split
         if do_dump and cfg.run.dump_test:
@@ -344,7 +355,11 @@ def _save_record(out: Path, record: dict) -> None:
 def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_after: int | None) -> dict:
     ckpt = _open_run(cfg, out, resume)  # every rank checks (under rank 0's lock) before any can write
     main = distributed.is_main()  # only rank 0 writes
-    amp = getattr(torch, cfg.run.amp_dtype) if cfg.run.amp and device.type == "cuda" else None  # autocast dtype
+    # autocast dtype for the training step; the free-feature model has no convolution to gain from it and
+    # its geometry (NC3 ~ 1e-10) would drown in bf16 round-off. Evaluation and dumps run in float32: the
+    # dumped features are what NC1..NC4 are measured on.
+    amp = getattr(torch, cfg.run.amp_dtype) if cfg.run.amp and device.type == "cuda" and cfg.model.arch != "ufm" \
+        else None
     views = cfg.hycon.views if cfg.hycon.enabled else 1
     pipeline = pipeline_kind(cfg)  # a batched pipeline for file-backed data is refused before any loading
     data = build_data(cfg.data, views)
@@ -370,7 +385,8 @@ def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_afte
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["scaler"]:  # empty when the run was written without float16 scaling (CPU, bf16)
+            scaler.load_state_dict(ckpt["scaler"])
         record["epochs"], start = list(ckpt["history"]), ckpt["epoch"] + 1
 
     if cfg.run.compile:
@@ -384,7 +400,7 @@ def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_afte
         with _compiled(cfg):
             entry = train_one_epoch(model, cfg, optimizer, scaler, loaders, epoch, device, amp, log_prior,
                                     loss_forward)
-            entry.update(evaluate_and_dump(model, cfg, data, out, epoch, loaders, device, amp))
+            entry.update(evaluate_and_dump(model, cfg, data, out, epoch, loaders, device))
         record["epochs"].append(entry)
         if epoch == cfg.optim.epochs:
             record["status"] = "finished"
