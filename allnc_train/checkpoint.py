@@ -19,8 +19,10 @@ from .config import Config, from_dict, to_dict
 from .models import NCModel, build_model
 
 # Format 2: AllNC re-read (docs/ALLNC.md) and BBN rebuilt as its paper has it. A format-1 checkpoint
-# predates the config keys of that change; its model is rebuilt with the behaviour it was trained
-# with (LEGACY_KEYS), it cannot be resumed, and a format-1 BBN (one backbone) cannot be rebuilt.
+# whose config lacks the keys of that change (``predates_reread``) is rebuilt with the behaviour it
+# was trained with (LEGACY_KEYS) and cannot be resumed; such a BBN (one backbone) cannot be rebuilt.
+# (Format-1 checkpoints that carry the keys were written by the re-read code before the format
+# number changed: they are read and resumed as format 2.)
 CHECKPOINT_FORMAT = "allnc_train.checkpoint/2"
 LEGACY_FORMAT = "allnc_train.checkpoint/1"
 LEGACY_KEYS = {"gbbn": {"heads": 1, "encoder_grad": "full"},
@@ -75,11 +77,16 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
+def predates_reread(ckpt: dict) -> bool:
+    """True for a checkpoint written before AllNC was re-read: format 1 without ``gbbn.heads``."""
+    return ckpt.get("format") == LEGACY_FORMAT and "heads" not in ckpt["config"].get("gbbn", {})
+
+
 def stored_config(ckpt: dict) -> dict:
     """The checkpoint's config as a dict; a format-1 checkpoint's with the keys it predates filled in
     with the behaviour it was trained with (:data:`LEGACY_KEYS`)."""
     config = ckpt["config"]
-    if ckpt.get("format") != LEGACY_FORMAT:
+    if not predates_reread(ckpt):
         return config
     if config.get("method", {}).get("name") == "bbn":
         raise ValueError("a format-1 bbn checkpoint holds the earlier one-backbone BBN, which this version does not "

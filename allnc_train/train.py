@@ -50,11 +50,11 @@ from nctools.io.atomic import atomic_write_json
 
 from . import distributed, rundir
 from .checkpoint import (
-    LEGACY_FORMAT,
     CheckpointError,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
+    predates_reread,
     save_checkpoint,
 )
 from .config import Config, flatten, from_dict, method_label, to_dict
@@ -206,7 +206,7 @@ def _open_run(cfg: Config, out: Path, resume: bool) -> dict | None:
         ckpt = load_checkpoint(existing)
     except CheckpointError as exc:
         raise RunError(str(exc)) from None
-    if ckpt["format"] == LEGACY_FORMAT:
+    if predates_reread(ckpt):
         raise RunError(f"{existing} was written by an earlier allnc_train (checkpoint format 1, before AllNC was "
                        "re-read and BBN rebuilt); nctools can still analyse it, but it cannot be resumed: start a "
                        "new run.")

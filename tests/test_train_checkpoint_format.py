@@ -57,3 +57,19 @@ def test_format_1_bbn_checkpoint_is_refused_with_a_sentence(tmp_path):
     torch.save(ckpt, path)
     with pytest.raises(ValueError, match="format-1 bbn checkpoint holds the earlier one-backbone BBN"):
         model_from_checkpoint(load_checkpoint(path))
+
+
+def test_format_1_checkpoint_with_the_new_keys_resumes(tmp_path):
+    """Written by the re-read code before the format number changed: read and resumed as format 2."""
+    cfg = load_config(CONFIG_DIR / "ufm_lt_r100_allnc.yaml", ["run.progress=false", "optim.epochs=2"])
+    train(cfg, tmp_path / "whole")
+    out = tmp_path / "run"
+    train(cfg, out, stop_after=1)
+    path = next((out / "checkpoints").glob("*.pt"))
+    ckpt = load_checkpoint(path)
+    ckpt["format"] = LEGACY_FORMAT
+    torch.save(ckpt, path)
+    train(cfg, out, resume=True)
+    a = load_checkpoint(next((out / "checkpoints").glob("*.pt")))["model"]
+    b = load_checkpoint(next((tmp_path / "whole" / "checkpoints").glob("*.pt")))["model"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
