@@ -53,6 +53,9 @@ def test_format_1_bbn_checkpoint_is_refused_with_a_sentence(tmp_path):
     path = next((out / "checkpoints").glob("*.pt"))
     ckpt = load_checkpoint(path)
     ckpt["config"]["method"]["name"] = "bbn"
+    for part, keys in LEGACY_KEYS.items():  # as format 1 wrote it: without the keys format 2 added
+        for key in keys:
+            del ckpt["config"][part][key]
     ckpt["format"] = LEGACY_FORMAT
     torch.save(ckpt, path)
     with pytest.raises(ValueError, match="format-1 bbn checkpoint holds the earlier one-backbone BBN"):
