@@ -58,20 +58,47 @@ def lt_class_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> lis
     return [int(n_max * factor ** (c / (num_classes - 1.0))) for c in range(num_classes)]
 
 
-def lt_subset_indices(labels: Sequence[int], counts: Sequence[int], seed: int = 0) -> np.ndarray:
-    """Indices of the long-tailed subset: per class (in label order) shuffle, keep the first n_c.
-
-    Uses numpy's legacy ``RandomState(seed)``, the generator behind LDAM's ``np.random.seed(0)``.
-    """
+def _class_shuffles(labels: Sequence[int], num_classes: int, seed: int):
+    """Each class's sample indices (in label order), shuffled by LDAM's stream: numpy's legacy
+    ``RandomState(seed)``, the generator behind LDAM's ``np.random.seed(0)``."""
     y = np.asarray(labels, dtype=np.int64)
     rng = np.random.RandomState(seed)
-    keep = []
-    for c, n_c in enumerate(counts):
+    for c in range(num_classes):
         idx = np.where(y == c)[0]
-        if n_c > len(idx):
-            raise ValueError(f"class {c} has {len(idx)} samples, fewer than the {n_c} the subset asks for.")
         rng.shuffle(idx)
-        keep.append(idx[:n_c])
+        yield c, idx
+
+
+def lt_subset_indices(labels: Sequence[int], counts: Sequence[int], seed: int = 0) -> np.ndarray:
+    """Indices of the long-tailed subset: per class (in label order) shuffle, keep the first n_c."""
+    keep = []
+    for c, idx in _class_shuffles(labels, len(counts), seed):
+        if counts[c] > len(idx):
+            raise ValueError(f"class {c} has {len(idx)} samples, fewer than the {counts[c]} the subset asks for.")
+        keep.append(idx[:counts[c]])
+    return np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
+
+
+def lt_unused_indices(labels: Sequence[int], n_max: int, per_class: int, seed: int = 0) -> np.ndarray:
+    """Per class, the samples at positions n_max .. n_max + per_class - 1 of its LDAM shuffle.
+
+    No LDAM subset with this ``n_max`` and ``seed`` holds them, whatever beta (the subsets keep a
+    prefix of the same shuffle), so on CIFAR they are a balanced validation set drawn from the
+    training split: hyper-parameters can be chosen on them without reading the test split.
+
+    >>> labels = [0] * 6 + [1] * 6
+    >>> unused = lt_unused_indices(labels, n_max=4, per_class=2)
+    >>> sorted(set(unused) & set(lt_subset_indices(labels, [4, 1])))
+    []
+    >>> np.bincount(np.asarray(labels)[unused]).tolist()
+    [2, 2]
+    """
+    num_classes = int(np.max(labels)) + 1 if len(labels) else 0
+    keep = []
+    for c, idx in _class_shuffles(labels, num_classes, seed):
+        if n_max + per_class > len(idx):
+            raise ValueError(f"class {c} has {len(idx)} samples, fewer than n_max {n_max} + {per_class} unused ones.")
+        keep.append(idx[n_max:n_max + per_class])
     return np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
 
 

@@ -88,10 +88,12 @@ class Family:
     set_ratio: bool = False  # pass data.imbalance_ratio=r (configs that do not carry the ratio in their name)
     real_data: bool = False
     baselines: tuple[str, ...] = ()  # further methods at ablation_ratio (la, etf, etf_dr, bbn: self.config[kind])
-    seeds: dict[str, list[int]] = field(default_factory=dict)  # kind -> training seeds (default: seed 0 alone)
+    seeds: dict[str, list[int]] = field(default_factory=dict)  # kind -> training seeds (default: default_seeds)
+    default_seeds: list[int] = field(default_factory=lambda: [0])
     # training order (kinds, first = first); None: the longest runs first. An order puts the runs a claim needs
     # first, so that an interrupted profile has its most informative results already
     order: tuple[str, ...] | None = None
+    seed_order: tuple[str, ...] | None = None  # the order of the later seeds' runs (None: ``order``)
 
 
 def _ufm(epochs: int | None = None, n_max: int | None = None, ratios=(10, 50, 100)) -> Family:
@@ -145,7 +147,8 @@ def _cifar_cpu(n_max: int = 500, epochs: int = 120) -> Family:
                   lt=[f"data.n_max={n_max}"], real_data=True, baselines=("la", "etf", "etf_dr", "bbn"),
                   seeds={"ce_lt": [0, 1], "allnc_lt": [0, 1]},
                   order=("ce_lt", "allnc_lt", "ce_bal", "etf", "la", "allnc_no_p2p", "etf_dr", "bbn", "allnc_no_hycon",
-                         "allnc_no_gbbn"))
+                         "allnc_no_gbbn"), seed_order=("ce_lt", "allnc_lt", "etf", "ce_bal", "allnc_no_gbbn",
+                                                      "allnc_no_hycon", "allnc_no_p2p", "la", "etf_dr", "bbn"))
 
 
 def _cifar_full(name: str) -> Family:
@@ -197,7 +200,7 @@ def plan_runs(families: list[Family], data_roots: dict[str, str | None]) -> list
         root = [f"data.root={data_roots[fam.name]}"] if fam.real_data and data_roots.get(fam.name) else []
 
         def add(kind: str, r: float, config: str, overrides: list[str]) -> None:
-            for seed in fam.seeds.get(kind, [0]):
+            for seed in fam.seeds.get(kind, fam.default_seeds):
                 runs.append(Run(fam, kind, r, config.format(r=f"{r:g}"), overrides + ([f"seed={seed}"] if seed else []),
                                 seed))
 
@@ -282,7 +285,12 @@ def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[st
         if proc.returncode != 0:
             raise RuntimeError(f"{run.name}: allnc-train exited with {proc.returncode}; see {log_path}")
         with lock:
-            timings[run.name] = round(wall, 1)
+            # A resumed run's process saw only its last part: no wall time is kept (the CSV then sums
+            # the epochs' training times from run.json).
+            if state == "partial":
+                timings.pop(run.name, None)
+            else:
+                timings[run.name] = round(wall, 1)
             if timing_file is not None:
                 timing_file.write_text(json.dumps(timings, indent=1))
         log(f"done   {run.name} ({wall:.1f} s)")
@@ -295,7 +303,7 @@ def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[st
 
 def _priority(run: Run) -> tuple:
     """Sort key of the training order: the family's ``order`` (each seed in turn), else the longest first."""
-    order = run.family.order
+    order = run.family.order if run.seed == 0 else run.family.seed_order or run.family.order
     if order is not None:
         return (run.seed, order.index(run.kind) if run.kind in order else len(order))
     return (0, -_cost(run))
@@ -524,7 +532,9 @@ def _fraction(percent) -> float | None:
 
 def csv_row(run: Run, out: Path, dumps: Path, timings: dict[str, float]) -> dict:
     """One CSV row: the run's final accuracies from run.json, and ``nctools analyze`` on its final
-    training-set dump, copied into ``dumps`` (the copy is what the row's metrics describe)."""
+    training-set dump, copied into ``dumps`` (the copy is what the row's metrics describe).
+    ``wall_s``: the ``allnc-train`` process's wall time when the run was trained in one go, else
+    (resumed, or trained by an invocation that kept no time) the sum of its epochs' training times."""
     record = json.loads((out / "runs" / run.name / "run.json").read_text())
     last = record["epochs"][-1]
     if record.get("status") != "finished" or "dump" not in last:
@@ -614,12 +624,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data100", help="CIFAR-100 image folder (full profile)")
     p.add_argument("--no-cifar", action="store_true", help="smoke/quick: unconstrained features only")
     p.add_argument("--jobs", type=int, default=2, help="training processes at a time [2]")
+    p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                   help="training seeds of every run, e.g. 0,1 (default: the profile's; cpu: 0 and 1 for CE-LT "
+                        "and AllNC, 0 for the rest); the figures show seed 0")
     p.add_argument("--dry-run", action="store_true", help="print the planned runs and commands; run nothing")
     p.add_argument("--skip-train", action="store_true", help="analyse what is there; train nothing")
     args = p.parse_args(argv)
 
     tic = time.perf_counter()
     families = profile_families(args.profile, with_cifar=not args.no_cifar)
+    if args.seeds:
+        if 0 not in args.seeds:
+            sys.exit("reproduce_paper: --seeds must include 0: the figures show the seed-0 runs")
+        for fam in families:
+            fam.seeds, fam.default_seeds = {}, args.seeds
     roots: dict[str, str | None] = {}
     if any(f.name == "cifar10" for f in families):
         roots["cifar10"] = cifar10_root(args.data, args.tarball, args.dry_run)

@@ -128,6 +128,21 @@ def test_cpu_profile_plans_every_method_and_extra_seeds(tmp_path):
     assert "data.n_max=124" in plan.stdout and "data.n_max=500" in plan.stdout  # the balanced run has the same N
 
 
+def test_seeds_give_every_run_each_seed_and_train_seed_0_first(tmp_path):
+    rp = _module()
+    fam = rp.profile_families("cpu", with_cifar=True)[0]
+    fam.seeds, fam.default_seeds = {}, [0, 1]
+    runs = sorted(rp.plan_runs([fam], {"cifar10": "/data/c10"}), key=rp._priority)
+    assert len(runs) == 20 and [r.seed for r in runs] == [0] * 10 + [1] * 10
+    assert [r.kind for r in runs[10:12]] == ["ce_lt", "allnc_lt"]  # the claims' runs first in each seed
+    plan = _run("--profile", "cpu", "--out", str(tmp_path), "--data", "/data/c10", "--seeds", "0,1", "--dry-run",
+                timeout=60)
+    assert plan.returncode == 0 and plan.stdout.splitlines()[0].startswith("profile cpu: 20 runs"), plan.stderr
+    refused = _run("--profile", "cpu", "--out", str(tmp_path), "--data", "/data/c10", "--seeds", "1", "--dry-run",
+                   timeout=60)
+    assert refused.returncode != 0 and "must include 0" in refused.stderr
+
+
 def test_results_csv_rows_are_what_nctools_analyze_gives_on_the_copied_dump(tmp_path):
     """A finished (fabricated) run gives one CSV row: accuracies as fractions, its final dump copied,
     and metric columns equal to ``nctools analyze`` on that copy."""
