@@ -42,15 +42,18 @@ def eta_curves(total_epochs: int, gammas: Sequence[float],
         eta = np.array([gbbn_eta(x, total_epochs, gamma) for x in t])
         left.plot(t, eta, label=f"gamma = {gamma:g}")
         right.plot(t, 1 - eta, label=f"gamma = {gamma:g}")
-    for label, (x, y) in (measured or {}).items():
-        left.plot(np.asarray(x, float), np.asarray(y, float), ls="none", marker="o", ms=3, color="k", label=label)
+    for label, (x, y) in (measured or {}).items():  # hollow, so the formula's curve shows through
+        left.plot(np.asarray(x, float), np.asarray(y, float), ls="none", marker="o", ms=4, mfc="none", mew=0.8,
+                  color="k", label=label)
     left.set_title("eta(t): conventional branch", fontsize=10)
     right.set_title("1 - eta(t): re-balancing branch", fontsize=10)
     for ax in (left, right):
         ax.set_xlabel("epoch t")
         ax.set_ylim(-0.03, 1.03)
-        ax.legend(fontsize=8)
     left.set_ylabel("weight")
+    # One legend below both panels (the curves cross every corner of the panels).
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), fontsize=8, frameon=False)
     fig.suptitle(title or f"GBBN schedule eta(t) = 1 - (t/T)^gamma, T = {total_epochs}")
     return fig
 
@@ -61,7 +64,8 @@ def methods_by_ratio(panels: Mapping[tuple[str, float], dict[str, Line]], rows: 
     """A grid: row = quantity (``rows``, used as y label), column = imbalance ratio; each cell maps a
     method label to (x, y). Lines keep their colour across cells (by order of first appearance);
     ``None`` values are gaps."""
-    fig = Figure(figsize=(max(4.0, 3.6 * len(ratios)), 3.0 * len(rows) + 0.6), layout="constrained")
+    width = max(5.0, 3.6 * len(ratios))
+    fig = Figure(figsize=(width, 3.0 * len(rows) + 0.6), layout="constrained")
     axes = np.array(fig.subplots(len(rows), len(ratios), squeeze=False))
     order: dict[str, int] = {}
     for (row, ratio), lines in panels.items():
@@ -92,7 +96,8 @@ def methods_by_ratio(panels: Mapping[tuple[str, float], dict[str, Line]], rows: 
                 ax.set_xlabel(xlabel)
     if order:  # one legend below the grid, where it covers no curve
         handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}
-        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(len(handles), 5),
-                   fontsize=8, frameon=False)
+        # as many columns as fit the figure's width (about 1.6 inch per entry), so no label is cut
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+                   ncols=max(1, min(len(handles), int(width // 1.6))), fontsize=8, frameon=False)
     fig.suptitle(title)
     return fig

@@ -56,9 +56,9 @@ def load_split(root: Path, split: str, n_max: int, per_class: int) -> tuple[torc
 def heads(model) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
     """(rows, bias) of every head: ``mean`` (the inference classifier) and, with two heads,
     ``conventional`` and ``rebalancing``."""
-    if model.head_delta is None:
+    delta = getattr(model, "head_delta", None)  # BBN's model has one classifier and no such attribute
+    if delta is None:
         return {"mean": (model.weight.detach(), None if model.bias is None else model.bias.detach())}
-    delta = model.head_delta
     return {head: (model.weight + sign * delta.weight, None if model.bias is None else model.bias + sign * delta.bias)
             for head, sign in HEADS.items()}
 

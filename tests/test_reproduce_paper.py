@@ -106,6 +106,25 @@ def test_eta_figure_matches_the_schedule():
     assert abs(y2[100] - 0.25) < 1e-12
 
 
+def test_legends_lie_inside_the_figure_and_off_the_panels():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from allnc_train.paper_figures import eta_curves, methods_by_ratio
+
+    labels = ["CE balanced", "CE-LT", "LA-LT", "ETF-LT", "AllNC-LT"]
+    line = ([1, 2, 3], [0.3, 0.2, 0.1])
+    grid = methods_by_ratio({("cos-Std", 100): {k: line for k in labels}}, ["cos-Std"], [100], "t")
+    eta = eta_curves(10, [0.5, 1, 2, 4], {"logged by a run": ([1, 2], [1.0, 0.99])})
+    for fig in (grid, eta):
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)  # lay out (constrained layout moves the legend outside the panels)
+        (legend,) = fig.legends
+        box, page = legend.get_window_extent(renderer), fig.bbox
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0, "legend cut at the edge"
+        assert all(not box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+        assert not any(ax.get_legend() for ax in fig.axes)
+
+
 @pytest.mark.slow
 def test_smoke_with_real_cifar10(tmp_path, cifar10_root):
     """The smoke profile with its tiny real CIFAR-10 part (ResNet-32, 1 epoch) on the shared JPEG copy."""
