@@ -2,7 +2,7 @@
 
     python examples/reproduce_paper.py --profile quick --out results/          # 2-core CPU, ~15 min
     python examples/reproduce_paper.py --profile cpu --out results_cpu/ \
-        --csv docs/results/cifar10_lt.csv --dumps docs/results/dumps           # terminal phase, ~3.3 h, resumable
+        --csv docs/results/cifar10_lt.csv --dumps docs/results/dumps           # terminal phase, ~4 h, resumable
     python examples/reproduce_paper.py --profile cpu --seeds 0,1 ...           # every run with 2 seeds, ~7 h
     python examples/reproduce_paper.py --profile full --out results/ --data data/cifar10 \\
         --data100 data/cifar100 --dry-run                                       # GPU recipes: the plan
