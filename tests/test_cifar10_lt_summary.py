@@ -2,21 +2,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "cifar10_lt_summary.py"
+from example_scripts import load_example
+
 COLUMNS = ["method", "beta", "seed", "test_acc", "few_acc", "nc1", "nc1_tail", "nc3_self_duality",
            "tail_icpa_mean_deg_means", "tail_icpa_mean_deg_classifier"]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("cifar10_lt_summary", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cifar10_lt_summary"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write(path: Path, rows: list[list]) -> Path:
@@ -28,7 +19,7 @@ def _write(path: Path, rows: list[list]) -> Path:
 
 
 def test_criteria_use_the_matched_seeds_and_the_mean(tmp_path):
-    m = _module()
+    m = load_example("cifar10_lt_summary")
     runs = m.load(_write(tmp_path / "r.csv", [
         ["ce", 100, 0, 0.35, 0.03, 0.5, 0.4, 0.36, 80.0, 81.0],
         ["ce", 100, 1, 0.35, 0.05, 0.4, 0.5, 0.32, 88.0, 85.0],  # rows only 11.38 below; means 8.38: fails alone
@@ -49,7 +40,7 @@ def test_criteria_use_the_matched_seeds_and_the_mean(tmp_path):
 
 
 def test_chosen_heads_replace_test_accuracy_and_row_geometry(tmp_path):
-    m = _module()
+    m = load_example("cifar10_lt_summary")
     runs = m.load(_write(tmp_path / "r.csv", [["allnc", 100, 1, 0.37, 0.05, 0.1, 0.03, 0.05, 101.0, 98.0]]))
     heads = tmp_path / "h.csv"
     with open(heads, "w", newline="") as fh:

@@ -2,28 +2,17 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from example_scripts import load_example
 
 import nctools
 from allnc_train.data import lt_class_counts, lt_subset_indices, lt_unused_indices, read_image_folder
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "gbbn_heads.py"
 OVERRIDES = ["data.n_max=20", "data.imbalance_ratio=10", "data.num_workers=0", "optim.epochs=2",
              "optim.batch_size=16", "optim.lr=0.05", "optim.warmup_epochs=0", "run.progress=false", "run.device=cpu",
              "run.dump_test=false"]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("gbbn_heads", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gbbn_heads"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_validation_split_is_outside_every_subset_of_that_n_max(cifar10_root):
@@ -44,7 +33,8 @@ def test_every_head_scored_and_the_mean_head_is_the_trainers_classifier(cifar10_
     record = train(load_config(CONFIG_DIR / "cifar10_lt_r100_allnc.yaml", [f"data.root={cifar10_root}", *OVERRIDES]),
                    run)
     out = tmp_path / "heads.csv"
-    assert _module().main([str(run), "--data", str(cifar10_root), "--val-per-class", "5", "--csv", str(out)]) == 0
+    args = [str(run), "--data", str(cifar10_root), "--val-per-class", "5", "--csv", str(out)]
+    assert load_example("gbbn_heads").main(args) == 0
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert {(r["head"], r["split"]) for r in rows} == {(h, s) for h in ("mean", "conventional", "rebalancing")

@@ -1,25 +1,17 @@
 """The paper-reproduction pipeline (examples/reproduce_paper.py) end to end at toy size."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from example_scripts import load_example
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "reproduce_paper.py"
 FIGURES = ("fig2_icpa", "fig3_cos_std", "fig4_self_duality", "fig5b_eta")
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("reproduce_paper", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce_paper"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(*args, timeout=300):
@@ -58,7 +50,7 @@ def test_smoke_ufm_end_to_end_and_resume(tmp_path, one_torch_thread):
 
 def test_partial_run_is_resumed(tmp_path, one_torch_thread):
     """A run killed after its first epoch is continued with allnc-train --resume, not restarted."""
-    rp = _module()
+    rp = load_example("reproduce_paper")
     from allnc_train.cli import CONFIG_DIR
     from allnc_train.config import load_config
     from allnc_train.train import train
@@ -148,7 +140,7 @@ def test_cpu_profile_plans_every_method_and_extra_seeds(tmp_path):
 
 
 def test_seeds_give_every_run_each_seed_and_train_seed_0_first(tmp_path):
-    rp = _module()
+    rp = load_example("reproduce_paper")
     fam = rp.profile_families("cpu", with_cifar=True)[0]
     fam.seeds, fam.default_seeds = {}, [0, 1]
     runs = sorted(rp.plan_runs([fam], {"cifar10": "/data/c10"}), key=rp._priority)
@@ -171,7 +163,7 @@ def test_results_csv_rows_are_what_nctools_analyze_gives_on_the_copied_dump(tmp_
 
     import nctools
 
-    rp = _module()
+    rp = load_example("reproduce_paper")
     (fam,) = rp.profile_families("cpu", with_cifar=True)
     run = next(r for r in rp.plan_runs([fam], {"cifar10": "/data"}) if r.kind == "allnc_lt" and r.seed == 1)
     run_dir = tmp_path / "runs" / run.name
