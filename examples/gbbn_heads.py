@@ -91,10 +91,11 @@ def score_run(run_dir: Path, model, cfg, splits: dict[str, tuple[torch.Tensor, t
     counts = lt_class_counts(cfg.data.n_max, model.num_classes, cfg.data.imbalance_ratio)
     groups = shot_groups(counts)
     rows = []
-    shapes = {head: geometry(run_dir, weight, torch.tensor(counts)) for head, (weight, _) in heads(model).items()}
+    classifiers = heads(model)
+    shapes = {head: geometry(run_dir, weight, torch.tensor(counts)) for head, (weight, _) in classifiers.items()}
     for split, (x, y) in splits.items():
         h = features(model, x)
-        for head, (weight, bias) in heads(model).items():
+        for head, (weight, bias) in classifiers.items():
             acc = accuracy_by_group(F.linear(h, weight, bias), y, groups)
             rows.append({"run": run_dir.name, "method": cfg.method.name, "seed": cfg.seed, "head": head,
                          "split": split, "n": len(y), "chosen": 0, **shapes[head],
