@@ -1,16 +1,22 @@
 """allnc_train: long-tailed training with AllNC and its baselines, writing nctools feature dumps.
 
-Modules, one job each: ``config`` (the config tree and its checks), ``data`` (CIFAR-LT subsets,
-split files, datasets), ``samplers`` (instance / class-balanced / sqrt / reversed), ``models``
-(ResNet-32, ResNet-50, ResNeXt-50, unconstrained features, the NCModel wrapper), ``losses``
-(CE, logit adjustment, HyCon, P2P), ``schedules`` (learning rate, GBBN's eta), ``objective`` (one
-step's loss per method), ``evaluate`` (accuracy, dumps), ``checkpoint``, ``train`` (the loop),
-``cli`` (``allnc-train``), ``make_configs`` (the bundled YAML files), ``paper_figures`` (the AllNC
-paper's own figures), ``nctools_plugin`` (how ``nctools analyze`` reads this trainer's checkpoints and
-ResNet-32 state dicts, registered as entry points).
+Rooms, one job each:
 
-The dependency runs one way: this package builds on ``nctools`` (dumps, atomic writes, the simplex
-ETF, devices, class groups); ``nctools`` never imports it.
+- ``methods/``: the methods table (name -> how to build the model and the run's objective, which
+  components it switches on, its config checks), one module per method family, the losses;
+- ``data/``: long-tailed subsets, readers, datasets, samplers, the random streams, augmentation,
+  the batched pipeline and the loaders;
+- ``schema`` (the config tree and its checks) and ``config`` (a config resolved with its method);
+- ``models`` (ResNet-32, ResNet-50, ResNeXt-50, unconstrained features, the NCModel wrapper),
+  ``schedules`` (learning rate, GBBN's eta);
+- the loop: ``train`` (epochs, evaluation, dumps), ``step`` (one optimisation step), ``evaluate``
+  (features, accuracy, dump files), ``checkpoint``, ``rundir`` (the run folder as a resource),
+  ``distributed`` (torchrun hooks);
+- ``cli`` (``allnc-train``), ``make_configs`` (the bundled YAML files), ``nctools_plugin`` (how
+  ``nctools analyze`` reads this trainer's checkpoints and ResNet-32 state dicts).
+
+The dependency runs one way: this package builds on ``nctools`` (dumps, atomic writes, the run-folder
+layout, the error base class, the simplex ETF, devices, class groups); ``nctools`` never imports it.
 
 Nothing heavy is imported here, so ``allnc-train --help`` stays instant.
 """

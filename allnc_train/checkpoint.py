@@ -12,11 +12,14 @@ from pathlib import Path
 
 import torch
 
+from nctools.errors import InputError
+from nctools.io import layout
 from nctools.io.atomic import atomic_write
 from nctools.io.dump import load_pt
 
 from .config import Config, from_dict, to_dict
-from .models import NCModel, build_model
+from .methods import build_model
+from .models import NCModel
 
 # Format 2: AllNC re-read (docs/ALLNC.md) and BBN rebuilt as its paper has it. A format-1 checkpoint
 # whose config lacks the keys of that change (``predates_reread``) is rebuilt with the behaviour it
@@ -31,18 +34,27 @@ LEGACY_KEYS = {"gbbn": {"heads": 1, "encoder_grad": "full"},
                "p2p": {"means": "running"}}
 
 
-class CheckpointError(ValueError):
-    """A file is not a readable allnc_train checkpoint; the message names the file."""
+class CheckpointError(InputError):
+    """A file is not a readable allnc_train checkpoint, or a run has none; the message names the file."""
 
 
 def checkpoint_path(out: Path, epoch: int) -> Path:
-    return Path(out) / "checkpoints" / f"epoch_{epoch:04d}.pt"
+    return layout.checkpoint_path(out, epoch)
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    """The run's ``checkpoints/epoch_*.pt``, oldest first (by epoch number)."""
+    return layout.epoch_files((Path(out) / layout.CHECKPOINTS).glob("epoch_*.pt"))
 
 
 def latest_checkpoint(out: str | Path) -> Path | None:
     """The newest ``checkpoints/epoch_*.pt`` of a run directory, or None."""
-    found = sorted((Path(out) / "checkpoints").glob("epoch_*.pt"))
+    found = _checkpoints(Path(out))
     return found[-1] if found else None
+
+
+def nothing_to_resume(out: Path) -> str:
+    return f"nothing to resume in {out}: it holds no {layout.CHECKPOINTS}/epoch_*.pt."
 
 
 def save_checkpoint(out: Path, cfg: Config, epoch: int, model, optimizer, scaler, record: dict, keep: int) -> Path:
@@ -55,7 +67,7 @@ def save_checkpoint(out: Path, cfg: Config, epoch: int, model, optimizer, scaler
     # Plain data only, so that torch.load(weights_only=True) reads it back.
     path = atomic_write(checkpoint_path(out, epoch), lambda tmp: torch.save(ckpt, tmp))
     if keep > 0:  # prune only after the new one is safely on disk
-        for old in sorted(path.parent.glob("epoch_*.pt"))[:-keep]:
+        for old in _checkpoints(out)[:-keep]:
             old.unlink(missing_ok=True)
     return path
 
@@ -82,7 +94,7 @@ def predates_reread(ckpt: dict) -> bool:
     return ckpt.get("format") == LEGACY_FORMAT and "heads" not in ckpt["config"].get("gbbn", {})
 
 
-def stored_config(ckpt: dict) -> dict:
+def trained_config(ckpt: dict) -> dict:
     """The checkpoint's config as a dict; a format-1 checkpoint's with the keys it predates filled in
     with the behaviour it was trained with (:data:`LEGACY_KEYS`)."""
     config = ckpt["config"]
@@ -101,7 +113,7 @@ def model_from_checkpoint(ckpt: dict) -> tuple[NCModel, Config]:
     use it). Raises ``KeyError`` for a missing entry, ``ConfigError`` for an invalid config and
     ``RuntimeError`` when the weights do not fit.
     """
-    cfg = from_dict(stored_config(ckpt))
+    cfg = from_dict(trained_config(ckpt))
     # the unconstrained-features model sizes its table by N (nested one level deeper in bbn and etf_dr)
     table = next((v for k, v in ckpt["model"].items() if k.split(".")[-1] == "table"), None)
     model = build_model(cfg, len(ckpt["class_counts"]), 1 if table is None else table.shape[0])
@@ -118,3 +130,11 @@ def load_model(path: str | Path, map_location="cpu") -> tuple[NCModel, Config, d
     ckpt = load_checkpoint(path, map_location)
     model, cfg = model_from_checkpoint(ckpt)
     return model.to(map_location).eval(), cfg, ckpt
+
+
+def run_config(out: Path) -> Config:
+    """The resolved config of the run in ``out``, from its latest checkpoint (resuming without --config)."""
+    ckpt_file = latest_checkpoint(Path(out))
+    if ckpt_file is None:
+        raise CheckpointError(nothing_to_resume(Path(out)))
+    return from_dict(load_checkpoint(ckpt_file)["config"])

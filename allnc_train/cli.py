@@ -22,7 +22,9 @@ from pathlib import Path
 
 import click
 
-from .config import ConfigError
+from nctools.errors import InputError, one_line
+
+from .schema import ConfigError
 
 __all__ = ["CONFIG_DIR", "bundled_configs", "cli", "find_config", "main"]
 
@@ -60,17 +62,12 @@ class Failure(click.ClickException):
         click.echo(f"{PROG}: {self.format_message()}", file=file, err=file is None)
 
 
-def _one_line(err: BaseException) -> str:
-    lines = [part.strip() for part in str(err).splitlines() if part.strip()]
-    return " ".join(lines) or type(err).__name__
-
-
 def _bad_input(err: BaseException) -> Failure:
-    return Failure(f"error: {_one_line(err)}", 2)
+    return Failure(f"error: {one_line(err)}", 2)
 
 
 def _usage(err: click.UsageError) -> Failure:
-    return Failure(f"error: {_one_line(err)} (see {PROG} --help)", 2)
+    return Failure(f"error: {one_line(err)} (see {PROG} --help)", 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,17 +183,16 @@ def cli(config: str | None, out: str | None, overrides: tuple[str, ...], resume:
 
             click.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False), nl=False)
             return 0
-        from .train import RunError, TrainingDiverged, train  # heavy imports (torch) only when training
+        from .train import TrainingDiverged, train  # heavy imports (torch) only when training
 
         try:
             record = train(cfg, out, resume=resume)
-        except RunError as exc:
-            raise ConfigError(str(exc)) from None
         except TrainingDiverged as exc:
-            raise Failure(f"error: {_one_line(exc)}", 1) from None
-    except (ConfigError, OSError, ValueError) as exc:
-        # Library errors become one line at the boundary (DumpError is a ValueError too; OSError: a
-        # file system problem outside the run, e.g. an unreadable config file).
+            raise Failure(f"error: {one_line(exc)}", 1) from None
+    except (InputError, OSError, ValueError) as exc:
+        # Library errors become one line at the boundary (ConfigError, RunError, CheckpointError and
+        # DumpError are InputErrors; OSError: a file system problem outside the run, e.g. an unreadable
+        # config file).
         raise _bad_input(exc) from None
     except KeyboardInterrupt:
         raise Failure(f"interrupted; continue with: {PROG} --out {out} --resume", 130) from None
@@ -221,12 +217,9 @@ def _resolve(config: str | None, out: str | None, overrides: list[str], resume: 
             raise ConfigError("--config is required for a new run (a file or a bundled name; see --list-configs).")
         if not out:  # --print-config --resume: the config of the run in --out
             raise ConfigError(_OUT_REQUIRED)
-        from .train import stored_config  # resuming without --config: the run's own config
+        from .checkpoint import run_config  # resuming without --config: the run's own config
 
-        try:
-            cfg = stored_config(Path(out))
-        except RuntimeError as exc:
-            raise ConfigError(str(exc)) from None
+        cfg = run_config(Path(out))
         if overrides:
             from .config import resolve, to_dict
 

@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, Sampler, Subset
 
-from .objective import training_loss
+from .evaluate import accuracy_by_group as local_accuracy_by_group
 
 # ---------------------------------------------------------------------------------------------
 # Process group and ranks
@@ -142,12 +142,16 @@ class ShardedSampler(Sampler[int]):
     def __len__(self) -> int:
         return math.ceil(len(self.base) / self.world)
 
-    def __iter__(self) -> Iterator[int]:
-        idx = list(self.base)
+    def draw(self) -> torch.Tensor:
+        """This rank's share of the epoch as an int64 CPU tensor (the base's ``draw()`` where it has one)."""
+        idx = self.base.draw() if hasattr(self.base, "draw") else torch.as_tensor(list(self.base), dtype=torch.int64)
         total = len(self) * self.world
-        while idx and len(idx) < total:
-            idx += idx[: total - len(idx)]
-        return iter(idx[self.rank:: self.world])
+        while len(idx) and len(idx) < total:  # wrap round to a multiple of world
+            idx = torch.cat([idx, idx[: total - len(idx)]])
+        return idx[self.rank:: self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.draw().tolist())
 
 
 def shard_sampler(sampler: Sampler[int]) -> Sampler[int]:
@@ -181,25 +185,25 @@ def local_batch_size(batch_size: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 class _LossForward(nn.Module):
-    """``objective.training_loss`` as a module's forward, so DistributedDataParallel sees one forward
-    (and syncs gradients in the backward) per step, however many model methods the loss calls."""
+    """The run's objective as a module's forward, so DistributedDataParallel sees one forward (and syncs
+    gradients in the backward) per step, however many model methods the loss calls."""
 
-    def __init__(self, model: nn.Module, cfg):
+    def __init__(self, model: nn.Module, objective):
         super().__init__()
-        self.model, self.cfg = model, cfg
+        self.model, self.objective = model, objective
 
-    def forward(self, batch, rebal_batch, eta, log_prior):
-        return training_loss(self.model, self.cfg, batch, rebal_batch, eta, log_prior)
+    def forward(self, batch):
+        return self.objective.loss(self.model, batch)
 
 
-def wrap(model: nn.Module, cfg, device: torch.device) -> nn.Module | None:
+def wrap(model: nn.Module, objective, device: torch.device) -> nn.Module | None:
     """The loss forward wrapped in DistributedDataParallel, or None on one process (plain loop)."""
     if not is_distributed():
         return None
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(_LossForward(model, cfg), device_ids=ids, output_device=None if ids is None
+    return DistributedDataParallel(_LossForward(model, objective), device_ids=ids, output_device=None if ids is None
                                    else ids[0])
 
 
@@ -234,10 +238,8 @@ def accuracy_by_group(logits: torch.Tensor, labels: torch.Tensor, groups: Sequen
     Per-class sample and hit counts are summed with ``all_reduce``; accuracy = 100 * hits / samples,
     the same float64 division the single-process mean does, so the numbers are equal, not close.
     """
-    from .evaluate import accuracy_by_group as local
-
     if not is_distributed():
-        return local(logits, labels, groups)
+        return local_accuracy_by_group(logits, labels, groups)
     C = len(groups)
     hit = logits.argmax(1) == labels
     counts = torch.stack([torch.bincount(labels, minlength=C), torch.bincount(labels[hit], minlength=C)])

@@ -10,9 +10,11 @@ from .models import NCModel
 
 
 @torch.no_grad()
-def collect(model: NCModel, loader: Iterable, device: torch.device, autocast: torch.dtype | None = None,
-            channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collect(model: NCModel, loader: Iterable, device: torch.device, channels_last: bool = False
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Features (N, d) float32, labels (N,) int64 and logits (N, C) float32, on the CPU, in loader order.
+
+    In full precision: the dumped features are what NC1..NC4 are measured on.
 
     ``loader`` yields (x, y) batches, on the CPU (a DataLoader) or already on ``device`` (the batched
     pipeline). Everything stays on ``device`` until one copy of each result to the CPU at the end.
@@ -25,7 +27,7 @@ def collect(model: NCModel, loader: Iterable, device: torch.device, autocast: to
         x = x.to(device, non_blocking=True)
         if channels_last and x.dim() == 4 and x.is_floating_point():
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        with torch.autocast(device.type, enabled=False):
             h = model.features(x)
             z = model.classify(h)
         feats.append(h.float())

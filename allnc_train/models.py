@@ -7,7 +7,7 @@
 - ``FreeFeatures``: the unconstrained-features (layer-peeled) model of Fang et al. 2021: a learnable
   table with one free feature vector per training sample, looked up by sample index.
 - ``NCModel``: backbone -> feature h; classifier (linear, or a fixed simplex ETF); optional
-  projection MLP and predictor for HyCon; running class statistics for HyCon and P2P as buffers,
+  projection MLP and predictor for HyCon (``projection``); running class statistics for HyCon and P2P as buffers,
   so they live in checkpoints. Inference is one plain forward: ``model(x)`` gives logits.
   With ``two_heads`` (GBBN's two classification heads) the conventional head is
   ``classifier + head_delta`` and the re-balancing head ``classifier - head_delta``: the inference
@@ -22,7 +22,7 @@ from torch import nn
 
 from nctools.core.geometry import simplex_etf
 
-from .config import Config
+from .schema import Config
 
 # ---------------------------------------------------------------------------------------------
 # ResNet-32 for CIFAR
@@ -119,7 +119,7 @@ class NCModel(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, fixed_etf: bool = False, etf_scale: float = 1.0,
-                 bias: bool = True, heads: bool = False, proj_hidden: int = 512, proj_dim: int = 128,
+                 bias: bool = True, projection: bool = False, proj_hidden: int = 512, proj_dim: int = 128,
                  two_heads: bool = False):
         super().__init__()
         self.backbone = backbone
@@ -141,10 +141,10 @@ class NCModel(nn.Module):
             nn.init.zeros_(self.head_delta.weight)  # the heads start equal; they part as the branches train them
             if bias:
                 nn.init.zeros_(self.head_delta.bias)
-        self.projector = _mlp(d, proj_hidden, proj_dim) if heads else None
-        self.predictor = _mlp(proj_dim, proj_hidden, proj_dim) if heads else None
+        self.projector = _mlp(d, proj_hidden, proj_dim) if projection else None
+        self.predictor = _mlp(proj_dim, proj_hidden, proj_dim) if projection else None
         self.register_buffer("class_means", torch.zeros(num_classes, d))
-        self.register_buffer("prototypes", torch.zeros(num_classes, proj_dim if heads else 1))
+        self.register_buffer("prototypes", torch.zeros(num_classes, proj_dim if projection else 1))
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
         self.register_buffer("proto_seen", torch.zeros(num_classes, dtype=torch.bool))
 
@@ -184,29 +184,6 @@ def backbone_from_config(cfg: Config, num_samples: int) -> nn.Module:
     if m.arch == "ufm":
         return FreeFeatures(num_samples, m.feature_dim, m.ufm_init_std)
     return torchvision_backbone(m.arch)
-
-
-def build_model(cfg: Config, num_classes: int, num_samples: int) -> nn.Module:
-    """The model a config describes (``num_samples`` sizes the free-feature table of ``ufm``).
-
-    ``bbn`` and ``etf_dr`` have models of their own (:mod:`allnc_train.bbn`,
-    :mod:`allnc_train.dot_regression`), with NCModel's surface: ``features``, ``classify``,
-    ``weight``, ``bias``.
-    """
-    m = cfg.model
-    if cfg.method.name == "bbn":
-        from .bbn import build_bbn_model  # imported here: bbn.py builds on this module
-
-        return build_bbn_model(cfg, num_classes, num_samples)
-    if cfg.method.name == "etf_dr":
-        from .dot_regression import build_etf_dr_model
-
-        return build_etf_dr_model(cfg, num_classes, num_samples)
-    backbone = backbone_from_config(cfg, num_samples)
-    return NCModel(backbone, num_classes, fixed_etf=cfg.method.name == "etf", etf_scale=cfg.method.etf_scale,
-                   bias=m.bias, heads=bool(cfg.hycon.enabled) and cfg.hycon.feature_share < 1,
-                   proj_hidden=m.proj_hidden, proj_dim=m.proj_dim,
-                   two_heads=bool(cfg.gbbn.enabled) and cfg.gbbn.heads == 2)
 
 
 def num_parameters(model: nn.Module) -> int:

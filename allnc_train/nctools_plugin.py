@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from nctools import Dump
+from nctools.errors import first_line
 from nctools.io.images import normalization
 from nctools.io.sources import (
     Architecture,
@@ -47,7 +48,7 @@ def read_checkpoint(path: Path, contents: dict, options: SourceOptions) -> Dump 
     except (ConfigError, ValueError) as err:
         raise source_error(path, f"the stored config is invalid ({err})") from err
     except RuntimeError as err:  # load_state_dict: the weights do not fit the stored config
-        raise source_error(path, f"its weights do not fit its stored config ({str(err).splitlines()[0]})") from err
+        raise source_error(path, f"its weights do not fit its stored config ({first_line(err)})") from err
     split = options.split or "train"
     if options.data is not None:
         cfg.data.root = str(options.data)
@@ -82,11 +83,12 @@ def resnet32(path: Path, state: dict) -> Architecture:
         width = state["backbone.conv1.weight"].shape[0] // 16
     except KeyError as err:
         raise source_error(path, f"is not a state dict of allnc_train's ResNet-32: it has no {err} tensor") from None
-    heads = "projector.0.weight" in state
+    projection = "projector.0.weight" in state
     sizes = {}
-    if heads:
+    if projection:
         sizes = dict(proj_hidden=state["projector.0.weight"].shape[0], proj_dim=state["projector.3.weight"].shape[0])
-    model = NCModel(ResNetCifar(5, width), num_classes, bias="classifier.bias" in state, heads=heads, **sizes)
+    model = NCModel(ResNetCifar(5, width), num_classes, bias="classifier.bias" in state, projection=projection,
+                    **sizes)
     load_weights(path, model, state)
     return Architecture(_with_linear_head(model), 32, normalization("cifar10"))
 

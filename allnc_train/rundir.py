@@ -29,20 +29,23 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
+from nctools.errors import InputError, os_reason
+from nctools.io import layout
 from nctools.io.atomic import temporary_target
 
 from . import distributed
-from .checkpoint import latest_checkpoint
+from .checkpoint import latest_checkpoint, nothing_to_resume
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; runs there go unlocked, as before
     fcntl = None
 
-LOCK_NAME = "run.lock"
+LOCK_NAME = layout.LOCK
 # The folders a run writes into (relative to the run directory) and the names it writes there.
-_OWN_FILES = {".": re.compile(r"run\.json|write-probe"), "checkpoints": re.compile(r"epoch_\d+\.pt"),
-              "dumps": re.compile(r"epoch_\d+\.\w+"), "dumps-test": re.compile(r"epoch_\d+\.\w+")}
+_EPOCH_FILE = re.compile(r"epoch_\d+\.\w+")
+_OWN_FILES = {".": re.compile(rf"{re.escape(layout.RECORD)}|write-probe"), layout.CHECKPOINTS: _EPOCH_FILE,
+              **{folder: _EPOCH_FILE for folder in layout.DUMP_FOLDERS.values()}}
 # The old trainer's own temporaries (".NAME.tmp-<pid>"); nctools.io.atomic knows its current ones.
 _LEGACY_TEMPORARY = re.compile(r"\.(?P<name>.+)\.tmp-\d+")
 # flock refused by the file system itself (some network and FUSE mounts): the run goes on unlocked.
@@ -52,13 +55,9 @@ _TORCH_WRITE_FAILED = re.compile(r"unexpected pos|PytorchStreamWriter failed|fil
 _OS_ERROR_IN_TEXT = re.compile(r"I/O error: (?P<reason>.+?) \(os error \d+\)")
 
 
-class RunError(RuntimeError):
+class RunError(InputError):
     """A run cannot start, resume or go on (existing or locked run, no checkpoint, config mismatch,
     a failed write); one sentence."""
-
-
-def nothing_to_resume(out: Path) -> str:
-    return f"nothing to resume in {out}: it holds no checkpoints/epoch_*.pt."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +224,7 @@ def remove_stale_temporaries(out: Path) -> list[Path]:
 def reason(exc: BaseException) -> str | None:
     """Why a write failed, in a few words, or None when ``exc`` is not a failed write."""
     if isinstance(exc, OSError):
-        text = exc.strerror or str(exc)
+        text = os_reason(exc)
     elif isinstance(exc, RuntimeError) and _TORCH_WRITE_FAILED.search(str(exc)):
         return "torch.save stopped part-way, as on a full disk"
     elif isinstance(exc, SafetensorError) and _OS_ERROR_IN_TEXT.search(str(exc)):
@@ -255,7 +254,7 @@ def _resume_hint(out: Path) -> str:
     last = latest_checkpoint(out)
     if last is None:
         return "no epoch is saved yet: fix that and start the run again."
-    return f"the run is saved up to epoch {int(last.stem.split('_')[1])}: fix that and continue it with --resume."
+    return f"the run is saved up to epoch {layout.epoch_of(last)}: fix that and continue it with --resume."
 
 
 def stopped_by(exc: OSError, out: Path) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .config import OptimConfig
+from .schema import OptimConfig
 
 
 def warmup_steps(cfg: OptimConfig, steps_per_epoch: int) -> int:
@@ -14,7 +14,7 @@ def warmup_steps(cfg: OptimConfig, steps_per_epoch: int) -> int:
 def learning_rate(cfg: OptimConfig, step: int, steps_per_epoch: int) -> float:
     """Learning rate at global step ``step`` (0-based): linear warm-up, then cosine / step / constant.
 
-    >>> from allnc_train.config import OptimConfig
+    >>> from allnc_train.schema import OptimConfig
     >>> c = OptimConfig(epochs=10, lr=1.0, warmup_epochs=2, schedule="cosine")
     >>> [round(learning_rate(c, s, 1), 3) for s in (0, 1, 2, 6, 9)]
     [0.5, 1.0, 1.0, 0.5, 0.038]

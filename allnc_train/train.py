@@ -13,7 +13,7 @@ torch from (seed, epoch) and every sampler draws from its own (seed, stream, epo
 run resumed from the checkpoint of epoch k repeats epochs k+1.. exactly (bitwise on the CPU).
 
 Data: CIFAR and the labels-only synthetic data run through the batched on-device pipeline
-(:mod:`allnc_train.pipeline`, ``data.pipeline``), file-backed data through torch DataLoaders; both
+(:mod:`allnc_train.data.pipeline`, ``data.pipeline``), file-backed data through torch DataLoaders; both
 draw the same samples from the same samplers. On CUDA the model and its image batches are
 channels-last (``run.channels_last``), the step runs under autocast (``run.amp``, ``run.amp_dtype``)
 and ``run.compile`` compiles the backbone with ``torch.compile``.
@@ -29,43 +29,43 @@ from __future__ import annotations
 
 import math
 import platform
-import random
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
-from typing import NamedTuple
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from nctools.core.device import resolve_device
+from nctools.errors import first_line
+from nctools.io import layout
 from nctools.io.atomic import atomic_write_json
 
 from . import distributed, rundir
 from .checkpoint import (
-    CheckpointError,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
+    nothing_to_resume,
     predates_reread,
     save_checkpoint,
 )
-from .config import Config, flatten, from_dict, method_label, to_dict
+from .config import Config, flatten, method_label, to_dict
 from .data import DataBundle, build_data, shot_groups
+from .data.loaders import Loaders, make_loaders, set_epoch, to_device
+from .data.pipeline import pipeline_kind, use_channels_last
+from .data.seeds import epoch_seed, loop_stream, seed_everything
 from .evaluate import collect, write_dump
-from .models import build_model, num_parameters
-from .objective import train_step
-from .pipeline import channels_last_views, make_batched_loaders, pipeline_kind, use_channels_last
+from .methods import Batch, Objective, build_model, build_objective
+from .models import num_parameters
 from .rundir import RunError
-from .samplers import ClassAwareSampler, epoch_seed
-from .schedules import gbbn_eta, learning_rate
+from .schedules import learning_rate
+from .step import Optimisation, train_step
 
 # Keys that may differ between a run and its resumption: where data lives and how the run is shown.
 RESUME_MAY_CHANGE = {"run.progress", "run.device", "data.root", "data.download", "data.train_split",
@@ -88,12 +88,6 @@ def run_device(name: str) -> torch.device:
         raise RunError(f"run.device: {exc}.") from None
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def environment(device: torch.device) -> dict:
     """Provenance stored in run.json: versions, device, code revision."""
     import torchvision
@@ -111,56 +105,6 @@ def environment(device: torch.device) -> dict:
             "threads": torch.get_num_threads(), "git_commit": commit}
 
 
-def _to(batch, device, channels_last: bool = False):
-    """A batch of tensors on ``device`` (a no-op for the batched pipeline's); image batches channels-last
-    when asked."""
-    if batch is None:
-        return None
-    x, *rest = (t.to(device, non_blocking=True) for t in batch)
-    if channels_last and x.is_floating_point():
-        x = channels_last_views(x)
-    return (x, *rest)
-
-
-class Loaders(NamedTuple):
-    """The data of one run, on this rank's share: DataLoaders or the batched pipeline's loaders,
-    each an iterable of (x, y) batches with ``len()`` = batches per pass."""
-
-    conventional: Iterable  # instance-balanced training batches
-    rebalancing: Iterable | None  # GBBN's re-balancing branch (None without GBBN)
-    train_eval: Iterable  # the training set in order, plain transform: evaluation and dumps
-    test: Iterable | None  # the evaluation set (test split or held-out samples), when the data has one
-    pipeline: str = "loader"  # batched | loader
-    channels_last: bool = False  # image batches (and the model) channels-last
-
-
-def make_loaders(cfg: Config, data: DataBundle, device: torch.device) -> Loaders:
-    channels_last = use_channels_last(cfg, device)
-    if pipeline_kind(cfg) == "batched":
-        return Loaders(*make_batched_loaders(cfg, data, device), pipeline="batched", channels_last=channels_last)
-    pin = device.type == "cuda"
-    common = dict(batch_size=distributed.local_batch_size(cfg.optim.batch_size), num_workers=cfg.data.num_workers,
-                  pin_memory=pin, persistent_workers=False)
-    shard, block = distributed.shard_sampler, distributed.shard_dataset  # this rank's share; identity on one
-    conv = ClassAwareSampler(data.train_labels, data.class_counts, "instance", cfg.seed, stream=0)
-    rebalancing = None
-    if cfg.gbbn.enabled:
-        rebal = ClassAwareSampler(data.train_labels, data.class_counts, cfg.gbbn.sampler, cfg.seed, stream=1)
-        rebalancing = DataLoader(data.train, sampler=shard(rebal), **common)
-    return Loaders(
-        conventional=DataLoader(data.train, sampler=shard(conv), **common),
-        rebalancing=rebalancing,
-        train_eval=DataLoader(block(data.train_eval), shuffle=False, **common),
-        test=DataLoader(block(data.test), shuffle=False, **common) if data.test is not None else None,
-        channels_last=channels_last,
-    )
-
-
-def _set_epoch(loader, epoch: int) -> None:
-    """The epoch's sampler draw (and, for the batched pipeline, its augmentation seed)."""
-    (loader.set_epoch if hasattr(loader, "set_epoch") else loader.sampler.set_epoch)(epoch)
-
-
 def compile_model(model: torch.nn.Module) -> None:
     """``torch.compile`` the backbone (and HyCon heads) in place, keeping the state-dict keys; a
     failure to set it up raises RunError (one that shows only at the first call: see ``_compiled``)."""
@@ -169,12 +113,8 @@ def compile_model(model: torch.nn.Module) -> None:
             if part is not None:
                 part.compile()
     except Exception as exc:  # e.g. a Python version torch.compile does not support
-        raise RunError(f"run.compile: torch.compile is not available here ({_first_line(exc)}); set "
+        raise RunError(f"run.compile: torch.compile is not available here ({first_line(exc)}); set "
                        "run.compile=false.") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @contextmanager
@@ -184,7 +124,7 @@ def _compiled(cfg: Config) -> Iterator[None]:
         yield
     except Exception as exc:
         if cfg.run.compile and type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
-            raise RunError(f"run.compile: torch.compile failed on this model ({_first_line(exc)}); set "
+            raise RunError(f"run.compile: torch.compile failed on this model ({first_line(exc)}); set "
                            "run.compile=false to train without it.") from None
         raise
 
@@ -197,15 +137,12 @@ def _open_run(cfg: Config, out: Path, resume: bool) -> dict | None:
     """Check the run directory; return the checkpoint to resume from (or None for a fresh run)."""
     existing = latest_checkpoint(out)
     if not resume:
-        if existing is not None or (out / "run.json").exists():
+        if existing is not None or layout.record_path(out).exists():
             raise RunError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
         return None
     if existing is None:
-        raise RunError(rundir.nothing_to_resume(out))
-    try:
-        ckpt = load_checkpoint(existing)
-    except CheckpointError as exc:
-        raise RunError(str(exc)) from None
+        raise RunError(nothing_to_resume(out))
+    ckpt = load_checkpoint(existing)
     if predates_reread(ckpt):
         raise RunError(f"{existing} was written by an earlier allnc_train (checkpoint format 1, before AllNC was "
                        "re-read and BBN rebuilt); nctools can still analyse it, but it cannot be resumed: start a "
@@ -217,17 +154,6 @@ def _open_run(cfg: Config, out: Path, resume: bool) -> dict | None:
         raise RunError(f"the config differs from the run's own in {', '.join(changed)} (e.g. {k}: run has "
                        f"{old.get(k)!r}, now {new.get(k)!r}); resume with the run's config.")
     return ckpt
-
-
-def stored_config(out: Path) -> Config:
-    """The resolved config of the run in ``out`` (from its latest checkpoint)."""
-    ckpt_file = latest_checkpoint(Path(out))
-    if ckpt_file is None:
-        raise RunError(rundir.nothing_to_resume(Path(out)))
-    try:
-        return from_dict(load_checkpoint(ckpt_file)["config"])
-    except CheckpointError as exc:
-        raise RunError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,26 +174,27 @@ def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: in
     groups = shot_groups(data.class_counts)
     meta = {"epoch": epoch, "dataset": cfg.data.dataset, "imbalance_ratio": round(data.imbalance_ratio, 6),
             "method": method_label(cfg), "class_names": data.class_names, "arch": cfg.model.arch, "seed": cfg.seed}
-    suffix = cfg.run.dump_format
+    fmt = cfg.run.dump_format
     metrics: dict = {}
     if do_dump or (do_eval and eval_loader is None):
-        feats, labels, logits = collect(model, train_loader, device, None, loaders.channels_last)
+        feats, labels, logits = collect(model, train_loader, device, loaders.channels_last)
         metrics["train_top1"] = accuracy_by_group(logits, labels, groups)["top1"]
         if do_dump:
-            _write_dump(out / "dumps" / f"epoch_{epoch:04d}.{suffix}", feats, labels, model, data.class_counts,
-                        cfg.run.dump_dtype, {**meta, "split": "train"})
-            metrics["dump"] = f"dumps/epoch_{epoch:04d}.{suffix}"
+            path = layout.dump_path(out, "train", epoch, fmt)
+            _write_dump(path, feats, labels, model, data.class_counts, cfg.run.dump_dtype, {**meta, "split": "train"})
+            metrics["dump"] = path.relative_to(out).as_posix()
         if eval_loader is None:  # labels-only data (unconstrained features): the training samples are all there is
             metrics.update({f"eval_{k}": v for k, v in accuracy_by_group(logits, labels, groups).items()})
             metrics["eval_split"] = "train"
     if eval_loader is not None and (do_eval or (do_dump and cfg.run.dump_test)):
-        feats, labels, logits = collect(model, eval_loader, device, None, loaders.channels_last)
+        feats, labels, logits = collect(model, eval_loader, device, loaders.channels_last)
         metrics.update({f"eval_{k}": v for k, v in accuracy_by_group(logits, labels, groups).items()})
         metrics["eval_split"] = data.eval_split
         if do_dump and cfg.run.dump_test:
-            _write_dump(out / "dumps-test" / f"epoch_{epoch:04d}.{suffix}", feats, labels, model, data.class_counts,
-                        cfg.run.dump_dtype, {**meta, "split": data.eval_split})
-            metrics["dump_test"] = f"dumps-test/epoch_{epoch:04d}.{suffix}"
+            path = layout.dump_path(out, "test", epoch, fmt)
+            _write_dump(path, feats, labels, model, data.class_counts, cfg.run.dump_dtype,
+                        {**meta, "split": data.eval_split})
+            metrics["dump_test"] = path.relative_to(out).as_posix()
     return metrics
 
 
@@ -283,19 +210,19 @@ def _write_dump(path: Path, feats, labels, *args) -> None:
 # The loop
 # ---------------------------------------------------------------------------------------------
 
-def train_one_epoch(model, cfg: Config, optimizer, scaler, loaders: Loaders, epoch: int, device, amp,
-                    log_prior: torch.Tensor, loss_forward=None) -> dict:
+def train_one_epoch(model, cfg: Config, objective: Objective, optim: Optimisation, loaders: Loaders, epoch: int,
+                    device, loss_forward=None) -> dict:
     """One pass over the training set; returns the epoch's mean losses, last lr and eta.
 
-    ``loss_forward``: the DistributedDataParallel-wrapped loss when training across processes.
+    ``loss_forward``: the DistributedDataParallel-wrapped objective when training across processes.
     """
     conv_loader, rebal_loader = loaders.conventional, loaders.rebalancing
     steps = len(conv_loader)
-    seed_everything(epoch_seed(cfg.seed, 99 + 1000 * distributed.rank(), epoch))  # the DataLoaders' augmentation
+    seed_everything(epoch_seed(cfg.seed, loop_stream(distributed.rank()), epoch))  # the DataLoaders' augmentation
     for loader in (conv_loader, rebal_loader):
         if loader is not None:
-            _set_epoch(loader, epoch)
-    eta = gbbn_eta(epoch - 1, cfg.optim.epochs, cfg.gbbn.gamma) if cfg.gbbn.enabled else 1.0
+            set_epoch(loader, epoch)
+    objective.set_epoch(epoch)
     model.train()
     sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))  # summed on device: no sync
     tic = time.perf_counter()
@@ -304,16 +231,16 @@ def train_one_epoch(model, cfg: Config, optimizer, scaler, loaders: Loaders, epo
                                             disable=not (cfg.run.progress and distributed.is_main()), leave=False,
                                             file=sys.stderr)):
         lr = learning_rate(cfg.optim, (epoch - 1) * steps + i, steps)
-        for group in optimizer.param_groups:
+        for group in optim.optimizer.param_groups:
             group["lr"] = lr
         cl = loaders.channels_last
-        parts = train_step(model, cfg, optimizer, scaler, _to(batch, device, cl), _to(rebal, device, cl), eta,
-                           log_prior, amp, loss_forward)
+        parts = train_step(model, objective, optim, Batch(to_device(batch, device, cl), to_device(rebal, device, cl)),
+                           loss_forward)
         for k, v in parts.items():
             sums[k] += v.float()
     sums = distributed.mean_over_ranks(sums)  # the same on every rank, so all ranks agree on divergence
     distributed.sync_buffers(model)  # evaluate and checkpoint rank 0's running statistics everywhere
-    entry = {"epoch": epoch, "lr": lr, "eta": eta, **{k: (v / steps).item() for k, v in sums.items()},
+    entry = {"epoch": epoch, "lr": lr, "eta": objective.eta, **{k: (v / steps).item() for k, v in sums.items()},
              "train_time_s": round(time.perf_counter() - tic, 3)}
     if not math.isfinite(entry["loss"]):
         raise TrainingDiverged(f"training diverged in epoch {epoch}: the mean loss is {entry['loss']}; lower "
@@ -348,8 +275,8 @@ def _save_epoch(out: Path, cfg: Config, epoch: int, model, optimizer, scaler, re
 
 
 def _save_record(out: Path, record: dict) -> None:
-    with rundir.writing(out / "run.json", out):
-        atomic_write_json(out / "run.json", record, allow_nan=True)
+    with rundir.writing(layout.record_path(out), out):
+        atomic_write_json(layout.record_path(out), record, allow_nan=True)
 
 
 def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_after: int | None) -> dict:
@@ -391,15 +318,14 @@ def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_afte
 
     if cfg.run.compile:
         compile_model(model)
-    loss_forward = distributed.wrap(model, cfg, device)  # DistributedDataParallel across processes, else None
+    objective = build_objective(cfg, data.class_counts, device)
+    loss_forward = distributed.wrap(model, objective, device)  # DistributedDataParallel across processes, else None
     loaders = make_loaders(cfg, data, device)
-    counts = torch.tensor(data.class_counts, dtype=torch.float32)
-    log_prior = (counts / counts.sum()).log().to(device)  # (C,) for logit adjustment
+    optim = Optimisation(optimizer, scaler, amp)
 
     for epoch in range(start, cfg.optim.epochs + 1):
         with _compiled(cfg):
-            entry = train_one_epoch(model, cfg, optimizer, scaler, loaders, epoch, device, amp, log_prior,
-                                    loss_forward)
+            entry = train_one_epoch(model, cfg, objective, optim, loaders, epoch, device, loss_forward)
             entry.update(evaluate_and_dump(model, cfg, data, out, epoch, loaders, device))
         record["epochs"].append(entry)
         if epoch == cfg.optim.epochs:

@@ -4,7 +4,7 @@
 
 Data: a stand-in CIFAR-10-LT (beta = 100) held in memory, 12,406 random uint8 32x32 images with
 the literature's class counts (no dataset files needed), run through the trainer's own batched
-pipeline (``allnc_train.pipeline``: sampler, on-device gather, augmentation, normalisation).
+pipeline (``allnc_train.data.pipeline``: sampler, on-device gather, augmentation, normalisation).
 Three figures per method, each counted in source images (conventional-branch images, one per
 sample of the instance-balanced batch):
 
@@ -34,9 +34,9 @@ import torch
 from allnc_train.cli import CONFIG_DIR
 from allnc_train.config import load_config
 from allnc_train.data import DataBundle, TensorImages, lt_class_counts
-from allnc_train.models import build_model
-from allnc_train.objective import train_step
-from allnc_train.pipeline import make_batched_loaders, use_channels_last
+from allnc_train.data.pipeline import make_batched_loaders, use_channels_last
+from allnc_train.methods import Batch, build_model, build_objective
+from allnc_train.step import Optimisation, train_step
 from nctools.core.device import resolve_device
 
 METHODS = ("ce", "allnc")
@@ -63,12 +63,13 @@ class Bench:
         if use_channels_last(cfg, device):
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=cfg.optim.weight_decay)
-        self.amp = getattr(torch, cfg.run.amp_dtype) if cfg.run.amp and device.type == "cuda" else None
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=cfg.optim.weight_decay)
+        amp = getattr(torch, cfg.run.amp_dtype) if cfg.run.amp and device.type == "cuda" else None
+        self.optim = Optimisation(opt, torch.amp.GradScaler(device.type, enabled=amp == torch.float16), amp)
         self.views = cfg.hycon.views if cfg.hycon.enabled else 1
         self.conv, self.rebal, _, _ = make_batched_loaders(cfg, data, device)
-        self.log_prior = torch.full((10,), -2.3, device=device)
+        self.objective = build_objective(cfg, data.class_counts, device)
+        self.objective.eta = 0.5  # GBBN's weight half-way through a run: both branches carry loss
         self.stream = self._batches()
         self.fixed = next(self.stream)  # the pre-made batch of the model-only step
 
@@ -97,7 +98,7 @@ class Bench:
         return time.perf_counter() - tic
 
     def _step(self, batch, rebal) -> None:
-        train_step(self.model, self.cfg, self.opt, self.scaler, batch, rebal, 0.5, self.log_prior, self.amp)
+        train_step(self.model, self.objective, self.optim, Batch(batch, rebal))
 
     def model_step(self) -> float:
         """Seconds of one ``train_step`` on the pre-made batch."""

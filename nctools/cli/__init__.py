@@ -11,13 +11,14 @@ import warnings
 
 import click
 
-from .options import DEBUG_ENV, BadInput, InternalError, one_line
+from ..errors import InputError, one_line
+from .options import DEBUG_ENV, BadInput, InternalError
 
 __all__ = ["cli", "main"]
 
-# Errors that mean "the input is unusable": DumpError/SourceError and validation errors are
-# ValueError or TypeError, missing or unreadable files OSError.
-_BAD_INPUT = (ValueError, TypeError, OSError)
+# Errors that mean "the input is unusable": the project's own (DumpError, SourceError, ...) are
+# InputError; validation errors are ValueError or TypeError, missing or unreadable files OSError.
+_BAD_INPUT = (InputError, ValueError, TypeError, OSError)
 
 
 class _Group(click.Group):

@@ -12,7 +12,8 @@ DEMO_DUMP = "demo_cifar10_lt.safetensors"
 
 
 def demo_dump_path() -> Path:
-    """The bundled dump: ResNet-32 trained with CE to the terminal phase on CIFAR-10-LT (examples/make_demo_dump.py)."""
+    """The bundled dump: ResNet-32 trained with CE to the terminal phase on CIFAR-10-LT
+    (experiments/make_demo_dump.py)."""
     return Path(str(resources.files("nctools") / "data" / DEMO_DUMP))
 
 
@@ -31,7 +32,7 @@ def demo(out, png, fmt, device, quiet) -> None:
     The dump holds the final train-set features of a ResNet-32 trained with cross-entropy to the
     terminal phase (120 epochs, training accuracy 99.9 %) on the CPU on a long-tailed CIFAR-10
     subset (imbalance ratio 100: 500 down to 5 images per class), with its classifier;
-    examples/make_demo_dump.py packaged it. The report is
+    experiments/make_demo_dump.py packaged it. The report is
     what `nctools analyze` writes: the metrics table, metrics.json, per_class.csv and the
     figure PDFs.
     """

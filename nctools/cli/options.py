@@ -25,12 +25,6 @@ class InternalError(click.ClickException):
     exit_code = 1
 
 
-def one_line(err: BaseException) -> str:
-    """The exception's message on one line (library messages may span several)."""
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
-
-
 def _parse_groups(ctx, param, value: str) -> tuple[float, float]:
     try:
         many, few = (float(part) for part in value.split(","))

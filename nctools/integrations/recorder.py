@@ -38,6 +38,7 @@ from ..core.statistics import NeuralCollapse
 from ..io.atomic import atomic_write_json
 from ..io.dump import save_dump
 from ..io.extraction import FeatureTap, batch_xy
+from ..io.layout import dump_path, record_path
 
 __all__ = ["EpochRecorder", "LOGGED_KEYS", "run_pair", "run_keywords"]
 
@@ -164,10 +165,10 @@ class EpochRecorder:
         meta = {"epoch": epoch, "split": "train", "layer": layer, **self.metadata}
         if self.class_names is not None:
             meta["class_names"] = self.class_names
-        save_dump(self.out / "dumps" / f"epoch_{epoch:04d}.safetensors", feats, labels, weight, bias,
+        save_dump(dump_path(self.out, "train", epoch, "safetensors"), feats, labels, weight, bias,
                   torch.as_tensor(counts, dtype=torch.int64), metadata=meta)
         self.history.append({"epoch": epoch, **{k: result.summary[k] for k in K.SUMMARY_KEYS}})
-        atomic_write_json(self.out / "run.json", {"writer": "nctools.integrations", "epochs": self.history},
+        atomic_write_json(record_path(self.out), {"writer": "nctools.integrations", "epochs": self.history},
                           allow_nan=True)
 
 

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..core.device import resolve_device
 from ..core.validation import check_inputs
-from .dump import Dump
+from .dump_contents import Dump
 
 __all__ = ["extract", "find_layer", "FeatureTap", "batch_xy"]
 

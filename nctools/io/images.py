@@ -12,6 +12,8 @@ from types import ModuleType
 
 import torch
 
+from ..errors import first_line
+
 __all__ = ["CIFAR_STATS", "IMAGENET_STATS", "normalization", "image_dataset", "import_torchvision"]
 
 Stats = tuple[tuple[float, float, float], tuple[float, float, float]]
@@ -71,5 +73,5 @@ def image_dataset(root: Path, split: str, size: int, stats: Stats, error) -> tup
     try:
         ds = torchvision.datasets.ImageFolder(str(root), transform=transform)
     except (FileNotFoundError, OSError) as err:
-        raise error(root, f"is not an image folder of <class>/<image> files ({str(err).splitlines()[0]})") from None
+        raise error(root, f"is not an image folder of <class>/<image> files ({first_line(err)})") from None
     return ds, list(ds.classes)

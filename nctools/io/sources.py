@@ -28,9 +28,12 @@ import torch
 
 from ..core.result import NCResult
 from ..core.validation import check_inputs
-from .dump import Dump, DumpError, check_regular_file, load_dump, load_pt, stringify_metadata
+from ..errors import first_line
+from .dump import load_dump
+from .dump_contents import Dump, DumpError, stringify_metadata
 from .images import IMAGENET_STATS, Stats, image_dataset, import_torchvision
 from .rows import shard_paths
+from .safe_files import check_regular_file, load_pt
 
 __all__ = [
     "SourceError", "SourceOptions", "Architecture", "load_source", "analyze_source", "read_contents",
@@ -310,7 +313,7 @@ def load_weights(path: Path, model: torch.nn.Module, state: dict) -> None:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         first = str(err).split("\n\t", 2)
-        detail = first[1].strip() if len(first) > 1 else str(err).splitlines()[0]
+        detail = first[1].strip() if len(first) > 1 else first_line(err)
         raise source_error(path, f"the weights do not fit the architecture ({detail[:160]})") from None
 
 

@@ -11,7 +11,6 @@ unreadable epoch stops the track, or with ``skip_bad`` is left out with a warnin
 """
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,14 +19,14 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.result import SUMMARY_KEYS, NCResult
+from ..errors import one_line
 from ..io.dump import load_dump
+from ..io.layout import DUMP_FOLDERS, EPOCH_NAME, epoch_files, epoch_of
 from ..io.rows import shard_paths
-from ..io.sources import SourceError, analyze_source, source_error
+from ..io.sources import DUMP_SUFFIXES, SourceError, analyze_source, source_error
 
 __all__ = ["RunTrack", "epoch_dumps", "track_run"]
 
-_DUMP_NAME = re.compile(r"epoch_(\d+)(\.(safetensors|pt|npz))?")  # a file, or a folder of part-* shards
-_FOLDERS = {"train": "dumps", "test": "dumps-test"}
 # What makes an epoch unusable (as on the command line): a bad file or bad values, or an unreadable path.
 _BAD_EPOCH = (ValueError, TypeError, OSError)
 
@@ -52,20 +51,27 @@ def epoch_dumps(run_dir, split: str = "train") -> list[Path]:
     if not run_dir.is_dir():
         raise SourceError(f"{run_dir}: {'no such directory' if not run_dir.exists() else 'is not a directory'}; "
                           "track and compare take run directories holding dumps/epoch_*.safetensors.")
-    folder = run_dir / _FOLDERS[split]
+    folder = run_dir / DUMP_FOLDERS[split]
     if not folder.is_dir():
         folder = run_dir
     found: dict[int, Path] = {}
-    for path in folder.iterdir():
-        match = _DUMP_NAME.fullmatch(path.name)
-        if match and (path.is_file() if match.group(2) else path.is_dir() and bool(shard_paths(path))):
-            epoch = int(match.group(1))
+    for path in epoch_files(folder.iterdir()):  # in epoch order
+        if _is_dump(path):
+            epoch = epoch_of(path)
             if epoch in found:
                 raise SourceError(f"{run_dir}: two dumps for epoch {epoch} ({found[epoch].name}, {path.name}).")
             found[epoch] = path
     if not found:
-        raise SourceError(f"{run_dir}: no {_FOLDERS[split]}/epoch_*.safetensors (or .pt, .npz) files.")
-    return [found[e] for e in sorted(found)]
+        raise SourceError(f"{run_dir}: no {DUMP_FOLDERS[split]}/epoch_*.safetensors (or .pt, .npz) files.")
+    return list(found.values())
+
+
+def _is_dump(path: Path) -> bool:
+    """An ``epoch_NNNN`` name that is a dump: a file with a dump's suffix, or a folder of part-* shards."""
+    suffix = EPOCH_NAME.fullmatch(path.name)["suffix"]
+    if suffix is not None:
+        return suffix in DUMP_SUFFIXES and path.is_file()
+    return path.is_dir() and bool(shard_paths(path))
 
 
 def track_run(run_dir, *, split: str = "train", center: str = "class", groups: Sequence[float] = (100, 20),
@@ -93,7 +99,7 @@ def track_run(run_dir, *, split: str = "train", center: str = "class", groups: S
 
     files = epoch_dumps(run_dir, split)
     for path in files:
-        epoch = int(_DUMP_NAME.fullmatch(path.name).group(1))
+        epoch = epoch_of(path)
         try:
             candidate = load_dump(path, lazy=True)  # one epoch at a time, its features read chunk by chunk
             said, shape = candidate.epoch, (candidate.num_classes, candidate.dim)
@@ -124,7 +130,7 @@ def track_run(run_dir, *, split: str = "train", center: str = "class", groups: S
 
 def _problem(err: Exception, path: Path) -> str:
     """The problem of an unusable epoch on one line, without the file name that its message starts with."""
-    problem = " ".join(str(err).split()) or type(err).__name__
+    problem = one_line(err)
     for prefix in (f"{path}: ", f"{path.name}: "):  # messages name the file already: "<path>: <problem>."
         if problem.startswith(prefix):
             return problem[len(prefix):]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core import keys as K
+from ..errors import one_line, os_reason
 
 if TYPE_CHECKING:  # pandas is imported where a table is made, to keep `nctools --help` fast
     import pandas as pd
@@ -44,7 +45,7 @@ def check_out_dir(out) -> Path:
     try:
         resolved = path.resolve()
     except (OSError, RuntimeError) as err:  # RuntimeError: a symbolic link loop (Python < 3.13)
-        raise ReportError(f"{out}: cannot be used as --out ({_reason(err)}).") from None
+        raise ReportError(f"{out}: cannot be used as --out ({os_reason(err) or one_line(err)}).") from None
     if resolved == Path(resolved.anchor):
         raise ReportError(f"{out}: is the root of the file system; give --out a folder of its own for the report.")
     if os.path.lexists(path) and not path.is_dir():
@@ -141,7 +142,7 @@ def _move_into(stage: Path, out: Path) -> None:
             placed.append((dest, old))
             failed = _roll_back(placed)
             tail = f"; {failed} earlier files could not be restored" if failed else f"; {out} was left as it was"
-            raise ReportError(f"{dest}: cannot write the report ({_reason(err)}){tail}.") from None
+            raise ReportError(f"{dest}: cannot write the report ({os_reason(err) or one_line(err)}){tail}.") from None
         placed.append((dest, old))
 
 
@@ -179,19 +180,8 @@ def _os_error(err: BaseException) -> OSError | None:
     return None
 
 
-def _reason(err: BaseException) -> str:
-    """What an OSError says went wrong, without the paths it names (they may be the staging folder's)."""
-    if isinstance(err, OSError):
-        if err.strerror:
-            return err.strerror
-        if len(err.args) == 1 and isinstance(err.args[0], int):  # OSError(errno.ENOSPC)
-            return os.strerror(err.args[0])
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
-
-
 def _cannot_write(out: Path, err: BaseException) -> ReportError:
-    return ReportError(f"{out}: cannot write the report ({_reason(err)}).")
+    return ReportError(f"{out}: cannot write the report ({os_reason(err) or one_line(err)}).")
 
 
 def _save(fig, folder: Path, stem: str, png: bool) -> list[Path]:

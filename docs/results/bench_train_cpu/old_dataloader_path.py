@@ -2,7 +2,7 @@ import time, torch, numpy as np
 torch.set_num_threads(1)
 from torch.utils.data import DataLoader
 from allnc_train.data import TensorImages, image_transform, lt_class_counts
-from allnc_train.samplers import ClassAwareSampler
+from allnc_train.data.samplers import ClassAwareSampler
 counts = lt_class_counts(5000, 10, 100)
 labels = np.repeat(np.arange(10), counts)
 images = torch.randint(0, 256, (len(labels), 3, 32, 32), dtype=torch.uint8)

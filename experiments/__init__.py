@@ -1,0 +1,17 @@
+"""The scripts that reproduce the AllNC paper and the project's results tables (docs/RESULTS.md,
+docs/ALLNC.md), and the full-size runs on a lent GPU machine; run from the repository root as
+``python -m experiments.NAME`` (each module's docstring gives its command lines).
+
+- ``reproduce_paper``: the paper's Figs. 2-5b, results.md and the CIFAR-10-LT results CSV, built from
+  ``paper_runs`` (which runs), ``paper_analysis`` (nctools track / compare, the figures),
+  ``paper_tables`` (results.md, the CSV) and ``paper_figures`` (the figures nctools does not draw);
+- ``cifar10_lt_summary``: the tables and pass criteria of docs/RESULTS.md from that CSV;
+- ``gbbn_heads``: which GBBN head should classify, on a validation split and the test set;
+- ``ufm_table``: the unconstrained-features table of docs/ALLNC.md;
+- ``make_demo_dump``: the feature dump that ``nctools demo`` ships;
+- ``gpu_runs``: the training runs of tools/device_check.sh, under a deadline;
+- ``launcher``: what reproduce_paper, ufm_table and gpu_runs share: allnc-train runs in parallel,
+  resumably, each one's outcome.
+
+Not installed with the packages: ``experiments`` imports ``nctools`` and ``allnc_train``, never the reverse.
+"""

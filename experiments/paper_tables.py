@@ -1,0 +1,153 @@
+"""The tables of the AllNC paper reproduction: ``results.md`` (a last-epoch table per family, the
+ablation table, every command and wall time) and the results CSV (one row per real-image run, each
+backed by its final dump, copied beside it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from experiments.launcher import run_state
+from experiments.paper_analysis import nctools_cli, read_track
+from experiments.paper_runs import ABLATIONS, LABELS, METHOD, Run
+from nctools.core import keys as K
+from nctools.io.layout import record_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# results.md
+# ---------------------------------------------------------------------------------------------
+
+COLUMNS = [("cosStd(M)", K.NC2_COS_STD_MEANS), ("cosStd(W)", K.NC2_COS_STD_CLASSIFIER),
+           ("NC3", K.NC3_SELF_DUALITY), ("NC1", K.NC1), ("tailICPA(M)", K.TAIL_ICPA_MEAN_DEG_MEANS),
+           ("tailICPA(W)", K.TAIL_ICPA_MEAN_DEG_CLASSIFIER)]
+
+
+def _fmt(v, digits=3) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def _row(out: Path, run: Run, timings: dict[str, float]) -> list[str]:
+    t = read_track(out, run).iloc[-1]
+    rec = json.loads(record_path(out / "runs" / run.name).read_text())
+    last = rec["epochs"][-1]
+    acc = [_fmt(last.get("eval_top1"), 3), _fmt(last.get("eval_few"), 3), last.get("eval_split", "-")]
+    return [run.name, run.label, _fmt(run.ratio), str(int(t["epoch"])), str(rec["data"]["num_train"]),
+            *[_fmt(float(t[k])) if t[k] == t[k] else "-" for _, k in COLUMNS], *acc,
+            _fmt(timings.get(run.name), 4)]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def write_results_md(runs: list[Run], out: Path, timings: dict[str, float], args, commands: list[str],
+                     figures: list[str]) -> Path:
+    header = ["run", "method", "beta", "epoch", "n_train", *[c for c, _ in COLUMNS], "acc %", "tail acc %",
+              "acc on", "train wall s"]
+    parts = [f"# AllNC paper reproduction: profile `{args.profile}`", "",
+             f"Command: `{' '.join(shlex.quote(a) for a in sys.argv)}`  ",
+             f"Device: CPU ({os.cpu_count()} cores visible), OMP_NUM_THREADS="
+             f"{os.environ.get('OMP_NUM_THREADS', '1 (set per run)')}, {args.jobs} run(s) at a time.  ",
+             f"Data: {args.data_used or 'none (unconstrained features only)'}", "",
+             "Metrics are the last epoch of `nctools track` on the training-set dump (class-centred; tail = classes "
+             "with fewer than 20 training images, '-' where the run has fewer than two such classes). Accuracy "
+             "and tail (few-shot) accuracy come from the trainer's `run.json`: on the test subset for CIFAR, on the "
+             "training samples for the unconstrained-features model (it has no test set). Wall time: `allnc-train` "
+             "process, measured when the run was trained ('-': trained by an earlier invocation and no time kept).",
+             ""]
+    for fam in dict.fromkeys(r.family for r in runs):
+        parts += [f"## {fam.name}: {fam.description}", "",
+                  _table(header, [_row(out, r, timings) for r in runs if r.family is fam and r.kind in LABELS
+                                  and not r.kind.startswith("allnc_no")]), ""]
+        if fam.ablation_ratio is not None:
+            order = ["ce_lt", "allnc_lt", *ABLATIONS]
+            abl = sorted([r for r in runs if r.family is fam and r.ratio == fam.ablation_ratio and r.kind in order],
+                         key=lambda r: order.index(r.kind))
+            parts += [f"### Ablation, {fam.name}, beta = {fam.ablation_ratio:g}", "", _table(header, [
+                _row(out, r, timings) for r in abl]), ""]
+    parts += ["## Figures", "", *[f"- `{f}`" for f in figures], "",
+              "## Commands run by this invocation", "", "```", *commands, "```", ""]
+    path = out / "results.md"
+    path.write_text("\n".join(parts))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The results CSV: one row per real-image run, each backed by its final dump
+# ---------------------------------------------------------------------------------------------
+
+CSV_METRICS = ("nc1", "nc1_tail", "nc2_cos_std_means", "nc2_cos_std_classifier", "nc3_self_duality",
+               "tail_icpa_mean_deg_means", "tail_icpa_mean_deg_classifier")
+SUMMARY_KEY = {"nc1_tail": K.TAIL_NC1}  # CSV column -> nctools summary key, where the names differ
+CSV_COLUMNS = ("method", "beta", "seed", "epochs", "n_train", "n_test", "train_acc", "test_acc", "many_acc",
+               "medium_acc", "few_acc", *CSV_METRICS, "wall_s", "device", "dump")
+
+
+def _fraction(percent) -> float | None:
+    return None if percent is None else round(percent / 100.0, 6)
+
+
+def csv_row(run: Run, out: Path, dumps: Path, timings: dict[str, float]) -> dict:
+    """One CSV row: the run's final accuracies from run.json, and ``nctools analyze`` on its final
+    training-set dump, copied into ``dumps`` (the copy is what the row's metrics describe).
+    ``wall_s``: the ``allnc-train`` process's wall time when the run was trained in one go, else
+    (resumed, or trained by an invocation that kept no time) the sum of its epochs' training times."""
+    record = json.loads(record_path(out / "runs" / run.name).read_text())
+    last = record["epochs"][-1]
+    if record.get("status") != "finished" or "dump" not in last:
+        raise RuntimeError(f"{run.name} has not finished with a final dump")
+    method = METHOD.get(run.kind, run.kind)
+    beta = 1 if run.kind == "ce_bal" else run.ratio
+    dump = dumps / f"{run.family.name}_{method}_b{beta:g}_s{run.seed}{Path(last['dump']).suffix}"
+    dump.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "runs" / run.name / last["dump"], dump)
+    report = json.loads(nctools_cli(["analyze", str(dump), "--out", str(out / "analyze" / dump.stem),
+                                     "--format", "json", "--device", "cpu", "--quiet"]))
+    summary = report["summary"]
+    try:  # the repository-relative path when the dumps folder is inside the repository
+        shown = dump.resolve().relative_to(REPO)
+    except ValueError:
+        shown = dump
+    epochs = record["epochs"]
+    return {"method": method, "beta": beta, "seed": run.seed, "epochs": last["epoch"],
+            "n_train": record["data"]["num_train"], "n_test": record["data"].get("num_eval"),
+            "train_acc": _fraction(last.get("train_top1")), "test_acc": _fraction(last.get("eval_top1")),
+            "many_acc": _fraction(last.get("eval_many")), "medium_acc": _fraction(last.get("eval_medium")),
+            "few_acc": _fraction(last.get("eval_few")), **{k: summary[SUMMARY_KEY.get(k, k)] for k in CSV_METRICS},
+            "wall_s": timings.get(run.name, round(sum(e.get("train_time_s", 0.0) for e in epochs), 1)),
+            "device": record["environment"]["device"], "dump": str(shown)}
+
+
+def write_results_csv(runs: list[Run], out: Path, path: Path, dumps: Path, timings: dict[str, float]) -> Path:
+    """The CSV of every finished real-image run (unfinished ones are left out and named on stderr)."""
+    import csv
+
+    rows = []
+    for run in runs:
+        if not run.family.real_data:
+            continue
+        if run_state(out / "runs" / run.name) != "finished":
+            print(f"reproduce_paper: {run.name} has not finished; it has no row yet", file=sys.stderr)
+            continue
+        rows.append(csv_row(run, out, dumps, timings))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
+

@@ -1,0 +1,231 @@
+"""Reproduce the AllNC paper's Figs. 2, 3, 4 and 5b (and an ablation table) from our own runs.
+
+    python -m experiments.reproduce_paper --profile quick --out results/      # 2-core CPU, ~15 min
+    python -m experiments.reproduce_paper --profile cpu --out results_cpu/ \\
+        --csv docs/results/cifar10_lt.csv --dumps docs/results/dumps       # terminal phase, ~4 h, resumable
+    python -m experiments.reproduce_paper --profile cpu --seeds 0,1 ...       # every run with 2 seeds, ~7 h
+    python -m experiments.reproduce_paper --profile full --out results/ --data data/cifar10 \\
+        --data100 data/cifar100 --dry-run                                   # GPU recipes: the plan
+    python -m experiments.reproduce_paper --profile smoke --out /tmp/smoke    # CI size, < 1 min
+
+(from the repository root).
+
+Three steps, each through the project's own entry points:
+
+1. train every run a figure needs (:mod:`experiments.paper_runs`) with ``allnc-train``, through
+   :mod:`experiments.launcher` (one process per run, ``--jobs`` at a time, ``OMP_NUM_THREADS=1``
+   unless set): CE on balanced data, CE and AllNC on long-tailed data at each imbalance ratio, and
+   the AllNC ablations (no HyCon / no P2P / no GBBN) at the largest;
+2. read them (:mod:`experiments.paper_analysis`) with ``nctools track`` (every run:
+   ``OUT/track/<run>/track.csv``) and ``nctools compare`` (``OUT/compare/<family>_r<beta>/``:
+   CE-balanced vs CE-LT vs AllNC-LT; ``..._vs_ratio``; ``..._ablation``);
+3. write ``fig2_icpa.pdf`` (compare's ICPA grid), ``fig3_cos_std.pdf`` and ``fig4_self_duality.pdf``
+   (:func:`experiments.paper_figures.methods_by_ratio` on the track tables), ``fig5b_eta.pdf``
+   (:func:`experiments.paper_figures.eta_curves`, with the eta the AllNC run logged), PNG twins, and
+   ``results.md`` (:mod:`experiments.paper_tables`: a last-epoch table per family, the ablation
+   table, every command and wall time).
+
+The ``cpu`` profile trains ResNet-32 on real CIFAR-10-LT images to the terminal phase on a 2-core CPU
+(beta = 100 on a smaller LDAM subset, n_max = 500: 1236 images; balanced CE on the same N, 124 per
+class): balanced CE, CE-LT, LA, ETF, ETF + DR, BBN, AllNC and AllNC without each component, with
+a second seed for CE-LT and AllNC (``--seeds 0,1``: for every run; seed 1's runs train after all of
+seed 0's), tested on all 10,000 test images. It writes one row per run into
+``--csv`` (accuracies as fractions, the metrics ``nctools analyze`` gives on the run's final
+training-set dump) and copies each final dump (float16) into ``--dumps``.
+
+Families: ``ufm10`` is the unconstrained-features model (10 classes, 500 ... 500/beta free 32-d
+features, seconds per run); ``cifar10`` is ResNet-32 on the JPEG copy of CIFAR-10 (in ``quick`` a
+small subset for a few epochs; in ``full`` the bundled 200-epoch recipes); ``cifar100`` (``full``
+only) needs ``--data100``. Interrupted, the script resumes: a finished run (``run.json`` status
+``finished``) is skipped, a partial one continues with ``allnc-train --resume``; the analysis is
+redone each time (seconds). ``--dry-run`` prints the plan and every command without running any.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+from experiments.launcher import Job, launch, resume_command, run_state
+from experiments.launcher import train_command as allnc_train_command
+from experiments.paper_analysis import analysis_commands, light_track, nctools_cli, write_figures
+from experiments.paper_runs import Run, plan_runs, priority, profile_families
+from experiments.paper_tables import write_results_csv, write_results_md
+
+REPO = Path(__file__).resolve().parents[1]
+# An offline copy of CIFAR-10 as image-folder JPEGs in a .tar.gz (train/<class>/*.jpg, test/<class>/*.jpg).
+TARBALL_ENV = "NCTOOLS_CIFAR10_TARBALL"
+CACHE = REPO / ".cache" / "cifar10-jpeg"  # /.cache/ is git-ignored
+
+
+# ---------------------------------------------------------------------------------------------
+# Training (resumable, through experiments.launcher)
+# ---------------------------------------------------------------------------------------------
+
+def train_command(run: Run, run_dir: Path, state: str) -> list[str]:
+    """The ``allnc-train`` command of ``run``: the one that starts it, or for a ``partial`` run the one
+    that resumes it."""
+    if state == "partial":
+        return resume_command(run_dir)
+    return allnc_train_command(run.config, run_dir, run.overrides)
+
+
+def log_path(out: Path, run: Run) -> Path:
+    return out / "logs" / (run.name.replace("/", "__") + ".log")
+
+
+def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[str, float] | None = None,
+              timing_file: Path | None = None) -> dict[str, float]:
+    """Train the runs that are not finished, ``jobs`` at a time, in :func:`~experiments.paper_runs.priority`
+    order; records {run name: wall seconds} of those trained now in ``timings`` (written to
+    ``timing_file`` after each run, so an interruption keeps them). ``OUT/plan.json`` holds each run's
+    command: a run whose recipe changed is trained again. Raises RuntimeError naming the first run
+    that failed, once every run has had its turn."""
+    timings = {} if timings is None else timings
+    ordered = sorted(runs, key=priority)
+
+    def ended(name: str, outcome) -> None:
+        if outcome.state != "finished":
+            return
+        # A resumed run's process saw only its last part: no wall time is kept (the CSV then sums
+        # the epochs' training times from run.json).
+        if outcome.resumed:
+            timings.pop(name, None)
+        else:
+            timings[name] = round(outcome.process_s, 1)
+        if timing_file is not None:
+            timing_file.write_text(json.dumps(timings, indent=1))
+
+    job_list = [Job(r.name, out / "runs" / r.name, train_command(r, out / "runs" / r.name, "new"),
+                    log=log_path(out, r)) for r in ordered]
+    done = launch(job_list, jobs, plan=out / "plan.json", log=log, on_end=ended)
+    for run in ordered:
+        outcome = done.outcomes[run.name]
+        if outcome.state == "failed":
+            why = f"exited with {outcome.exit}" if outcome.exit is not None else f"did not start: {outcome.why}"
+            raise RuntimeError(f"{run.name}: allnc-train {why}; see {log_path(out, run)}")
+    return timings
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+def cifar10_root(given: str | None, tarball: str | None, dry_run: bool) -> str:
+    """The image-folder root of CIFAR-10: ``--data`` as given, else ``--tarball`` extracted into .cache/."""
+    if given:
+        return given
+    if dry_run:
+        return str(CACHE)
+    def find(base: Path) -> Path | None:
+        return next((p for p in [base, *base.iterdir()] if (p / "train").is_dir()), None) if base.is_dir() else None
+    root = find(CACHE)
+    if root is None or not (CACHE / ".complete").exists():
+        if not tarball or not Path(tarball).is_file():
+            sys.exit(f"reproduce_paper: no --data and no CIFAR-10 tarball at {tarball or '(none given)'}; pass --data "
+                     f"DIR (train/<class>/*.jpg, test/<class>/*.jpg) or --tarball FILE (or set {TARBALL_ENV})")
+        shutil.rmtree(CACHE, ignore_errors=True)
+        CACHE.mkdir(parents=True)
+        with tarfile.open(tarball) as tar:
+            tar.extractall(CACHE, filter="data")
+        (CACHE / ".complete").touch()
+        root = find(CACHE)
+    return str(root)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--profile", choices=("smoke", "quick", "cpu", "full"), default="quick")
+    p.add_argument("--out", type=Path, default=Path("results"))
+    p.add_argument("--csv", type=Path, help="write one row per real-image run here [OUT/cifar10_lt.csv]")
+    p.add_argument("--dumps", type=Path, help="copy each run's final dump here, for the CSV [OUT/dumps]")
+    p.add_argument("--data", help="extracted CIFAR-10 image folder (default: extract --tarball into .cache/)")
+    p.add_argument("--tarball", default=os.environ.get(TARBALL_ENV),
+                   help=f"CIFAR-10 as image-folder JPEGs in a .tar.gz, used without --data [${TARBALL_ENV}]")
+    p.add_argument("--data100", help="CIFAR-100 image folder (full profile)")
+    p.add_argument("--no-cifar", action="store_true", help="smoke/quick: unconstrained features only")
+    p.add_argument("--jobs", type=int, default=2, help="training processes at a time [2]")
+    p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                   help="training seeds of every run, e.g. 0,1 (default: the profile's; cpu: 0 and 1 for CE-LT "
+                        "and AllNC, 0 for the rest); the figures show seed 0")
+    p.add_argument("--dry-run", action="store_true", help="print the planned runs and commands; run nothing")
+    p.add_argument("--skip-train", action="store_true", help="analyse what is there; train nothing")
+    args = p.parse_args(argv)
+
+    tic = time.perf_counter()
+    families = profile_families(args.profile, with_cifar=not args.no_cifar)
+    if args.seeds:
+        if 0 not in args.seeds:
+            sys.exit("reproduce_paper: --seeds must include 0: the figures show the seed-0 runs")
+        for fam in families:
+            fam.seeds, fam.default_seeds = {}, args.seeds
+    roots: dict[str, str | None] = {}
+    if any(f.name == "cifar10" for f in families):
+        roots["cifar10"] = cifar10_root(args.data, args.tarball, args.dry_run)
+    if any(f.name == "cifar100" for f in families):
+        if not args.data100 and not args.dry_run:
+            sys.exit("reproduce_paper: the full profile needs --data100 (a CIFAR-100 image folder); "
+                     "no copy is bundled")
+        roots["cifar100"] = args.data100 or "<CIFAR-100 folder>"
+    args.data_used = ", ".join(f"{k}: {v}" for k, v in roots.items())
+    runs = plan_runs(families, roots)
+    out = args.out
+    # Fig. 2 (ICPA, CE balanced vs CE-LT) from real images when there are any; Figs. 3-5b from the
+    # family with the most imbalance ratios (real images on a tie).
+    primary2 = next((f for f in families if f.real_data), families[0])
+    primary = max(families, key=lambda f: (len(f.ratios), f.real_data))
+
+    if args.dry_run:
+        print(f"profile {args.profile}: {len(runs)} runs into {out}/runs/ ({args.jobs} at a time)")
+        for run in runs:
+            run_dir = out / "runs" / run.name
+            state = run_state(run_dir)
+            print(f"[{state:8s}] {run.name:34s} {shlex.join(train_command(run, run_dir, state))}")
+        print("then:")
+        for cmd in analysis_commands(runs, out, light=args.profile == "smoke"):
+            print("  nctools " + shlex.join(cmd))
+        print(f"  -> {out}/fig2_icpa.pdf fig3_cos_std.pdf fig4_self_duality.pdf fig5b_eta.pdf results.md "
+              f"(Fig. 2 from {primary2.name}, Figs. 3-5b from {primary.name})")
+        return 0
+
+    out.mkdir(parents=True, exist_ok=True)
+    log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)  # noqa: E731
+    timing_file = out / "timings.json"
+    timings = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+    if not args.skip_train:
+        t0 = time.perf_counter()
+        train_all(runs, out, args.jobs, log, timings, timing_file)
+        timings["_training_wall_s_last_invocation"] = round(time.perf_counter() - t0, 1)
+        timing_file.write_text(json.dumps(timings, indent=1))
+    commands = [shlex.join(train_command(r, out / "runs" / r.name, "new")) for r in runs]
+    t0 = time.perf_counter()
+    light = args.profile == "smoke"
+    for cmd in analysis_commands(runs, out, light):
+        nctools_cli(cmd)
+        commands.append("nctools " + shlex.join(cmd))
+    if light:
+        light_track(runs, out)
+    figures = write_figures(runs, out, primary2, primary)
+    timings["_analysis_wall_s_last_invocation"] = round(time.perf_counter() - t0, 1)
+    timing_file.write_text(json.dumps(timings, indent=1))
+    path = write_results_md(runs, out, timings, args, commands, figures)
+    if any(r.family.real_data for r in runs):
+        csv_path = write_results_csv(runs, out, args.csv or out / "cifar10_lt.csv", args.dumps or out / "dumps",
+                                     timings)
+        log(f"wrote {csv_path}")
+    log(f"wrote {path} and {len(figures)} figures into {out}/ in {time.perf_counter() - tic:.0f} s "
+        f"(analysis {timings['_analysis_wall_s_last_invocation']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""experiments/launcher.py with a stand-in trainer (a few lines of Python writing the run folder), so
+that skipping, resuming, retraining a changed recipe, failures and the deadline take seconds."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from experiments.launcher import Job, launch, run_state
+from nctools.io.layout import checkpoint_path, record_path
+
+# argv: --out RUN [--resume] [--fail] [--sleep S]: writes one checkpoint, then run.json ("finished").
+TRAINER = """
+import json, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+run = Path(args[args.index("--out") + 1])
+if "--fail" in args:
+    print("training started")
+    print("bad config: no such key", flush=True)
+    sys.exit(3)
+if "--sleep" in args:
+    time.sleep(float(args[args.index("--sleep") + 1]))
+(run / "checkpoints").mkdir(parents=True, exist_ok=True)
+(run / "checkpoints" / "epoch_0001.pt").write_bytes(b"")
+(run / "run.json").write_text(json.dumps({"status": "finished", "epochs": [{"epoch": 1}],
+                                          "resumed": "--resume" in args}))
+"""
+
+
+def _job(tmp_path: Path, name: str, *extra: str) -> Job:
+    run = tmp_path / "runs" / name
+    cmd = [sys.executable, "-c", TRAINER, "--out", str(run), *extra]
+    return Job(name, run, cmd, resume=[*cmd, "--resume"], log=tmp_path / "logs" / f"{name}.log")
+
+
+def test_finished_skipped_partial_resumed_new_started_afresh(tmp_path):
+    done, partial, new = (_job(tmp_path, n) for n in ("done", "partial", "new"))
+    record_path(done.run_dir).parent.mkdir(parents=True)
+    record_path(done.run_dir).write_text(json.dumps({"status": "finished", "epochs": [{"epoch": 7}]}))
+    checkpoint_path(partial.run_dir, 1).parent.mkdir(parents=True)
+    checkpoint_path(partial.run_dir, 1).write_bytes(b"")
+    (new.run_dir / "leftover").mkdir(parents=True)  # killed before its first checkpoint
+    lines = []
+    result = launch([done, partial, new], 2, log=lines.append)
+    out = result.outcomes
+    assert [o.state for o in out.values()] == ["finished"] * 3 and not result.stopped
+    assert out["done"].process_s is None and out["done"].epoch == 7 and "skip   done (finished)" in lines
+    assert out["partial"].resumed and json.loads(record_path(partial.run_dir).read_text())["resumed"]
+    assert not out["new"].resumed and not (new.run_dir / "leftover").exists()
+    assert out["new"].process_s > 0 and out["new"].exit == 0 and out["new"].as_dict()["state"] == "finished"
+    assert new.log.read_text().startswith("$ ")
+
+
+def test_a_changed_recipe_is_trained_again(tmp_path):
+    plan = tmp_path / "plan.json"
+    launch([_job(tmp_path, "a")], plan=plan, log=lambda m: None)
+    lines = []
+    out = launch([_job(tmp_path, "a", "--sleep", "0")], plan=plan, log=lines.append).outcomes
+    assert any(line.startswith("stale  a") for line in lines)
+    assert out["a"].process_s is not None and "--sleep" in json.loads(plan.read_text())["a"]
+
+
+def test_failure_says_the_last_line_and_the_deadline_cuts_and_skips(tmp_path):
+    jobs = [_job(tmp_path, "bad", "--fail"), _job(tmp_path, "slow", "--sleep", "60"), _job(tmp_path, "late")]
+    out = launch(jobs, 1, seconds=3, min_start=2, grace=1, log=lambda m: None).outcomes
+    assert (out["bad"].state, out["bad"].exit, out["bad"].why) == ("failed", 3, "bad config: no such key")
+    assert out["slow"].state == "cut" and "deadline" in out["slow"].why and out["slow"].epoch == 0
+    assert out["late"].state == "skipped" and out["late"].started_s is None
+    assert run_state(jobs[1].run_dir) == "new"
+
+
+def test_a_program_that_cannot_start_fails_with_the_reason(tmp_path):
+    job = Job("x", tmp_path / "x", [str(tmp_path / "no-such-program"), "--out", str(tmp_path / "x")])
+    out = launch([job], log=lambda m: None).outcomes["x"]
+    assert out.state == "failed" and out.why.endswith("No such file or directory")

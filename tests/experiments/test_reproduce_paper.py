@@ -1,0 +1,196 @@
+"""The paper-reproduction pipeline (experiments/reproduce_paper.py and its modules) end to end at toy size."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import paper_runs, paper_tables
+from experiments import reproduce_paper as rp
+from experiments.launcher import run_state
+from nctools.io.layout import DUMP_FOLDERS, dump_path, record_path
+from tests.helpers.paths import REPO
+
+MODULE = "experiments.reproduce_paper"
+FIGURES = ("fig2_icpa", "fig3_cos_std", "fig4_self_duality", "fig5b_eta")
+
+
+def _run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", MODULE, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO)
+
+
+def _check_outputs(out: Path, families):
+    for stem in FIGURES:
+        for ext in (".pdf", ".png"):
+            assert (out / f"{stem}{ext}").stat().st_size > 1000, stem
+            for fam in families:
+                assert (out / f"{stem}_{fam}{ext}").is_file(), (stem, fam)
+    text = (out / "results.md").read_text()
+    assert "### Ablation, ufm10, beta = 100" in text
+    for label in ("CE balanced", "CE-LT", "AllNC-LT", "AllNC w/o HyCon", "AllNC w/o P2P", "AllNC w/o GBBN"):
+        assert f"| {label} |" in text
+    assert "nctools compare" in text and "nctools track" in text
+    timings = json.loads((out / "timings.json").read_text())
+    assert timings["ufm10/allnc_lt_r100"] > 0
+
+
+def test_smoke_ufm_end_to_end_and_resume(tmp_path, one_torch_thread):
+    """The smoke profile on unconstrained features: trains, analyses, writes every figure and table;
+    a second invocation skips every finished run."""
+    out = tmp_path / "results"
+    first = _run("--profile", "smoke", "--no-cifar", "--out", str(out))
+    assert first.returncode == 0, first.stderr + first.stdout
+    _check_outputs(out, ["ufm10"])
+    assert "train  ufm10/allnc_lt_r100" in first.stdout
+
+    plan = _run("--profile", "smoke", "--no-cifar", "--out", str(out), "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.count("[finished]") == 6 and "[new" not in plan.stdout
+
+
+def test_partial_run_is_resumed(tmp_path, one_torch_thread):
+    """A run killed after its first epoch is continued with allnc-train --resume, not restarted."""
+    from allnc_train.cli import CONFIG_DIR
+    from allnc_train.config import load_config
+    from allnc_train.train import train
+
+    (fam,) = paper_runs.profile_families("smoke", with_cifar=False)
+    runs = paper_runs.plan_runs([fam], {})
+    run = next(r for r in runs if r.kind == "ce_lt")
+    run_dir = tmp_path / "runs" / run.name
+    train(load_config(CONFIG_DIR / f"{run.config}.yaml", run.overrides), run_dir, stop_after=1)
+    assert run_state(run_dir) == "partial"
+    assert rp.train_command(run, run_dir, "partial") == ["allnc-train", "--out", str(run_dir), "--resume"]
+    rp.train_all([run], tmp_path, jobs=1, log=lambda m: None)
+    assert run_state(run_dir) == "finished"
+    record = json.loads(record_path(run_dir).read_text())
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3, 4]
+
+
+def test_full_profile_dry_run_lists_the_recipes(tmp_path):
+    plan = _run("--profile", "full", "--out", str(tmp_path), "--data", "/data/c10", "--data100", "/data/c100",
+                "--dry-run", timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    lines = plan.stdout.splitlines()
+    assert lines[0].startswith("profile full: 20 runs")
+    assert any("--config cifar10_lt_r100_allnc" in l and "data.root=/data/c10" in l for l in lines)
+    assert any("--config cifar100_balanced_ce" in l and "data.root=/data/c100" in l for l in lines)
+    assert any("gbbn.enabled=false" in l for l in lines)
+    assert "optim.epochs" not in plan.stdout  # the bundled 200-epoch recipes, unchanged
+    assert not (tmp_path / "runs").exists()
+
+
+def test_full_profile_needs_cifar100(tmp_path):
+    result = _run("--profile", "full", "--out", str(tmp_path), "--data", "/data/c10", timeout=60)
+    assert result.returncode != 0 and "--data100" in result.stderr
+
+
+def test_eta_figure_matches_the_schedule():
+    from allnc_train.schedules import gbbn_eta
+    from experiments.paper_figures import eta_curves
+
+    fig = eta_curves(10, [1, 2], {"run": ([1, 2], [gbbn_eta(0, 10, 2), gbbn_eta(1, 10, 2)])})
+    left, right = fig.axes
+    x, y = left.lines[1].get_data()  # gamma = 2
+    assert y[0] == 1.0 and abs(y[-1]) < 1e-12 and abs(y[100] - 0.75) < 1e-12  # t = T/2
+    _, y2 = right.lines[1].get_data()
+    assert abs(y2[100] - 0.25) < 1e-12
+
+
+def test_legends_lie_inside_the_figure_and_off_the_panels():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from experiments.paper_figures import eta_curves, methods_by_ratio
+
+    labels = ["CE balanced", "CE-LT", "LA-LT", "ETF-LT", "AllNC-LT"]
+    line = ([1, 2, 3], [0.3, 0.2, 0.1])
+    grid = methods_by_ratio({("cos-Std", 100): {k: line for k in labels}}, ["cos-Std"], [100], "t")
+    eta = eta_curves(10, [0.5, 1, 2, 4], {"logged by a run": ([1, 2], [1.0, 0.99])})
+    for fig in (grid, eta):
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)  # lay out (constrained layout moves the legend outside the panels)
+        (legend,) = fig.legends
+        box, page = legend.get_window_extent(renderer), fig.bbox
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0, "legend cut at the edge"
+        assert all(not box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+        assert not any(ax.get_legend() for ax in fig.axes)
+
+
+@pytest.mark.slow
+def test_smoke_with_real_cifar10(tmp_path, cifar10_root):
+    """The smoke profile with its tiny real CIFAR-10 part (ResNet-32, 1 epoch) on the shared JPEG copy."""
+    out = tmp_path / "results"
+    result = _run("--profile", "smoke", "--data", str(cifar10_root), "--out", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr + result.stdout
+    _check_outputs(out, ["ufm10", "cifar10"])
+    assert "| cifar10/allnc_lt_r10 | AllNC-LT | 10 |" in (out / "results.md").read_text()
+
+
+def test_cpu_profile_plans_every_method_and_extra_seeds(tmp_path):
+    plan = _run("--profile", "cpu", "--out", str(tmp_path), "--data", "/data/c10", "--dry-run", timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines()[0].startswith("profile cpu: 12 runs")
+    for config in ("balanced_ce", "lt_r100_ce", "lt_r100_la", "lt_r100_etf", "lt_r100_etf_dr", "lt_r100_bbn",
+                   "lt_r100_allnc"):
+        assert f"--config cifar10_{config} " in plan.stdout, config
+    assert "ce_lt_r100_s1" in plan.stdout and "allnc_lt_r100_s1" in plan.stdout and " seed=1" in plan.stdout
+    assert "data.test_per_class" not in plan.stdout  # all 10,000 test images
+    assert "data.n_max=124" in plan.stdout and "data.n_max=500" in plan.stdout  # the balanced run has the same N
+
+
+def test_seeds_give_every_run_each_seed_and_train_seed_0_first(tmp_path):
+    fam = paper_runs.profile_families("cpu", with_cifar=True)[0]
+    fam.seeds, fam.default_seeds = {}, [0, 1]
+    runs = sorted(paper_runs.plan_runs([fam], {"cifar10": "/data/c10"}), key=paper_runs.priority)
+    assert len(runs) == 20 and [r.seed for r in runs] == [0] * 10 + [1] * 10
+    assert [r.kind for r in runs[10:12]] == ["ce_lt", "allnc_lt"]  # the claims' runs first in each seed
+    plan = _run("--profile", "cpu", "--out", str(tmp_path), "--data", "/data/c10", "--seeds", "0,1", "--dry-run",
+                timeout=60)
+    assert plan.returncode == 0 and plan.stdout.splitlines()[0].startswith("profile cpu: 20 runs"), plan.stderr
+    refused = _run("--profile", "cpu", "--out", str(tmp_path), "--data", "/data/c10", "--seeds", "1", "--dry-run",
+                   timeout=60)
+    assert refused.returncode != 0 and "must include 0" in refused.stderr
+
+
+def test_results_csv_rows_are_what_nctools_analyze_gives_on_the_copied_dump(tmp_path):
+    """A finished (fabricated) run gives one CSV row: accuracies as fractions, its final dump copied,
+    and metric columns equal to ``nctools analyze`` on that copy."""
+    import csv
+
+    import torch
+
+    import nctools
+
+    (fam,) = paper_runs.profile_families("cpu", with_cifar=True)
+    run = next(r for r in paper_runs.plan_runs([fam], {"cifar10": "/data"}) if r.kind == "allnc_lt" and r.seed == 1)
+    run_dir = tmp_path / "runs" / run.name
+    (run_dir / DUMP_FOLDERS["train"]).mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(10).repeat_interleave(torch.tensor([50, 30, 18, 10, 6, 4, 3, 2, 2, 2]))
+    means = torch.randn(10, 16, generator=g)
+    feats = means[labels] + 0.3 * torch.randn(len(labels), 16, generator=g)
+    nctools.save_dump(dump_path(run_dir, "train", 3, "safetensors"), feats.half(), labels,
+                      weight=torch.randn(10, 16, generator=g), class_counts=torch.bincount(labels))
+    epochs = [{"epoch": 3, "train_time_s": 2.5, "train_top1": 99.5, "eval_top1": 61.0, "eval_many": 90.0,
+               "eval_medium": 60.0, "eval_few": 30.0, "dump": "dumps/epoch_0003.safetensors"}]
+    record_path(run_dir).write_text(json.dumps({"status": "finished", "epochs": epochs, "environment":
+                                                  {"device": "cpu"}, "data": {"num_train": len(labels),
+                                                                              "num_eval": 10000}}))
+    path = paper_tables.write_results_csv([run], tmp_path, tmp_path / "out.csv", tmp_path / "dumps", {})
+    (row,) = list(csv.DictReader(path.open()))
+    assert list(row) == list(paper_tables.CSV_COLUMNS)
+    assert (row["method"], row["beta"], row["seed"], row["epochs"]) == ("allnc", "100", "1", "3")
+    assert float(row["train_acc"]) == 0.995 and float(row["few_acc"]) == 0.3 and row["n_test"] == "10000"
+    copied = Path(row["dump"])
+    assert copied.name == "cifar10_allnc_b100_s1.safetensors" and copied.is_file()
+    dump = nctools.load_dump(copied)
+    summary = nctools.analyze(dump.features, dump.labels, weight=dump.weight, class_counts=dump.class_counts,
+                              device="cpu").summary
+    for column, key in [(k, k) for k in ("nc1", "nc2_cos_std_means", "nc2_cos_std_classifier", "nc3_self_duality",
+                                         "tail_icpa_mean_deg_means", "tail_icpa_mean_deg_classifier")] + \
+            [("nc1_tail", "tail_nc1")]:
+        assert float(row[column]) == pytest.approx(summary[key], rel=1e-6), column
