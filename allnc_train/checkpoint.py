@@ -15,11 +15,12 @@ import torch
 from nctools.errors import InputError
 from nctools.io import layout
 from nctools.io.atomic import atomic_write
-from nctools.io.dump import load_pt
+from nctools.io.safe_files import load_pt
 
-from .config import Config, from_dict, to_dict
+from .config import from_dict
 from .methods import build_model
 from .models import NCModel
+from .schema import Config, to_dict
 
 # Format 2: AllNC re-read (docs/ALLNC.md) and BBN rebuilt as its paper has it. A format-1 checkpoint
 # whose config lacks the keys of that change (``predates_reread``) is rebuilt with the behaviour it
@@ -38,18 +39,9 @@ class CheckpointError(InputError):
     """A file is not a readable allnc_train checkpoint, or a run has none; the message names the file."""
 
 
-def checkpoint_path(out: Path, epoch: int) -> Path:
-    return layout.checkpoint_path(out, epoch)
-
-
-def _checkpoints(out: Path) -> list[Path]:
-    """The run's ``checkpoints/epoch_*.pt``, oldest first (by epoch number)."""
-    return layout.epoch_files((Path(out) / layout.CHECKPOINTS).glob("epoch_*.pt"))
-
-
 def latest_checkpoint(out: str | Path) -> Path | None:
     """The newest ``checkpoints/epoch_*.pt`` of a run directory, or None."""
-    found = _checkpoints(Path(out))
+    found = layout.checkpoint_files(Path(out))
     return found[-1] if found else None
 
 
@@ -65,9 +57,9 @@ def save_checkpoint(out: Path, cfg: Config, epoch: int, model, optimizer, scaler
             "class_counts": record["data"]["class_counts"],
             "class_names": record["data"]["class_names"]}
     # Plain data only, so that torch.load(weights_only=True) reads it back.
-    path = atomic_write(checkpoint_path(out, epoch), lambda tmp: torch.save(ckpt, tmp))
+    path = atomic_write(layout.checkpoint_path(out, epoch), lambda tmp: torch.save(ckpt, tmp))
     if keep > 0:  # prune only after the new one is safely on disk
-        for old in _checkpoints(out)[:-keep]:
+        for old in layout.checkpoint_files(out)[:-keep]:
             old.unlink(missing_ok=True)
     return path
 
@@ -100,6 +92,8 @@ def trained_config(ckpt: dict) -> dict:
     config = ckpt["config"]
     if not predates_reread(ckpt):
         return config
+    # The one method whose format-1 model differs from today's (BBN had one backbone then): a matter of
+    # the checkpoint's history, not of the method, so it is named here rather than in the methods table.
     if config.get("method", {}).get("name") == "bbn":
         raise ValueError("a format-1 bbn checkpoint holds the earlier one-backbone BBN, which this version does not "
                          "build; retrain it")
@@ -137,4 +131,4 @@ def run_config(out: Path) -> Config:
     ckpt_file = latest_checkpoint(Path(out))
     if ckpt_file is None:
         raise CheckpointError(nothing_to_resume(Path(out)))
-    return from_dict(load_checkpoint(ckpt_file)["config"])
+    return from_dict(trained_config(load_checkpoint(ckpt_file)))

@@ -179,7 +179,7 @@ def cli(config: str | None, out: str | None, overrides: tuple[str, ...], resume:
         if print_config:
             import yaml
 
-            from .config import to_dict
+            from .schema import to_dict
 
             click.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False), nl=False)
             return 0
@@ -221,7 +221,8 @@ def _resolve(config: str | None, out: str | None, overrides: list[str], resume: 
 
         cfg = run_config(Path(out))
         if overrides:
-            from .config import resolve, to_dict
+            from .config import resolve
+            from .schema import to_dict
 
             cfg = resolve(to_dict(cfg), overrides)
         return cfg

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .methods import get_method
-from .schema import Config, ConfigError, check_fields, flatten, get_key, load_yaml, merge, parse_override, to_dict
+from .methods import METHODS, get_method
+from .schema import Config, check_fields, check_views, get_key, load_yaml, merge, parse_override
 
-__all__ = ["Config", "ConfigError", "flatten", "from_dict", "load_config", "method_components", "method_label",
-           "resolve", "to_dict", "validate"]
+__all__ = ["from_dict", "load_config", "method_components", "method_label", "resolve", "validate"]
 
 
 def method_components(method: str) -> dict[str, bool]:
@@ -42,8 +41,11 @@ def method_label(cfg: Config) -> str:
 
 
 def _fill_method_defaults(cfg: Config) -> None:
-    """Turn the ``null`` keys (``enabled``, GBBN's heads and encoder gradient) into what the method implies."""
-    method = get_method(cfg.method.name)
+    """Turn the ``null`` keys (``enabled``, GBBN's heads and encoder gradient) into what the method implies
+    (nothing for an unknown method, which :func:`validate` then names)."""
+    method = METHODS.get(cfg.method.name)
+    if method is None:
+        return
     for name, default in method.components.items():
         if getattr(cfg, name).enabled is None:
             getattr(cfg, name).enabled = default
@@ -55,8 +57,9 @@ def _fill_method_defaults(cfg: Config) -> None:
 
 def validate(cfg: Config) -> None:
     """Check choices, ranges and combinations, then the method's own rules; raise ConfigError."""
-    check_fields(cfg)
+    check_fields(cfg, tuple(METHODS))
     get_method(cfg.method.name).check(cfg)
+    check_views(cfg)
 
 
 def resolve(base: dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -26,18 +26,18 @@ LARGE_OPTIM = {"epochs": 90, "batch_size": 256, "lr": 0.1, "momentum": 0.9, "wei
                "warmup_epochs": 5, "schedule": "cosine"}
 
 
+def method_blocks() -> dict[str, tuple[str, dict]]:
+    """(description, config sections) by file-name suffix: each method's recipe (the methods table), and
+    its ablations, the recipe with one component switched off (``allnc_no_hycon``, ...)."""
+    def copy(recipe: dict) -> dict:
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in recipe.items()}
 
-def method_blocks() -> dict[str, dict]:
-    """Config sections by file-name suffix: each method's recipe (the methods table), and its ablations,
-    the recipe with one component switched off (``allnc_no_hycon``, ...)."""
-    blocks = {}
-    for method in METHODS.values():
-        blocks[method.name] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in method.recipe.items()}
+    blocks = {m.name: (f"method {m.name}: {m.summary}", copy(m.recipe)) for m in METHODS.values()}
     for method in METHODS.values():
         for part in method.ablations:
-            block = {k: (dict(v) if isinstance(v, dict) else v) for k, v in method.recipe.items()}
+            block = copy(method.recipe)
             block[part]["enabled"] = False
-            blocks[f"{method.name}_no_{part}"] = block
+            blocks[f"{method.name}_no_{part}"] = (f"method {method.name} without {part}", block)
     return blocks
 
 
@@ -101,7 +101,7 @@ UFM_METHODS = ("ce", "la", "etf", "bbn", "allnc", "allnc_no_hycon", "allnc_no_p2
 
 
 def _ufm_block(method: str) -> dict:
-    block = method_blocks()[method]
+    block = method_blocks()[method][1]
     if "hycon" in block:  # the views of a free feature are all the same vector: one view is enough
         block["hycon"]["views"] = 1
     return block
@@ -111,14 +111,15 @@ def all_configs() -> dict[str, str]:
     """File name -> YAML text of every bundled config."""
     files = {}
     for prefix, (desc, base) in recipes().items():
-        for method, block in method_blocks().items():
-            files[f"{prefix}_{method}.yaml"] = _render(f"{desc}; method {method}", {**base, **block, "seed": 0})
+        for method, (about, block) in method_blocks().items():
+            files[f"{prefix}_{method}.yaml"] = _render(f"{desc}; {about}", {**base, **block, "seed": 0})
     ufm = "unconstrained features (Fang et al. 2021), 10 classes, 32-d"
     for method in UFM_METHODS:
-        files[f"ufm_lt_r100_{method}.yaml"] = _render(f"{ufm}, imbalance ratio 100 (500 ... 5); method {method}",
+        about = method_blocks()[method][0]
+        files[f"ufm_lt_r100_{method}.yaml"] = _render(f"{ufm}, imbalance ratio 100 (500 ... 5); {about}",
                                                       {**UFM, **_ufm_block(method), "seed": 0})
     balanced = {**UFM, "data": {**UFM["data"], "n_max": UFM_BALANCED_N, "imbalance_ratio": 1}}
-    files["ufm_balanced_ce.yaml"] = _render(f"{ufm}, balanced ({UFM_BALANCED_N} per class); method ce",
+    files["ufm_balanced_ce.yaml"] = _render(f"{ufm}, balanced ({UFM_BALANCED_N} per class); {method_blocks()['ce'][0]}",
                                             {**balanced, **_ufm_block("ce"), "seed": 0})
     return files
 

@@ -38,7 +38,8 @@ def read_checkpoint(path: Path, contents: dict, options: SourceOptions) -> Dump 
     if not str(contents.get("format", "")).startswith(_FAMILY):
         return None
     from . import data
-    from .config import ConfigError, method_label
+    from .config import method_label
+    from .schema import ConfigError
 
     try:
         model, cfg = model_from_checkpoint(contents)

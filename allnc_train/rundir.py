@@ -41,11 +41,10 @@ try:
 except ImportError:  # Windows: no flock; runs there go unlocked, as before
     fcntl = None
 
-LOCK_NAME = layout.LOCK
 # The folders a run writes into (relative to the run directory) and the names it writes there.
-_EPOCH_FILE = re.compile(r"epoch_\d+\.\w+")
-_OWN_FILES = {".": re.compile(rf"{re.escape(layout.RECORD)}|write-probe"), layout.CHECKPOINTS: _EPOCH_FILE,
-              **{folder: _EPOCH_FILE for folder in layout.DUMP_FOLDERS.values()}}
+_OWN_FILES = {".": re.compile(rf"{re.escape(layout.RECORD)}|write-probe"),
+              layout.CHECKPOINTS: re.compile(r"epoch_\d+\.pt"),
+              **{folder: re.compile(r"epoch_\d+\.\w+") for folder in layout.DUMP_FOLDERS.values()}}
 # The old trainer's own temporaries (".NAME.tmp-<pid>"); nctools.io.atomic knows its current ones.
 _LEGACY_TEMPORARY = re.compile(r"\.(?P<name>.+)\.tmp-\d+")
 # flock refused by the file system itself (some network and FUSE mounts): the run goes on unlocked.
@@ -114,7 +113,7 @@ class RunLock:
     @classmethod
     def acquire(cls, out: Path) -> RunLock:
         """Lock ``out`` or raise ``RunError`` naming the holder; never waits."""
-        path = out / LOCK_NAME
+        path = out / layout.LOCK
         if fcntl is None:
             return cls(path, None)
         try:

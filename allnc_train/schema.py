@@ -15,6 +15,7 @@ its own checks) is the methods table's, applied by :mod:`allnc_train.config`.
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -68,8 +69,7 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    # ce | la (logit-adjusted CE) | etf (fixed simplex-ETF classifier) | etf_dr (fixed ETF, dot-regression loss,
-    # Yang et al. 2022) | bbn (BBN, Zhou et al. 2020: two branch blocks, cumulative mixing) | allnc
+    # a name of the methods table (allnc_train.methods.METHODS): ce | la | etf | etf_dr | bbn | allnc as shipped
     name: str = "ce"
     la_tau: float = 1.0  # la: logits + tau * log(prior) during training (Menon et al. 2021)
     etf_scale: float = 1.0  # etf: norm of each fixed classifier row
@@ -77,21 +77,22 @@ class MethodConfig:
 
 @dataclass
 class GBBNConfig:
-    enabled: bool | None = None  # None = on for bbn and allnc, off otherwise
+    enabled: bool | None = None  # None = the method's default (its row in the methods table: on for bbn, allnc)
     gamma: float = 2.0  # eta(t) = 1 - (t / T)^gamma mixes the conventional and re-balancing losses; 2 = BBN's parabola
     sampler: str = "reversed"  # sampler of the re-balancing branch: reversed | class_balanced | sqrt | instance
     # classification heads: 1 = both branches share the classifier; 2 = a head per branch (the paper's Fig. 5a),
-    # the inference classifier (model.weight / model.bias) being their fixed mean. None = 2 for allnc, 1 otherwise
+    # the inference classifier (model.weight / model.bias) being their fixed mean. None = the method's (2 for allnc,
+    # 1 otherwise)
     heads: int | None = None
     # the re-balancing branch's CE gradient into the features (its head always gets it in full): eta = scaled by
     # eta(t), so that branch trains the classifier more and the encoder less as t grows (progressive
-    # feature-classifier decoupling); full = unscaled. None = eta for allnc, full otherwise
+    # feature-classifier decoupling); full = unscaled. None = the method's (eta for allnc, full otherwise)
     encoder_grad: str | None = None
 
 
 @dataclass
 class HyConConfig:
-    enabled: bool | None = None  # None = on for allnc, off otherwise
+    enabled: bool | None = None  # None = the method's default (on for allnc)
     weight: float = 1.0  # weight of the hybrid contrastive loss
     temperature: float = 0.1  # softmax temperature on cosine similarities
     views: int = 2  # augmented views per image in the conventional branch
@@ -109,7 +110,7 @@ class HyConConfig:
 
 @dataclass
 class P2PConfig:
-    enabled: bool | None = None  # None = on for allnc, off otherwise
+    enabled: bool | None = None  # None = the method's default (on for allnc)
     weight: float = 1.0  # weight of the peer-to-peer loss
     momentum: float = 0.9  # EMA momentum of the running class means of the features
     # batch = the batch's own class means (both branches), gradient into the features, running means standing in
@@ -163,7 +164,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-CHOICES = {
+CHOICES = {  # the keys with a fixed set of values, in the order they are checked; method.name: see choices()
     "data.dataset": ("cifar10", "cifar100", "imagenet_lt", "places_lt", "inat2018", "synthetic"),
     "data.source": ("folder", "torchvision", "splits"),
     "data.augment": ("standard", "none"),
@@ -171,6 +172,7 @@ CHOICES = {
     "data.view_augment": ("simclr", "standard"),
     "run.amp_dtype": ("bfloat16", "float16"),
     "model.arch": ("resnet32", "resnet50", "resnext50", "ufm"),
+    "method.name": (),
     "gbbn.sampler": ("reversed", "class_balanced", "sqrt", "instance"),
     "gbbn.heads": (1, 2),
     "gbbn.encoder_grad": ("eta", "full"),
@@ -307,10 +309,16 @@ def load_yaml(path: str | Path) -> dict:
 # Checks that hold for every method
 # ---------------------------------------------------------------------------------------------
 
-def check_fields(cfg: Config) -> None:
-    """Check choices, ranges and the combinations of keys that hold for every method; raise ConfigError
-    with one sentence (the method's own checks are its ``check`` in the methods table)."""
-    for key, allowed in CHOICES.items():
+def choices(method_names: Sequence[str]) -> dict[str, tuple]:
+    """:data:`CHOICES`, with ``method.name`` taking the names of the methods table."""
+    return {**CHOICES, "method.name": tuple(method_names)}
+
+
+def check_fields(cfg: Config, method_names: Sequence[str]) -> None:
+    """Check choices (``method.name`` among ``method_names``), ranges and the combinations of keys that
+    hold for every method; raise ConfigError with one sentence. The method's own checks (its ``check``
+    in the methods table), then :func:`check_views`, come after."""
+    for key, allowed in choices(method_names).items():
         if get_key(cfg, key) not in allowed:
             raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got {get_key(cfg, key)!r}.")
     for key in POSITIVE:
@@ -346,7 +354,11 @@ def check_fields(cfg: Config) -> None:
         if not d.train_split or not d.test_split:
             raise ConfigError(f"data.dataset {d.dataset!r} needs data.train_split and data.test_split "
                               "('path label' files).")
-    if cfg.hycon.enabled and cfg.hycon.views < 2 and m.arch != "ufm":
+
+
+def check_views(cfg: Config) -> None:
+    """HyCon contrasts views of an image: it needs two or more (a free feature's views are all one)."""
+    if cfg.hycon.enabled and cfg.hycon.views < 2 and cfg.model.arch != "ufm":
         raise ConfigError("HyCon needs at least two views per image: set hycon.views to 2 or more.")
 
 

@@ -1,12 +1,9 @@
 """The training loop: one run directory, resumable, a feature dump and a checkpoint every epoch.
 
-Run directory layout::
-
-    run.lock                       held (flock) by the live run: its pid, host and start time (rundir.py)
-    run.json                       config, environment, data summary, per-epoch metrics, status
-    checkpoints/epoch_0007.pt      model, optimiser, scaler, history, config (weights_only-loadable)
-    dumps/epoch_0007.safetensors   train-set features + classifier (the nctools dump format)
-    dumps-test/epoch_0007.safetensors   evaluation-set features, when run.dump_test is on
+The run directory (its layout is :mod:`nctools.io.layout`'s) holds ``run.json`` (config,
+environment, data summary, per-epoch metrics, status), the lock of the live run, a checkpoint per
+epoch (model, optimiser, scaler, history, config; weights_only-loadable) and the train-set dumps
+(features + classifier), with ``run.dump_test`` the evaluation-set dumps too.
 
 Reproducibility: the model is initialised from ``seed``; every epoch re-seeds python, numpy and
 torch from (seed, epoch) and every sampler draws from its own (seed, stream, epoch) generator, so a
@@ -48,14 +45,14 @@ from nctools.io.atomic import atomic_write_json
 
 from . import distributed, rundir
 from .checkpoint import (
-    checkpoint_path,
+    CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     nothing_to_resume,
     predates_reread,
     save_checkpoint,
 )
-from .config import Config, flatten, method_label, to_dict
+from .config import method_label
 from .data import DataBundle, build_data, shot_groups
 from .data.loaders import Loaders, make_loaders, set_epoch, to_device
 from .data.pipeline import pipeline_kind, use_channels_last
@@ -65,6 +62,7 @@ from .methods import Batch, Objective, build_model, build_objective
 from .models import num_parameters
 from .rundir import RunError
 from .schedules import learning_rate
+from .schema import Config, flatten, to_dict
 from .step import Optimisation, train_step
 
 # Keys that may differ between a run and its resumption: where data lives and how the run is shown.
@@ -142,7 +140,10 @@ def _open_run(cfg: Config, out: Path, resume: bool) -> dict | None:
         return None
     if existing is None:
         raise RunError(nothing_to_resume(out))
-    ckpt = load_checkpoint(existing)
+    try:
+        ckpt = load_checkpoint(existing)
+    except CheckpointError as exc:  # train() refuses a run it cannot resume with one kind of error
+        raise RunError(str(exc)) from None
     if predates_reread(ckpt):
         raise RunError(f"{existing} was written by an earlier allnc_train (checkpoint format 1, before AllNC was "
                        "re-read and BBN rebuilt); nctools can still analyse it, but it cannot be resumed: start a "
@@ -181,7 +182,8 @@ def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: in
         metrics["train_top1"] = accuracy_by_group(logits, labels, groups)["top1"]
         if do_dump:
             path = layout.dump_path(out, "train", epoch, fmt)
-            _write_dump(path, feats, labels, model, data.class_counts, cfg.run.dump_dtype, {**meta, "split": "train"})
+            _write_dump(out, path, feats, labels, model, data.class_counts, cfg.run.dump_dtype,
+                        {**meta, "split": "train"})
             metrics["dump"] = path.relative_to(out).as_posix()
         if eval_loader is None:  # labels-only data (unconstrained features): the training samples are all there is
             metrics.update({f"eval_{k}": v for k, v in accuracy_by_group(logits, labels, groups).items()})
@@ -192,17 +194,17 @@ def evaluate_and_dump(model, cfg: Config, data: DataBundle, out: Path, epoch: in
         metrics["eval_split"] = data.eval_split
         if do_dump and cfg.run.dump_test:
             path = layout.dump_path(out, "test", epoch, fmt)
-            _write_dump(path, feats, labels, model, data.class_counts, cfg.run.dump_dtype,
+            _write_dump(out, path, feats, labels, model, data.class_counts, cfg.run.dump_dtype,
                         {**meta, "split": data.eval_split})
             metrics["dump_test"] = path.relative_to(out).as_posix()
     return metrics
 
 
-def _write_dump(path: Path, feats, labels, *args) -> None:
+def _write_dump(out: Path, path: Path, feats, labels, *args) -> None:
     """``write_dump`` of every rank's rows, gathered to rank 0 in rank order (plain on one process)."""
     gathered = distributed.gather_to_main(feats, labels)
     if gathered is not None:
-        with rundir.writing(path, path.parents[1]):  # path is RUN/dumps*/epoch_*.*
+        with rundir.writing(path, out):
             write_dump(path, *gathered, *args)
 
 
@@ -269,7 +271,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | 
 
 def _save_epoch(out: Path, cfg: Config, epoch: int, model, optimizer, scaler, record: dict) -> None:
     """Rank 0: the epoch's checkpoint, then run.json, each atomic; a failed write raises RunError."""
-    with rundir.writing(checkpoint_path(out, epoch), out):
+    with rundir.writing(layout.checkpoint_path(out, epoch), out):
         save_checkpoint(out, cfg, epoch, model, optimizer, scaler, record, cfg.run.keep_checkpoints)
     _save_record(out, record)
 

@@ -36,12 +36,11 @@ import tarfile
 import time
 from pathlib import Path
 
-from experiments.launcher import Job, launch, read_record, start, stop, train_command
+from experiments.launcher import ALLNC_TRAIN_MODULE, Job, launch, read_record, start, stop, train_command
 from nctools.io.layout import DUMP_FOLDERS, epoch_files
 
 # Wall-time targets for the 200-epoch runs on one H200 (the trainer's speed goals).
 TARGETS_S = {"cifar10_lt_r100_ce": 90.0, "cifar10_lt_r100_allnc": 240.0}
-ALLNC_TRAIN = (sys.executable, "-m", "allnc_train.cli")  # no console script needed: the code is on PYTHONPATH
 NCTOOLS = [sys.executable, "-c", "import sys; from nctools.cli import main; sys.exit(main())"]
 TOP_FILES = ("summary.txt", "card.txt", "results.csv", "bench_train.jsonl", "bench_core.txt")
 ARCHIVE = "device-check.tar.gz"
@@ -68,8 +67,8 @@ def train(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     first, rest = args.configs[:args.max_runs], args.configs[args.max_runs:]
-    jobs = [Job(name, out / name, train_command(name, out / name, args.set, ALLNC_TRAIN), log=out / f"{name}.log")
-            for name in first]
+    jobs = [Job(name, out / name, train_command(name, out / name, args.set, ALLNC_TRAIN_MODULE),
+                log=out / f"{name}.log") for name in first]
     log = lambda m: print(f"{time.monotonic() - began:6.0f} s  {m}", flush=True)  # noqa: E731
     done = launch(jobs, args.parallel, seconds=args.seconds, min_start=args.min_start, grace=args.grace,
                   threads=args.threads, drop_checkpoints=True, poll=args.poll, log=log,

@@ -31,6 +31,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -39,10 +40,11 @@ from pathlib import Path
 from nctools.errors import os_reason
 from nctools.io.layout import CHECKPOINTS, epoch_of, record_path
 
-__all__ = ["ALLNC_TRAIN", "Job", "Launch", "Outcome", "launch", "read_record", "resume_command", "run_state", "start",
-           "stop", "train_command"]
+__all__ = ["ALLNC_TRAIN", "ALLNC_TRAIN_MODULE", "Job", "Launch", "Outcome", "launch", "read_record", "resume_command",
+           "run_state", "start", "stop", "train_command"]
 
-ALLNC_TRAIN = ("allnc-train",)  # the console script; ("python", "-m", "allnc_train.cli") where it is not installed
+ALLNC_TRAIN = ("allnc-train",)  # the console script
+ALLNC_TRAIN_MODULE = (sys.executable, "-m", "allnc_train.cli")  # the same without the console script on PATH
 
 
 def read_record(run_dir: Path) -> dict | None:

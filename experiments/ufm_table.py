@@ -19,7 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from experiments.launcher import Job, launch, read_record, train_command
+from experiments.launcher import ALLNC_TRAIN_MODULE, Job, launch, read_record, train_command
 
 CONFIGS = ["ufm_balanced_ce"] + [f"ufm_lt_r100_{m}" for m in
                                  ("ce", "la", "etf", "bbn", "allnc", "allnc_no_hycon", "allnc_no_p2p", "allnc_no_gbbn")]
@@ -31,7 +31,8 @@ METRICS = {"nc1": "nc1", "cos_std_means": "nc2_cos_std_means", "cos_std_classifi
 def job(config: str, seed: int, out: Path) -> Job:
     """The run of ``config`` with ``seed``, in ``OUT/<config>/seed<N>`` (its output on this terminal)."""
     run = out / config / f"seed{seed}"
-    return Job(f"{config}/seed{seed}", run, train_command(config, run, [f"seed={seed}", "run.progress=false"]))
+    return Job(f"{config}/seed{seed}", run, train_command(config, run, [f"seed={seed}", "run.progress=false"],
+                                                            ALLNC_TRAIN_MODULE))
 
 
 def summarize(config: str, seed: int, run: Path) -> dict:

@@ -3,7 +3,9 @@ helpers that turn any exception into the one sentence a user is shown.
 
 Each package's own errors (``DumpError``, ``SourceError``, the trainer's ``ConfigError``,
 ``CheckpointError``, ``RunError``) derive from :class:`InputError`, so a command line catches them in
-one place and prints them as they are: ``"<file, key or argument>: <problem>."``.
+one place and prints them as they are: ``"<file, key or argument>: <problem>."``. A file system
+failure stays an ``OSError`` (nctools' ``ReportError`` is one: a report that cannot be written) and
+is shown the same way.
 
 >>> one_line(ValueError("a\\n  b"))
 'a b'
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["InputError", "first_line", "one_line", "os_reason"]
+__all__ = ["InputError", "describe", "first_line", "one_line", "os_reason"]
 
 
 class InputError(ValueError):
@@ -32,6 +34,18 @@ def one_line(err: BaseException) -> str:
 def first_line(err: BaseException) -> str:
     """The first non-empty line of the exception's message (the gist of a long one), or its type's name."""
     return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
+
+def describe(err: BaseException) -> str:
+    """The exception's type and the first sentence of its message (a library's message may run to
+    paragraphs): what a sentence about a file that another library could not read puts in brackets.
+
+    >>> describe(OSError("unexpected end of data. More text follows."))
+    'OSError: unexpected end of data'
+    """
+    lines = str(err).strip().splitlines()
+    text = lines[0].split(". ")[0].rstrip(".")[:200] if lines else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def os_reason(err: BaseException) -> str | None:

@@ -142,7 +142,7 @@ class BatchedLoader:
 
     ``sampler``: a ClassAwareSampler, or this rank's ShardedSampler of one. ``augment``: ``standard``
     or ``none`` (``data.augment``); ``view_augment``: ``simclr`` or ``standard`` for views 1..V-1.
-    ``seed`` / ``stream`` / ``rank`` seed the augmentation generator (:func:`augment_stream`).
+    ``seed`` / ``stream`` / ``rank`` seed the augmentation generator (:func:`~allnc_train.data.seeds.augment_stream`).
     """
 
     def __init__(self, samples: DeviceSamples, sampler: Sampler[int], batch_size: int, views: int = 1, *,

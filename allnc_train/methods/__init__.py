@@ -12,8 +12,8 @@ Adding a method is one module that defines its :class:`Method` row and one entry
 (CONTRIBUTING.md, "Adding a method"). The config (``method.name``, the components' defaults and the
 method's checks), the trainer and the bundled configs read this table.
 
->>> [name for name in METHODS]
-['ce', 'la', 'etf', 'etf_dr', 'bbn', 'allnc']
+>>> get_method("allnc").summary
+'AllNC: cross-entropy with GBBN, HyCon and P2P (Zhang et al. 2024)'
 >>> get_method("bbn").components["gbbn"]
 True
 """

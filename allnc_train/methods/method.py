@@ -27,7 +27,9 @@ from torch import nn
 from ..schedules import gbbn_eta
 from ..schema import Config, ConfigError
 
-__all__ = ["Batch", "Method", "Objective", "StepLoss", "StepStats", "refuse_parts"]
+__all__ = ["PARTS", "Batch", "Method", "Objective", "StepLoss", "StepStats", "refuse_parts"]
+
+PARTS = ("gbbn", "hycon", "p2p")  # AllNC's parts, each a config section with an ``enabled`` switch
 
 
 class Batch(NamedTuple):
@@ -100,9 +102,18 @@ class Method:
     # (cfg, class_counts, device) -> the run's objective
     build_objective: Callable[[Config, Sequence[int], torch.device], Objective]
     # the default of each component's ``enabled: null`` switch
-    components: Mapping[str, bool] = field(default_factory=lambda: {"gbbn": False, "hycon": False, "p2p": False})
+    components: Mapping[str, bool] = field(default_factory=lambda: dict.fromkeys(PARTS, False))
     # what the method puts in the other ``null`` keys
     defaults: Mapping[str, Any] = field(default_factory=lambda: {"gbbn.heads": 1, "gbbn.encoder_grad": "full"})
     check: Callable[[Config], None] = _no_check  # raises ConfigError naming the key
     recipe: Mapping[str, Any] = field(default_factory=dict)  # the sections a bundled config writes for it
     ablations: tuple[str, ...] = ()  # components the bundled configs switch off one at a time (NAME_no_PART)
+
+    def __post_init__(self) -> None:
+        # A row is code, not user input: a malformed one is a programming error, said at import time.
+        if set(self.components) != set(PARTS):
+            raise ValueError(f"method {self.name}: components must name each of {', '.join(PARTS)} once.")
+        for part in self.ablations:
+            if not self.components[part] or part not in self.recipe:
+                raise ValueError(f"method {self.name}: ablation {part!r} needs the part on and its section in the "
+                                 "recipe.")

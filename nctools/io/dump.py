@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError
 
 from nctools.core.validation import as_tensor, check_inputs
+from nctools.errors import describe
 from nctools.io.atomic import atomic_write_path
 from nctools.io.dump_contents import (
     FORMAT_VERSION,
@@ -34,15 +35,14 @@ from nctools.io.dump_contents import (
     Dump,
     DumpError,
     build_dump,
-    describe,
     dump_error,
     stringify_metadata,
 )
 from nctools.io.dump_formats import FORMATS, format_of, read_safetensors, storable_tensors
 from nctools.io.rows import ConcatRows, SafetensorsRows, shard_paths
-from nctools.io.safe_files import check_regular_file, load_pt
+from nctools.io.safe_files import check_regular_file
 
-__all__ = ["Dump", "DumpError", "FORMAT_VERSION", "load_dump", "save_dump", "check_regular_file", "load_pt"]
+__all__ = ["Dump", "DumpError", "FORMAT_VERSION", "load_dump", "save_dump"]
 
 
 def save_dump(path, features, labels, weight=None, bias=None, class_counts=None, metadata=None) -> Path:

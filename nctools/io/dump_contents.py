@@ -48,13 +48,6 @@ def dump_error(path: Path, problem: str) -> DumpError:
     return DumpError(f"{path}: {problem.rstrip().rstrip('.')}.")
 
 
-def describe(err: BaseException) -> str:
-    """The exception type and the first sentence of its message: library messages run to paragraphs."""
-    lines = str(err).strip().splitlines()
-    text = lines[0].split(". ")[0].rstrip(".")[:200] if lines else ""
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def short(value: Any) -> str:
     """``repr(value)``, cut to 60 characters: enough to recognise a value in an error message."""
     text = repr(value)

@@ -28,7 +28,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from nctools.io.dump_contents import KEYS_SENTENCE, TENSOR_KEYS, Dump, DumpError, describe, dump_error
+from nctools.errors import describe
+from nctools.io.dump_contents import KEYS_SENTENCE, TENSOR_KEYS, Dump, DumpError, dump_error
 from nctools.io.safe_files import load_pt
 
 __all__ = ["FORMATS", "format_of", "read_safetensors", "storable_tensors"]

@@ -23,8 +23,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["CHECKPOINTS", "DUMP_FOLDERS", "EPOCH_NAME", "LOCK", "RECORD", "checkpoint_path", "dump_path",
-           "epoch_files", "epoch_name", "epoch_of", "record_path"]
+__all__ = ["CHECKPOINTS", "DUMP_FOLDERS", "EPOCH_NAME", "LOCK", "RECORD", "checkpoint_files", "checkpoint_path",
+           "dump_path", "epoch_files", "epoch_name", "epoch_of", "record_path"]
 
 RECORD = "run.json"
 LOCK = "run.lock"
@@ -61,3 +61,8 @@ def epoch_files(paths: Iterable[Path]) -> list[Path]:
     """The ``epoch_NNNN[.suffix]`` names among ``paths``, in epoch order (by number, not as strings)."""
     found = [(epoch_of(p), p.name, p) for p in map(Path, paths)]
     return [p for epoch, _, p in sorted(t for t in found if t[0] is not None)]
+
+
+def checkpoint_files(run: Path) -> list[Path]:
+    """The run's ``checkpoints/epoch_NNNN.pt``, oldest first (none when the folder does not exist)."""
+    return epoch_files(p for p in (Path(run) / CHECKPOINTS).glob("epoch_*") if p.suffix == ".pt")

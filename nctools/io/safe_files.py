@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from nctools.io.dump_contents import describe, dump_error
+from nctools.errors import describe
+from nctools.io.dump_contents import dump_error
 
 __all__ = ["check_regular_file", "load_pt", "refused_global"]
 

@@ -11,6 +11,6 @@ def step_loss(model, cfg, batch, rebal=None, eta: float = 1.0) -> StepLoss:
     return objective.loss(model, Batch(batch, rebal))
 
 
-def update_running_stats(model, cfg, stats: StepStats) -> None:
+def after_step(model, cfg, stats: StepStats) -> None:
     """What the trainer does after the optimiser step."""
     build_objective(cfg, [1] * model.num_classes).update(model, stats)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from allnc_train.config import ConfigError, load_config
+from allnc_train.config import load_config
 from allnc_train.data import DataBundle, IndexSamples, TensorImages, image_transform, lt_class_counts
 from allnc_train.data import augment as A
 from allnc_train.data.pipeline import (
@@ -21,6 +21,7 @@ from allnc_train.data.pipeline import (
 )
 from allnc_train.data.samplers import KINDS, ClassAwareSampler
 from allnc_train.distributed import ShardedSampler
+from allnc_train.schema import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,11 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from allnc_train.config import ConfigError, resolve
+from allnc_train.config import resolve
 from allnc_train.methods import build_model
 from allnc_train.methods.losses import batch_class_means, class_balanced_weights, hycon_loss, p2p_loss
+from allnc_train.schema import ConfigError
 from nctools.core.geometry import simplex_etf
-from tests.helpers.objectives import step_loss, update_running_stats
+from tests.helpers.objectives import after_step, step_loss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -121,7 +122,7 @@ def test_p2p_running_variant_is_still_there():
     y = torch.tensor([0, 1, 2, 3])
     loss, parts, stats = step_loss(model, cfg, (torch.arange(4)[:, None], y), (torch.arange(4)[:, None], y), 0.5)
     assert "p2p" in parts
-    update_running_stats(model, cfg, stats)
+    after_step(model, cfg, stats)
     assert model.seen.all()
 
 

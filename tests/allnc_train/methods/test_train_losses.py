@@ -13,7 +13,7 @@ from allnc_train.methods.losses import ema_class_means, hycon_loss, logit_adjust
 from allnc_train.schedules import gbbn_eta, learning_rate
 from allnc_train.schema import OptimConfig
 from nctools.core.geometry import simplex_etf
-from tests.helpers.objectives import step_loss, update_running_stats
+from tests.helpers.objectives import after_step, step_loss
 
 
 def test_simplex_etf_geometry():
@@ -161,7 +161,7 @@ def test_objective_routes_gradients(share):
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     before = model.class_means.clone()
-    update_running_stats(model, cfg, stats)
+    after_step(model, cfg, stats)
     assert model.seen.all() and model.proto_seen.all() == (share < 1) and not torch.equal(before, model.class_means)
 
 

@@ -28,8 +28,9 @@ import nctools.io.atomic as atomic
 from allnc_train.checkpoint import latest_checkpoint
 from allnc_train.cli import CONFIG_DIR, main
 from allnc_train.config import load_config
-from allnc_train.rundir import LOCK_NAME, RunLock, remove_stale_temporaries, stale_temporaries
+from allnc_train.rundir import RunLock, remove_stale_temporaries, stale_temporaries
 from allnc_train.train import RunError, train
+from nctools.io.layout import LOCK
 from tests.helpers.launch import run_processes
 from tests.helpers.paths import REPO
 
@@ -119,7 +120,7 @@ def test_a_live_run_directory_refuses_a_new_run_and_a_resume_naming_the_holder(t
                                                                                 monkeypatch):
     out = tmp_path / "run"
     train(_ufm(), out, stop_after=1)
-    assert not (out / LOCK_NAME).exists()  # given up when the call ends
+    assert not (out / LOCK).exists()  # given up when the call ends
     holder = lock_holder(out)
     before = (out / "run.json").read_text()
     with monkeypatch.context() as m:
@@ -135,19 +136,19 @@ def test_a_live_run_directory_refuses_a_new_run_and_a_resume_naming_the_holder(t
     # kill -9 the holder: the kernel drops its flock; the lock file it leaves blocks nobody.
     holder.kill()
     holder.wait()
-    assert str(holder.pid) in (out / LOCK_NAME).read_text()
+    assert str(holder.pid) in (out / LOCK).read_text()
     code, stdout, err = cli(["--out", out, "--resume"])
     assert code == 0 and json.loads(stdout)["status"] == "finished", err
-    assert not (out / LOCK_NAME).exists()
+    assert not (out / LOCK).exists()
 
 
 @pytest.mark.parametrize("content", ["", "not json", '{"pid": 999999999, "host": "elsewhere", "started": "then"}'])
 def test_a_stale_lock_file_does_not_block(tmp_path, content):
     out = tmp_path / "run"
     out.mkdir()
-    (out / LOCK_NAME).write_text(content)
+    (out / LOCK).write_text(content)
     assert train(_ufm(), out)["status"] == "finished"
-    assert not (out / LOCK_NAME).exists()
+    assert not (out / LOCK).exists()
 
 
 def test_the_lock_is_given_up_when_a_run_fails_and_an_empty_new_folder_goes_with_it(tmp_path, monkeypatch):
@@ -178,7 +179,7 @@ def test_a_file_system_without_locks_runs_unlocked_with_a_warning_and_removes_no
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with pytest.warns(RuntimeWarning, match="does not support locks"):
         assert train(_ufm(), out)["status"] == "finished"
-    assert temporary.exists() and not (out / LOCK_NAME).exists()
+    assert temporary.exists() and not (out / LOCK).exists()
 
 
 def test_two_cli_runs_started_together_on_one_out_one_wins(tmp_path):
@@ -320,7 +321,7 @@ def test_a_full_disk_mid_run_is_one_line_and_the_run_resumes_to_the_same_weights
             assert code == 2 and stdout == "" and _one_error_line(err), err
             assert err == (f"allnc-train: error: {out / target}: cannot write it ({reason}); the run is saved up to "
                            f"epoch {at}: fix that and continue it with --resume.\n")
-            assert _hidden_temporaries(out) == [] and not (out / LOCK_NAME).exists()
+            assert _hidden_temporaries(out) == [] and not (out / LOCK).exists()
             assert json.loads((out / "run.json").read_text())["status"] == "running"
     code, stdout, err = cli(["--out", out, "--resume"])  # space freed
     assert code == 0 and json.loads(stdout)["status"] == "finished" and json.loads(stdout)["epoch"] == 3, err
@@ -349,7 +350,7 @@ def test_a_real_failed_write_in_a_subprocess_is_one_line_and_leaves_nothing_part
     assert done.returncode == 2 and done.stdout == "" and _one_error_line(done.stderr), done.stderr
     assert done.stderr.startswith(f"allnc-train: error: {out / failed}: cannot write it (")
     assert "no epoch is saved yet: fix that and start the run again." in done.stderr
-    assert _hidden_temporaries(out) == [] and not (out / LOCK_NAME).exists()
+    assert _hidden_temporaries(out) == [] and not (out / LOCK).exists()
     assert not list(out.rglob("*.pt")) and not list(out.rglob("*.safetensors"))
 
 
@@ -419,13 +420,13 @@ def test_temporaries_of_a_writer_killed_mid_write_go_when_the_run_resumes(tmp_pa
     assert not any(p.exists() for p in left + planted) and all(p.exists() for p in foreign)
     assert sorted(_hidden_temporaries(out)) == sorted([foreign[1], foreign[2]])
     assert _same_weights(tmp_path / "whole", out)
-    assert not (out / LOCK_NAME).exists()
+    assert not (out / LOCK).exists()
 
 
 def test_a_killed_run_that_saved_nothing_is_tidied_by_a_fresh_start(tmp_path):
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / ".epoch_0001.pt.0123456789ab.tmp").write_text("half")
-    (out / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "gone", "started": "then"}))
+    (out / LOCK).write_text(json.dumps({"pid": 1, "host": "gone", "started": "then"}))
     assert train(_ufm(), out)["status"] == "finished"
     assert _hidden_temporaries(out) == [] and sorted(p.name for p in out.iterdir()) == ["checkpoints", "run.json"]

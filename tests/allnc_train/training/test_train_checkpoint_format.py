@@ -7,8 +7,9 @@ import torch
 
 from allnc_train.checkpoint import LEGACY_FORMAT, LEGACY_KEYS, load_checkpoint, model_from_checkpoint
 from allnc_train.cli import CONFIG_DIR
-from allnc_train.config import load_config, resolve, to_dict
+from allnc_train.config import load_config, resolve
 from allnc_train.methods import build_model
+from allnc_train.schema import to_dict
 from allnc_train.train import RunError, train
 from nctools.io.sources import load_source
 

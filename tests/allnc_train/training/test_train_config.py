@@ -5,8 +5,8 @@ import pytest
 
 from allnc_train import make_configs
 from allnc_train.cli import CONFIG_DIR, main
-from allnc_train.config import ConfigError, load_config, resolve, to_dict
-from allnc_train.schema import parse_override
+from allnc_train.config import load_config, resolve
+from allnc_train.schema import ConfigError, parse_override, to_dict
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

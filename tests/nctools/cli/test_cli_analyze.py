@@ -124,9 +124,10 @@ def test_state_dict_with_resnet32_and_split_folder(tmp_path):
 
 def test_allnc_train_checkpoint_is_rebuilt_from_its_config(tmp_path):
     """An unconstrained-features (ufm) checkpoint: the stored config rebuilds the model, no images needed."""
-    from allnc_train.config import load_config, to_dict
+    from allnc_train.config import load_config
     from allnc_train.data import build_data
     from allnc_train.methods import build_model
+    from allnc_train.schema import to_dict
 
     cfg = load_config(None, ["data.dataset=synthetic", "model.arch=ufm", "data.num_classes=4", "data.n_max=30",
                              "data.imbalance_ratio=10", "model.feature_dim=6"])

@@ -45,8 +45,9 @@ def _st_meta(path: Path, **metadata) -> Path:
 
 def _checkpoint(path: Path, data_root: Path, lr: float = 0.1) -> Path:
     """An allnc_train checkpoint of an untrained CIFAR ResNet-32 whose data lives at ``data_root``."""
-    from allnc_train.config import load_config, to_dict
+    from allnc_train.config import load_config
     from allnc_train.methods import build_model
+    from allnc_train.schema import to_dict
 
     cfg = load_config(None, [f"data.root={data_root}"])
     model = build_model(cfg, 10, 0)

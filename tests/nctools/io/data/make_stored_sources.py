@@ -28,10 +28,11 @@ from tests.helpers.cli import make_dump  # noqa: E402
 
 def make_inputs() -> dict:
     import nctools
-    from allnc_train.config import load_config, to_dict
+    from allnc_train.config import load_config
     from allnc_train.data import build_data
     from allnc_train.methods import build_model
     from allnc_train.models import NCModel, ResNetCifar
+    from allnc_train.schema import to_dict
 
     if HERE.exists():
         shutil.rmtree(HERE)
