@@ -6,14 +6,27 @@ from pathlib import Path
 
 import click
 
-from .options import analysis_options, out_option, show_progress, status
+from .options import analysis_options, out_option, parse_rgb, show_progress, status
 
-_DESCRIBED = ("split", "epoch", "dataset", "imbalance_ratio", "method", "arch")
+_DESCRIBED = ("split", "epoch", "dataset", "imbalance_ratio", "method", "arch", "weights", "preprocessing")
+
+
+def _preprocessing(meta: dict) -> dict | None:
+    """The preprocessing recorded in a dump's metadata (a JSON object), or None."""
+    try:
+        record = json.loads(meta["preprocessing"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def describe(dump) -> str:
     """One line of provenance from the dump's metadata (what was analysed)."""
-    meta = dump.metadata
+    from ..io.images import describe_preprocessing
+
+    meta = dict(dump.metadata)
+    if _preprocessing(meta) is not None:
+        meta["preprocessing"] = describe_preprocessing(_preprocessing(meta))
     parts = [f"{key.replace('_', ' ')} {meta[key]}" for key in _DESCRIBED if key in meta]
     return ", ".join(parts) if parts else "no metadata"
 
@@ -56,9 +69,29 @@ SHORT_HELP = "Metrics and figures of one dump, checkpoint or model."
                    "DIR/test of those) or a CIFAR root; for a checkpoint, overrides the dataset it names.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
               help="Images per forward pass when extracting features.")
-@click.option("--image-size", type=click.IntRange(min=8), default=None,
-              help="Side of the square input images [default: 32 for resnet32, 224 for torchvision models].")
-def analyze(path, out, center, split, groups, device, png, fmt, quiet, arch, data, batch_size, image_size) -> None:
+@click.option("--image-size", type=click.IntRange(min=8), default=None, metavar="N",
+              help="Side of the square images the model was trained on: each image is resized to N and "
+                   "centre-cropped to N x N [default: the architecture's own: 32 for resnet32; torchvision's "
+                   "documented resize and crop of the model's weights (224 of 256 for resnet18); timm's "
+                   "eval transform].")
+@click.option("--mean", callback=parse_rgb, metavar="R,G,B",
+              help="Per-channel mean the images are normalised by, e.g. 0.4914,0.4822,0.4465 for CIFAR-10 "
+                   "[default: the architecture's own: CIFAR-10's for resnet32, ImageNet's for torchvision "
+                   "models, the model's config for timm].")
+@click.option("--std", callback=parse_rgb, metavar="R,G,B",
+              help="Per-channel standard deviation, e.g. 0.2470,0.2435,0.2616 for CIFAR-10 [default: as --mean].")
+@click.option("--transform", "transform", metavar="MODULE:FUNCTION",
+              help="Your own preprocessing instead of --image-size/--mean/--std: FUNCTION() returns a transform "
+                   "from a PIL image to a normalised float tensor. MODULE is imported like any Python import, "
+                   "so it runs that code: use only your own.")
+@click.option("--state-key", metavar="KEY",
+              help="The entry of the file that holds the weights (e.g. state_dict, model, ema) when several "
+                   "could [default: the one that fits --arch].")
+@click.option("--strip-prefix", metavar="P",
+              help="Remove P (e.g. 'model.') from the weights' keys, leaving out keys without it [default: "
+                   "module., _orig_mod., model. and net. are tried and the one that fits --arch is used].")
+def analyze(path, out, center, split, groups, device, png, fmt, quiet, arch, data, batch_size, image_size, mean, std,
+            transform, state_key, strip_prefix) -> None:
     """Analyse PATH: a feature dump, a trainer checkpoint, or a state dict with --arch.
 
     \b
@@ -67,7 +100,12 @@ def analyze(path, out, center, split, groups, device, png, fmt, quiet, arch, dat
       a checkpoint that an installed reader understands, e.g. allnc_train's
         (checkpoints/epoch_*.pt): the model is rebuilt from its stored config and features are
         extracted on the dataset it names (or --data);
-      a plain state dict (.pt, .pth, .safetensors) with --arch and --data.
+      a plain state dict (.pt, .pth, .ckpt, .safetensors) with --arch and --data, also as
+        Lightning, DDP (module.) or torch.compile (_orig_mod.) save it.
+
+    A state dict does not say how its model's images were preprocessed: give --image-size, --mean
+    and --std (or --transform), or a warning names the defaults assumed. The preprocessing used is
+    in the header line and in metrics.json (options.preprocessing).
 
     Prints the metrics table (NC1, NC2 for means and classifier, ICPA with the ETF optimum, NC3,
     NC4 and accuracy, the few-shot classes) and writes into --out: metrics.json, per_class.csv,
@@ -78,12 +116,20 @@ def analyze(path, out, center, split, groups, device, png, fmt, quiet, arch, dat
       nctools analyze runs/c10_lt/dumps/epoch_0200.safetensors -o report/
       nctools analyze runs/c10_lt/checkpoints/epoch_0200.pt --data data/cifar10 --split test
       nctools analyze resnet18.pth --arch resnet18 --data images/ --format json
+      nctools analyze cifar_resnet18.ckpt --arch resnet18 --data data/cifar10 --image-size 32
+        --mean 0.4914,0.4822,0.4465 --std 0.2470,0.2435,0.2616
     """
     from ..io.sources import SourceOptions, load_source
 
+    if transform is not None and (image_size, mean, std) != (None, None, None):
+        raise click.UsageError("--transform replaces --image-size, --mean and --std; give one or the other")
     source = SourceOptions(arch=arch, data=data, split=split, device=device, batch_size=batch_size,
-                           image_size=image_size, progress=show_progress(quiet))
+                           image_size=image_size, progress=show_progress(quiet), mean=mean, std=std,
+                           transform=transform, state_key=state_key, strip_prefix=strip_prefix)
     dump = load_source(path, source)
     extra = {"split": split or dump.split, "arch": arch, "data": None if data is None else str(data)}
+    if _preprocessing(dump.metadata) is not None:
+        extra["preprocessing"] = _preprocessing(dump.metadata)
+    extra.update({k: v for k, v in (("state_key", state_key), ("strip_prefix", strip_prefix)) if v is not None})
     report_dump(dump, str(path), out=out, center=center, groups=groups, device=device, png=png, fmt=fmt,
                 quiet=quiet, extra_options=extra)

@@ -35,6 +35,24 @@ def _parse_groups(ctx, param, value: str) -> tuple[float, float]:
     return many, few
 
 
+def parse_rgb(ctx, param, value: str | None) -> tuple[float, float, float] | None:
+    """``--mean`` / ``--std``: three finite numbers R,G,B (a std above 0)."""
+    if value is None:
+        return None
+    import math
+
+    example = "0.485,0.456,0.406" if param.name == "mean" else "0.229,0.224,0.225"
+    try:
+        numbers = tuple(float(part) for part in value.split(","))
+    except ValueError:
+        numbers = ()
+    if len(numbers) != 3 or not all(math.isfinite(v) for v in numbers):
+        raise click.BadParameter(f"expected three numbers R,G,B such as {example}, got {value!r}")
+    if param.name == "std" and min(numbers) <= 0:
+        raise click.BadParameter(f"expected three numbers above 0, got {value!r}")
+    return numbers
+
+
 class OutDir(click.ParamType):
     """``--out``: a folder for the report, checked before any work (not empty, not the file system
     root, not an existing file); a refusal is one sentence naming the path, exit 2."""

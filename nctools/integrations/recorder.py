@@ -7,6 +7,13 @@ through :class:`~nctools.NeuralCollapse` (two passes), and, when given a folder,
 curves. The model's train / eval mode and every random number generator are restored afterwards,
 so the training run is the same with or without it.
 
+The dumps hold float32 features unless ``dump_dtype`` asks for ``float16`` or ``bfloat16``; the
+metrics are then computed on the rounded features, exactly what is written, so the logged numbers
+equal what ``nctools track`` computes from the dumps. An epoch whose features exceed float16's range
+(65504) is not stored as float16: a warning, and that epoch's dump is written in float32.
+:meth:`EpochRecorder.try_record` (what the callbacks call) turns any failure into one warning naming
+the epoch and the reason, so that measuring never stops a training run.
+
 Under ``torch.distributed`` every rank measures its share of the batches (batch ``i`` on rank
 ``i % world``) and the statistics are all-reduced; rank 0 alone writes. Without ``out`` nothing is
 kept: the model runs over the loader twice, one pass per statistics pass, so the loader must give
@@ -24,6 +31,7 @@ the same samples both times (no random augmentation; shuffling is fine).
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +43,7 @@ from ..core import keys as K
 from ..core.audit import DEFAULT_GROUPS
 from ..core.result import NCResult
 from ..core.statistics import NeuralCollapse
+from ..errors import one_line
 from ..io.atomic import atomic_write_json
 from ..io.dump import save_dump
 from ..io.extraction import FeatureTap, batch_xy
@@ -84,19 +93,27 @@ class EpochRecorder:
         every_n_epochs: measure after epochs ``n, 2n, ...`` (epochs counted from 1).
         layer: dotted name of the classifier layer; default the last ``nn.Linear``.
         num_classes: C, when the classifier's rows do not say it.
-        dump_dtype: ``"float16"`` (default), ``"bfloat16"`` or ``"float32"`` for the features.
+        dump_dtype: ``"float32"`` (default), ``"float16"`` or ``"bfloat16"`` for the dumped features;
+            the metrics are computed on the features as dumped. Features beyond float16's range
+            are dumped in float32 instead, with a warning.
         class_counts: training counts per class, for the many / medium / few groups; default
             the counts in ``dataloader``.
         class_names: stored in the dumps' metadata.
         center, groups: as in :func:`nctools.analyze`.
         run_batch: how a batch is fed to the model (:func:`run_pair` or :func:`run_keywords`).
+        metadata: more dump metadata (``dataset``, ``imbalance_ratio`` ...).
+        method: the training method's name, stored as ``method`` in the dumps and run.json; None
+            (default) leaves it out (or as ``metadata`` says).
+
+    ``history`` holds one entry per measured epoch (``epoch`` and the summary keys), as in run.json;
+    measuring an epoch again drops the entries from that epoch on.
     """
 
     def __init__(self, dataloader: Iterable, out: str | Path | None = None, *, every_n_epochs: int = 1,
-                 layer: str | None = None, num_classes: int | None = None, dump_dtype: str = "float16",
+                 layer: str | None = None, num_classes: int | None = None, dump_dtype: str = "float32",
                  class_counts: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
                  center: str = "class", groups: Sequence[float] = DEFAULT_GROUPS, run_batch: BatchRunner = run_pair,
-                 metadata: dict | None = None):
+                 metadata: dict | None = None, method: str | None = None):
         if not isinstance(dataloader, Iterable):
             raise TypeError(f"dataloader must be an iterable of batches, got a {type(dataloader).__name__}")
         if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
@@ -109,6 +126,8 @@ class EpochRecorder:
         self.class_counts, self.class_names = class_counts, None if class_names is None else list(class_names)
         self.center, self.groups, self.run_batch = center, tuple(groups), run_batch
         self.metadata = dict(metadata or {})
+        if method is not None:
+            self.metadata["method"] = method
         self.history: list[dict] = []
 
     def due(self, epoch: int) -> bool:
@@ -116,7 +135,39 @@ class EpochRecorder:
         return epoch % self.every_n_epochs == 0
 
     def record(self, model: torch.nn.Module, epoch: int) -> NCResult:
-        """Measure ``model`` now (on its own device), write the epoch's dump on rank 0, return the result."""
+        """Measure ``model`` now (on its own device), write the epoch's dump on rank 0, return the result.
+
+        A failure raises; :meth:`try_record` turns it into a warning instead."""
+        result, dump = self._measure(model, epoch)
+        self._keep(epoch, result)
+        if dump is not None:
+            self._write(epoch, result, *dump)
+        return result
+
+    def try_record(self, model: torch.nn.Module, epoch: int) -> NCResult | None:
+        """:meth:`record`, but a failure becomes one warning naming the epoch and the reason: None when
+        nothing was measured; the result when only the dump could not be written."""
+        try:
+            result, dump = self._measure(model, epoch)
+        except Exception as err:  # noqa: BLE001 - measuring must never stop the training
+            _warn(f"nctools: neural collapse was not measured at epoch {epoch}: {one_line(err)}; training goes on")
+            return None
+        self._keep(epoch, result)
+        if dump is not None:
+            try:
+                self._write(epoch, result, *dump)
+            except Exception as err:  # noqa: BLE001
+                _warn(f"nctools: the dump of epoch {epoch} was not written to {self.out}: {one_line(err)}; "
+                      "training goes on")
+        return result
+
+    def scalars(self, result: NCResult, prefix: str = "nc/") -> dict[str, float]:
+        """The logged summary keys as ``{"nc/<key>": value}``, leaving out those that are null."""
+        return {prefix + key: float(result.summary[key]) for key in LOGGED_KEYS if result.summary[key] is not None}
+
+    # ------------------------------------------------------------------------------------------
+    def _measure(self, model: torch.nn.Module, epoch: int):
+        """The result, and what ``_write`` needs (None without ``out``); every generator put back."""
         state = _rng_state()
         try:
             with FeatureTap(model, self.layer) as tap:
@@ -126,27 +177,46 @@ class EpochRecorder:
                 if c is None:
                     raise ValueError(f"layer {tap.name!r} has no weight; pass num_classes")
                 acc = NeuralCollapse(c, weight, bias, center=self.center, device=device)
-                kept = [] if self.out is not None else None
-                for h, y in self._batches(tap, device):
-                    acc.update(h, y)
-                    if kept is not None:
-                        kept.append((h.cpu(), y.cpu()))  # device memory stays at one batch
-                acc.next_pass()
-                for h, y in kept if kept is not None else self._batches(tap, device):
-                    acc.update(h, y)
+                if self.out is None:  # nothing kept: the model runs once per pass
+                    for h, y in self._batches(tap, device):
+                        acc.update(h, y)
+                    acc.next_pass()
+                    for h, y in self._batches(tap, device):
+                        acc.update(h, y)
+                    kept = dtype = None
+                else:  # device memory stays at one batch; measured on the features as they are dumped
+                    kept = [(h.cpu(), y.cpu()) for h, y in self._batches(tap, device)]
+                    dtype = self._dump_dtype_for(kept, epoch, device)
+                    kept = [(h.to(dtype), y) for h, y in kept]
+                    for h, y in kept:
+                        acc.update(h.to(device), y.to(device))
+                    acc.next_pass()
+                    for h, y in kept:
+                        acc.update(h.to(device), y.to(device))
                 counts = self.class_counts if self.class_counts is not None else acc.statistics()["counts"].cpu()
                 result = acc.compute(class_counts=counts, groups=self.groups)
+                layer = tap.name
         finally:
             _set_rng_state(state)
-        if kept is not None:
-            self._write(epoch, kept, weight, bias, counts, result, tap.name)
-        return result
+        return result, None if kept is None else (kept, weight, bias, counts, layer)
 
-    def scalars(self, result: NCResult, prefix: str = "nc/") -> dict[str, float]:
-        """The logged summary keys as ``{"nc/<key>": value}``, leaving out those that are null."""
-        return {prefix + key: float(result.summary[key]) for key in LOGGED_KEYS if result.summary[key] is not None}
+    def _dump_dtype_for(self, kept, epoch: int, device: torch.device) -> torch.dtype:
+        """The dump's dtype: the one asked for, or float32 when the features exceed its range (all ranks agree)."""
+        if self.dump_dtype == torch.float32:
+            return self.dump_dtype
+        peak = torch.stack([h.detach().abs().max().float() for h, _ in kept if h.numel()] or [torch.zeros(())])
+        peak = peak.max().reshape(1)
+        if _rank_world()[1] > 1:
+            peak = peak.to(device)
+            torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX)
+        top, limit = float(peak.item()), torch.finfo(self.dump_dtype).max
+        if top > limit:
+            name = str(self.dump_dtype).removeprefix("torch.")
+            _warn(f"nctools: the features of epoch {epoch} reach {top:.4g}, beyond {name}'s range (+-{limit:g}); "
+                  f"its dump is written in float32 instead of {name} (and measured in float32)")
+            return torch.float32
+        return self.dump_dtype
 
-    # ------------------------------------------------------------------------------------------
     def _batches(self, tap: FeatureTap, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rank, world = _rank_world()
         for i, batch in enumerate(self.dataloader):
@@ -156,9 +226,14 @@ class EpochRecorder:
             h = tap.features(lambda b=batch, i=i: labels.append(self.run_batch(tap.net, b, i, device)))
             yield h, labels[0].reshape(-1).long().to(h.device)
 
-    def _write(self, epoch: int, kept, weight, bias, counts, result: NCResult, layer: str) -> None:
-        feats = torch.cat([h.cpu() for h, _ in kept]).to(self.dump_dtype)  # (n_rank, d)
-        labels = torch.cat([y.cpu() for _, y in kept])
+    def _keep(self, epoch: int, result: NCResult) -> None:
+        """Add the epoch to ``history``, dropping entries from this epoch on (a run resumed from earlier)."""
+        self.history = [entry for entry in self.history if entry["epoch"] < epoch]
+        self.history.append({"epoch": epoch, **{k: result.summary[k] for k in K.SUMMARY_KEYS}})
+
+    def _write(self, epoch: int, result: NCResult, kept, weight, bias, counts, layer: str) -> None:
+        feats = torch.cat([h for h, _ in kept])  # (n_rank, d), already in the dump's dtype
+        labels = torch.cat([y for _, y in kept])
         feats, labels = _gather_to_main(feats, labels)
         if feats is None:  # not rank 0
             return
@@ -167,9 +242,12 @@ class EpochRecorder:
             meta["class_names"] = self.class_names
         save_dump(dump_path(self.out, "train", epoch, "safetensors"), feats, labels, weight, bias,
                   torch.as_tensor(counts, dtype=torch.int64), metadata=meta)
-        self.history.append({"epoch": epoch, **{k: result.summary[k] for k in K.SUMMARY_KEYS}})
-        atomic_write_json(record_path(self.out), {"writer": "nctools.integrations", "epochs": self.history},
-                          allow_nan=True)
+        record = {"writer": "nctools.integrations", "method": self.metadata.get("method"), "epochs": self.history}
+        atomic_write_json(record_path(self.out), record, allow_nan=True)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

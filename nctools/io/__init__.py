@@ -11,4 +11,6 @@
 - ``extraction``: features of any ``torch.nn.Module`` through a forward hook;
 - ``sources``: a path (dump, shard folder, state dict with an architecture, or a checkpoint that
   a registered reader understands) -> one checked :class:`~nctools.Dump`.
+- ``state_dicts``: which tensors of a saved file are the weights (nested dicts, wrapper prefixes);
+- ``images``: the preprocessing of images (size, crop, statistics) and labelled image datasets.
 """

@@ -1,12 +1,15 @@
-"""Images for feature extraction: normalisation statistics and labelled image datasets.
+"""Images for feature extraction: normalisation statistics, the preprocessing that turns an image
+into a model's input, and labelled image datasets.
 
 Used by ``nctools analyze WEIGHTS --arch NAME --data DIR`` (and by trainers that share the same
 statistics): a CIFAR root in torchvision's layout or an image folder of ``<class>/<image>`` files,
-resized, centre-cropped and normalised. torchvision is needed only here, and imported on use.
+resized, centre-cropped and normalised as a :class:`Preprocessing` says. torchvision is needed only
+here, and imported on use.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -14,7 +17,8 @@ import torch
 
 from ..errors import first_line
 
-__all__ = ["CIFAR_STATS", "IMAGENET_STATS", "normalization", "image_dataset", "import_torchvision"]
+__all__ = ["CIFAR_STATS", "IMAGENET_STATS", "Preprocessing", "describe_preprocessing", "normalization",
+           "image_dataset", "import_torchvision"]
 
 Stats = tuple[tuple[float, float, float], tuple[float, float, float]]
 
@@ -36,6 +40,80 @@ def normalization(dataset: str) -> Stats:
     return CIFAR_STATS.get(dataset, IMAGENET_STATS)
 
 
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a model's input: resize the shorter side to ``resize`` (default: ``size``,
+    the whole image) with ``interpolation``, centre-crop ``size`` x ``size``, scale to [0, 1] and
+    normalise by ``mean`` and ``std`` per channel.
+
+    ``transform``, when set, is used as it is (a callable from a PIL image to a normalised float
+    tensor, e.g. the user's own); ``make`` builds the transform from the fields instead of
+    torchvision's v2 pipeline (timm's ``create_transform``). ``name`` says where either came from.
+
+    >>> Preprocessing(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).describe()
+    '32 px (resize 32, centre crop, bilinear), mean 0.5,0.5,0.5, std 0.25,0.25,0.25'
+    """
+
+    size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    resize: int | None = None
+    interpolation: str = "bilinear"
+    transform: Callable | None = field(default=None, compare=False, repr=False)
+    make: Callable[[Preprocessing], Callable] | None = field(default=None, compare=False, repr=False)
+    name: str | None = None
+    assumed: bool = False  # a guess (not read from the weights, not given by the user)
+
+    def build(self) -> Callable:
+        """The transform: image -> normalised float tensor (C, H, W)."""
+        if self.transform is not None:
+            return self.transform
+        if self.make is not None:
+            return self.make(self)
+        import_torchvision(ValueError)
+        from torchvision.transforms import InterpolationMode, v2
+
+        return v2.Compose([v2.ToImage(), v2.Resize(self.resize or self.size, InterpolationMode(self.interpolation),
+                                                   antialias=True),
+                           v2.CenterCrop(self.size), v2.ToDtype(torch.float32, scale=True),
+                           v2.Normalize(list(self.mean), list(self.std))])
+
+    def record(self) -> dict:
+        """What was used, as plain JSON values (for dump metadata and ``metrics.json``)."""
+        if self.transform is not None:
+            return {"transform": self.name}
+        out = {"size": self.size, "resize": self.resize or self.size, "crop": "center",
+               "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
+        if self.name:
+            out["transform"] = self.name
+        if self.assumed:
+            out["assumed"] = True
+        return out
+
+    def describe(self) -> str:
+        """One line: size, resize, crop, interpolation, mean and std (or the transform's name)."""
+        return describe_preprocessing(self.record())
+
+
+def describe_preprocessing(record: dict) -> str:
+    """The one-line form of :meth:`Preprocessing.record` (what a report header shows).
+
+    >>> describe_preprocessing({"transform": "mine:make"})
+    'transform mine:make'
+    """
+    if "size" not in record:
+        return f"transform {record.get('transform')}"
+
+    def numbers(values) -> str:
+        return ",".join(f"{v:g}" for v in values)
+
+    text = (f"{record['size']} px (resize {record.get('resize', record['size'])}, centre crop, "
+            f"{record.get('interpolation', 'bilinear')}), mean {numbers(record['mean'])}, std {numbers(record['std'])}")
+    if record.get("transform"):
+        text += f", {record['transform']}"
+    return text + (", assumed" if record.get("assumed") else "")
+
+
 def import_torchvision(error: Callable[[str], Exception]) -> ModuleType:
     """torchvision, or ``error(problem)`` raised when it is missing (it is an optional extra)."""
     try:
@@ -46,19 +124,17 @@ def import_torchvision(error: Callable[[str], Exception]) -> ModuleType:
     return torchvision
 
 
-def image_dataset(root: Path, split: str, size: int, stats: Stats, error) -> tuple[object, Sequence[str]]:
-    """(dataset, class names) from a CIFAR root (torchvision layout) or an image folder.
+def image_dataset(root: Path, split: str, preprocessing: Preprocessing, error) -> tuple[object, Sequence[str]]:
+    """(dataset, class names) from a CIFAR root (torchvision layout) or an image folder, each image
+    passed through ``preprocessing``.
 
     ``root/<split>/`` is used when it exists, ``root`` itself otherwise. ``error(path, problem)``
     builds the exception raised for unreadable data.
     """
     torchvision = import_torchvision(lambda problem: error(root, problem))
-    from torchvision.transforms import v2
-
     if not root.is_dir():
         raise error(root, "data root not found (expected an image folder or a CIFAR root)")
-    transform = v2.Compose([v2.ToImage(), v2.Resize(size, antialias=True), v2.CenterCrop(size),
-                            v2.ToDtype(torch.float32, scale=True), v2.Normalize(*stats)])
+    transform = preprocessing.build()
     train = split == "train"
     for folder, cls in (("cifar-10-batches-py", torchvision.datasets.CIFAR10),
                         ("cifar-100-python", torchvision.datasets.CIFAR100)):

@@ -9,8 +9,11 @@ The kinds of input, tried in this order:
    ``None`` for files that are not its kind. ``allnc_train`` registers the reader of its own
    checkpoints this way, and any other trainer can register one in its package metadata;
 3. a plain state dict with ``options.arch``: an architecture registered under the entry-point
-   group ``nctools.architectures`` (``allnc_train`` registers ``resnet32``) or a torchvision model
-   name, run on the images of ``options.data`` (an image folder or a CIFAR root).
+   group ``nctools.architectures`` (``allnc_train`` registers ``resnet32``), ``timm:NAME`` or a
+   torchvision model name, run on the images of ``options.data`` (an image folder or a CIFAR root).
+   The state dict may be nested or prefixed as frameworks save it (see :mod:`.state_dicts`); the
+   images are preprocessed as the options say, else as the architecture's source documents it
+   (a warning says so where that is a guess: a bare state dict does not say how it was trained).
 
 Every file is opened without running code (safetensors, ``torch.load(weights_only=True)``), and
 every problem raises :class:`SourceError`, one sentence naming the file. The dump that leaves
@@ -18,6 +21,10 @@ every problem raises :class:`SourceError`, one sentence naming the file. The dum
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -31,9 +38,10 @@ from ..core.validation import check_inputs
 from ..errors import first_line
 from .dump import load_dump
 from .dump_contents import Dump, DumpError, stringify_metadata
-from .images import IMAGENET_STATS, Stats, image_dataset, import_torchvision
+from .images import IMAGENET_STATS, Preprocessing, Stats, image_dataset, import_torchvision
 from .rows import shard_paths
 from .safe_files import check_regular_file, load_pt
+from .state_dicts import TOP, Reading, ambiguous, choose, readings
 
 __all__ = [
     "SourceError", "SourceOptions", "Architecture", "load_source", "analyze_source", "read_contents",
@@ -67,6 +75,26 @@ class SourceOptions:
     batch_size: int = 128
     image_size: int | None = None  # default: the architecture's own (32 for resnet32, 224 for torchvision)
     progress: bool = False
+    mean: tuple[float, float, float] | None = None  # per-channel normalisation; default: the architecture's
+    std: tuple[float, float, float] | None = None
+    # "module:function" (imported, so it runs that code) or a callable: function() returns the
+    # transform from a PIL image to a normalised float tensor; replaces image_size, mean and std
+    transform: str | Callable | None = None
+    state_key: str | None = None  # the nested dict of the file that holds the weights
+    strip_prefix: str | None = None  # the prefix to remove from the weights' keys ("model.")
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = tuple(float(v) for v in value)
+            if len(value) != 3 or not all(math.isfinite(v) for v in value) or (name == "std" and min(value) <= 0):
+                raise ValueError(f"{name} must be three finite numbers (R, G, B){', all > 0' if name == 'std' else ''}"
+                                 f", got {getattr(self, name)!r}")
+            setattr(self, name, value)
+        if self.transform is not None and (self.image_size, self.mean, self.std) != (None, None, None):
+            raise ValueError("transform replaces image_size, mean and std; give one or the other")
 
 
 @dataclass
@@ -77,6 +105,8 @@ class Architecture:
     module: torch.nn.Module
     image_size: int  # side of the square input images it expects
     stats: Stats = IMAGENET_STATS  # (mean, std) per channel for normalising those images
+    # the full default preprocessing where it is more than (image_size, stats): resize, crop, interpolation
+    preprocessing: Preprocessing | None = None
 
 
 # --------------------------------------------------------------------------- the entry point
@@ -105,11 +135,12 @@ def load_source(path, options: SourceOptions | None = None) -> Dump:
     try:
         dump = _from_registered_reader(path, contents, options)
         if dump is None:
-            state = _state_dict(path, contents)
+            found = readings(contents, lambda problem: source_error(path, problem), options.state_key,
+                             options.strip_prefix)
             if options.arch is None:
                 raise source_error(path, "holds model weights but no 'features' tensor, and no installed checkpoint "
                                          "reader claims it; pass --arch (a model name) and --data to extract features")
-            dump = _from_state_dict(path, state, options)
+            dump = _from_state_dict(path, found, options)
     except DumpError:  # already one sentence naming its file
         raise
     except (TypeError, ValueError) as err:  # from extraction (a NaN weight, a layer that never runs): name the file
@@ -186,21 +217,6 @@ def read_contents(path: Path) -> dict[str, Any]:
                    expected="a dict (a dump, a checkpoint or a state dict)")
 
 
-def _state_dict(path: Path, obj: dict) -> dict[str, torch.Tensor]:
-    """The tensors of a plain state dict, also when wrapped as {"state_dict": ...} or {"model": ...}."""
-    for key in ("state_dict", "model"):
-        if isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not state:
-        raise source_error(path, "holds no tensors: it is neither a dump, a checkpoint nor a state dict")
-    # DataParallel / DDP checkpoints prefix every key with "module."
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
 # --------------------------------------------------------------------------- plug-ins
 
 
@@ -233,22 +249,44 @@ def _from_registered_reader(path: Path, contents: dict, options: SourceOptions) 
     return None
 
 
-def _architecture(path: Path, state: dict, arch: str) -> Architecture:
+def _architecture(path: Path, found: list[Reading], arch: str) -> tuple[Architecture, Reading]:
+    """The architecture ``arch`` with the one reading of the file that loads into it."""
     for name, build, problem in _registered(ARCHITECTURE_GROUP):
         if name == arch:
             if build is None:
                 raise source_error(path, f"architecture {arch!r} is registered but {problem}")
-            return build(path, state)
+            return _registered_architecture(path, build, found, arch)
     if arch.startswith("timm:"):
-        return _timm_model(path, state, arch[len("timm:"):])
-    return _torchvision_model(path, state, arch)
+        return _timm_model(path, found, arch[len("timm:"):])
+    return _torchvision_model(path, found, arch)
 
 
-def _timm_model(path: Path, state: dict, name: str) -> Architecture:
+def _registered_architecture(path: Path, build: Callable, found: list[Reading], arch: str):
+    """A plug-in's builder knows its keys only by trying: each reading in turn, exactly one must load."""
+    if len(found) == 1:
+        return build(path, found[0].state), found[0]
+    fits, first = [], None
+    for reading in found:
+        try:
+            fits.append((build(path, reading.state), reading))
+        except (DumpError, KeyError, RuntimeError, ValueError) as err:  # this reading is not the one
+            first = first or err
+    if len(fits) == 1:
+        return fits[0]
+    if fits:
+        raise source_error(path, ambiguous([r for _, r in fits], arch))
+    if isinstance(first, DumpError):
+        raise first
+    raise source_error(path, f"the weights do not fit the architecture {arch} ({first_line(first)})")
+
+
+def _timm_model(path: Path, found: list[Reading], name: str) -> tuple[Architecture, Reading]:
     """A timm architecture, built with ``pretrained=False`` (nothing is downloaded), the user's
-    weights loaded; its own input size and normalisation from timm's ``pretrained_cfg``."""
+    weights loaded; its default preprocessing is timm's eval transform for the model
+    (``resolve_data_config``, ``create_transform``)."""
     try:
         import timm
+        from timm.data import create_transform, resolve_data_config
     except ImportError as err:
         raise source_error(path, f"--arch timm:{name} needs timm ({err}); pip install 'nctools[timm]'") from err
     if not name:
@@ -258,50 +296,128 @@ def _timm_model(path: Path, state: dict, name: str) -> Architecture:
                                  "(e.g. resnet18, vit_small_patch16_224)")
     from .extraction import find_layer
 
-    classifier, _ = find_layer(timm.create_model(name, pretrained=False))  # where C is read from
-    if f"{classifier}.weight" not in state:
-        raise source_error(path, f"has no {classifier}.weight tensor, so it is not a timm {name} state dict")
-    model = timm.create_model(name, pretrained=False, num_classes=state[f"{classifier}.weight"].shape[0])
-    load_weights(path, model, state)
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = int(cfg.get("input_size", (3, 224, 224))[-1])
-    stats = (tuple(cfg.get("mean", IMAGENET_STATS[0])), tuple(cfg.get("std", IMAGENET_STATS[1])))
-    return Architecture(model, size, stats)
+    reference = timm.create_model(name, pretrained=False)
+    classifier, _ = find_layer(reference)  # where C is read from
+    reading = choose(found, set(reference.state_dict()), f"timm:{name}", lambda problem: source_error(path, problem))
+    model = timm.create_model(name, pretrained=False, num_classes=reading.state[f"{classifier}.weight"].shape[0])
+    load_weights(path, model, reading.state)
+    cfg = resolve_data_config({}, model=model)
+    size, crop_pct, mode = int(cfg["input_size"][-1]), float(cfg.get("crop_pct") or 1.0), cfg.get("crop_mode", "center")
+
+    def make(p: Preprocessing):
+        return create_transform(input_size=(3, p.size, p.size), interpolation=p.interpolation, mean=p.mean, std=p.std,
+                                crop_pct=1.0 if p.resize == p.size else crop_pct, crop_mode=mode, is_training=False)
+
+    pre = Preprocessing(size, tuple(cfg["mean"]), tuple(cfg["std"]), resize=math.floor(size / crop_pct),
+                        interpolation=str(cfg["interpolation"]), make=make, name="timm create_transform", assumed=True)
+    return Architecture(model, size, (pre.mean, pre.std), pre), reading
 
 
 # --------------------------------------------------------------------------- state dict + --arch
 
 
-def _from_state_dict(path: Path, state: dict, options: SourceOptions) -> Dump:
+def _from_state_dict(path: Path, found: list[Reading], options: SourceOptions) -> Dump:
     if options.data is None:
         raise source_error(path, "a state dict has no data of its own; pass --data (an image folder or a CIFAR root)")
-    arch = _architecture(path, state, options.arch)
+    arch, reading = _architecture(path, found, options.arch)
     from .extraction import find_layer
 
     _, layer = find_layer(arch.module)
-    dataset, names = image_dataset(Path(options.data), options.split or "train", options.image_size or arch.image_size,
-                                   arch.stats, source_error)
+    pre = _preprocessing(arch, options)
+    dataset, names = image_dataset(Path(options.data), options.split or "train", pre, source_error)
+    if pre.transform is not None:
+        _check_transform(dataset, pre.name)
     if len(names) != layer.weight.shape[0]:
         raise source_error(options.data, f"holds {len(names)} classes but the classifier of {path.name} has "
                                          f"{layer.weight.shape[0]} rows; the data's classes must be the model's")
+    if pre.assumed:  # one line: the defaults come from the architecture, not from these weights
+        warnings.warn(f"{path.name}: preprocessing {pre.describe()}: the weights do not say how the model was "
+                      "trained; set --image-size, --mean and --std (or --transform) if it differs", stacklevel=2)
     dump = extract_features(arch.module, dataset, options)
-    meta = {"split": options.split or "train", "arch": options.arch, "class_names": names, "dataset": str(options.data)}
+    meta = {"split": options.split or "train", "arch": options.arch, "class_names": names, "dataset": str(options.data),
+            "preprocessing": pre.record()}
+    if reading.how != TOP:
+        meta["weights"] = reading.how
     return with_classifier(dump, layer.weight, layer.bias, None, meta)
 
 
-def _torchvision_model(path: Path, state: dict, arch: str) -> Architecture:
+def _preprocessing(arch: Architecture, options: SourceOptions) -> Preprocessing:
+    """The architecture's default preprocessing with what the options set, or the user's transform."""
+    if options.transform is not None:
+        return _user_transform(options.transform)
+    base = arch.preprocessing or Preprocessing(arch.image_size, tuple(arch.stats[0]), tuple(arch.stats[1]),
+                                               resize=arch.image_size)
+    given = {"mean": options.mean, "std": options.std}
+    if options.image_size is not None:  # the side the model saw: the whole image, resized, no crop margin
+        given.update(size=options.image_size, resize=options.image_size)
+    given = {k: v for k, v in given.items() if v is not None}
+    assumed = base.assumed and not (options.image_size is not None and options.mean and options.std)
+    return dataclasses.replace(base, **given, assumed=assumed)
+
+
+def _user_transform(spec: str | Callable) -> Preprocessing:
+    """``"module:function"`` imported and called (it runs that code), or a callable used as the transform."""
+    if callable(spec):
+        name = f"{getattr(spec, '__module__', '?')}.{getattr(spec, '__qualname__', type(spec).__name__)}"
+        return Preprocessing(transform=spec, name=name)
+    module, _, function = str(spec).partition(":")
+    where = f"--transform {spec}"
+    if not module or not function:
+        raise source_error(where, "expected module:function, e.g. mytransforms:cifar_eval")
+    try:
+        factory = getattr(importlib.import_module(module), function)
+    except AttributeError:
+        raise source_error(where, f"module {module!r} has no {function!r}") from None
+    except Exception as err:  # the user's module: any error it raises is theirs to read
+        raise source_error(where, f"cannot import {module!r} ({type(err).__name__}: {first_line(err)})") from None
+    try:
+        transform = factory()
+    except Exception as err:
+        raise source_error(where, f"{function}() failed ({type(err).__name__}: {first_line(err)})") from None
+    if not callable(transform):
+        raise source_error(where, f"{function}() returned a {type(transform).__name__}, not a transform (a callable)")
+    return Preprocessing(transform=transform, name=str(spec))
+
+
+def _check_transform(dataset, name: str | None) -> None:
+    """The user's transform must make a float tensor (C, H, W) of an image: checked on the first one."""
+    where = f"--transform {name}"
+    try:
+        x = dataset[0][0]
+    except Exception as err:
+        raise source_error(where, f"fails on the first image ({type(err).__name__}: {first_line(err)})") from None
+    if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() == 3):
+        got = f"a {type(x).__name__}"
+        if isinstance(x, torch.Tensor):
+            got = f"a {x.dtype} tensor of shape {tuple(x.shape)}"
+        raise source_error(where, f"turns an image into {got}, not a float tensor (channels, height, width)")
+
+
+def _torchvision_model(path: Path, found: list[Reading], arch: str) -> tuple[Architecture, Reading]:
     torchvision = import_torchvision(lambda problem: source_error(path, problem))
     if arch not in torchvision.models.list_models():
         known = " or ".join(sorted(name for name, *_ in _registered(ARCHITECTURE_GROUP)) + ["a torchvision model name"])
         raise source_error(path, f"unknown architecture {arch!r}; use {known} such as resnet18 or resnet50")
     from .extraction import find_layer
 
-    name, _ = find_layer(torchvision.models.get_model(arch))  # where the classifier lives, to read C from
-    if f"{name}.weight" not in state:
-        raise source_error(path, f"has no {name}.weight tensor, so it is not a {arch} state dict")
-    model = torchvision.models.get_model(arch, num_classes=state[f"{name}.weight"].shape[0])
-    load_weights(path, model, state)
-    return Architecture(model, 224, IMAGENET_STATS)
+    reference = torchvision.models.get_model(arch)
+    name, _ = find_layer(reference)  # where the classifier lives, to read C from
+    reading = choose(found, set(reference.state_dict()), arch, lambda problem: source_error(path, problem))
+    model = torchvision.models.get_model(arch, num_classes=reading.state[f"{name}.weight"].shape[0])
+    load_weights(path, model, reading.state)
+    pre = _torchvision_preprocessing(torchvision, arch)
+    return Architecture(model, pre.size, (pre.mean, pre.std), pre), reading
+
+
+def _torchvision_preprocessing(torchvision, arch: str) -> Preprocessing:
+    """torchvision's documented evaluation preprocessing of ``arch``'s default weights (their resize,
+    crop, interpolation and statistics; nothing is downloaded), as a guess for the user's weights."""
+    try:
+        preset = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
+        return Preprocessing(int(preset.crop_size[0]), tuple(preset.mean), tuple(preset.std),
+                             resize=int(preset.resize_size[0]), interpolation=preset.interpolation.value, assumed=True)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):  # no weights or no image preset
+        return Preprocessing(224, IMAGENET_STATS[0], IMAGENET_STATS[1], resize=256, assumed=True)
 
 
 # --------------------------------------------------------------------------- steps readers share
