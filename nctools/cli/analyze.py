@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .options import analysis_options, out_option, parse_rgb, show_progress, status
+
+if TYPE_CHECKING:  # for the annotations only: the command imports torch when it runs
+    from ..io.dump_contents import Dump
 
 _DESCRIBED = ("split", "epoch", "dataset", "imbalance_ratio", "method", "arch", "weights", "preprocessing")
 
@@ -32,7 +36,8 @@ def describe(dump) -> str:
 
 
 def report_dump(dump, label: str, *, out: Path, center: str, groups, device: str, png: bool, fmt: str,
-                quiet: bool, extra_options: dict | None = None, command: str = "analyze") -> None:
+                quiet: bool, extra_options: dict | None = None, command: str = "analyze",
+                squeeze_deg: float = 5.0) -> None:
     """Analyse ``dump``, write the report into ``out`` and print the summary (the shared core of
     ``analyze`` and ``demo``)."""
     from .. import report
@@ -40,16 +45,19 @@ def report_dump(dump, label: str, *, out: Path, center: str, groups, device: str
     from ..io.sources import analyze_source
 
     dev = resolve_device(device)
-    result = analyze_source(label, dump, center=center, device=dev, groups=groups,
-                            progress=None if show_progress(quiet) else False)  # None: the core decides by size
+    split = (extra_options or {}).get("split") or dump.split
+    result = analyze_source(label, dump, center=center, device=dev, groups=groups, squeeze_deg=squeeze_deg,
+                            split=split, progress=None if show_progress(quiet) else False)  # None: by size
     options = {"input": label, "device": str(dev), **(extra_options or {})}
     source = {"path": label, "metadata": dict(dump.metadata)}
-    written = report.write_analysis(out, result, dump.class_names, options, source, png=png, label=Path(label).name)
+    header = [f"nctools {command}: {label}", describe(dump)]
+    written = report.write_analysis(out, result, dump.class_names, options, source, png=png, label=Path(label).name,
+                                    header=header)
     if fmt == "json":
         metrics = json.loads((Path(out) / "metrics.json").read_text())
         click.echo(json.dumps(metrics, indent=2))
     else:
-        click.echo(report.format_summary(result, [f"nctools {command}: {label}", describe(dump)]))
+        click.echo(report.format_summary(result, header))
     status(f"wrote {out}/ ({', '.join(written)})", quiet)
 
 
@@ -90,8 +98,15 @@ SHORT_HELP = "Metrics and figures of one dump, checkpoint or model."
 @click.option("--strip-prefix", metavar="P",
               help="Remove P (e.g. 'model.') from the weights' keys, leaving out keys without it [default: "
                    "module., _orig_mod., model. and net. are tried and the one that fits --arch is used].")
+@click.option("--class-counts", "class_counts", metavar="COUNTS",
+              help="The training counts per class that define the many / medium / few groups, for auditing a test "
+                   "or validation split: a comma list (5000,2997,...,50), a report's per_class.csv, a run's "
+                   "run.json or a JSON list [default: the counts the input carries, else the split's own].")
+@click.option("--squeeze-deg", type=click.FloatRange(min=0, max=180, max_open=True), default=5.0,
+              show_default=True, metavar="DEG",
+              help="A group whose mean pairwise angle lies more than DEG below the simplex-ETF optimum is squeezed.")
 def analyze(path, out, center, split, groups, device, png, fmt, quiet, arch, data, batch_size, image_size, mean, std,
-            transform, state_key, strip_prefix) -> None:
+            transform, state_key, strip_prefix, class_counts, squeeze_deg) -> None:
     """Analyse PATH: a feature dump, a trainer checkpoint, or a state dict with --arch.
 
     \b
@@ -131,5 +146,26 @@ def analyze(path, out, center, split, groups, device, png, fmt, quiet, arch, dat
     if _preprocessing(dump.metadata) is not None:
         extra["preprocessing"] = _preprocessing(dump.metadata)
     extra.update({k: v for k, v in (("state_key", state_key), ("strip_prefix", strip_prefix)) if v is not None})
+    if class_counts is not None:
+        from ..io.class_counts import read_class_counts
+
+        dump = with_class_counts(dump, read_class_counts(class_counts), str(path))
+        extra["class_counts"] = class_counts
     report_dump(dump, str(path), out=out, center=center, groups=groups, device=device, png=png, fmt=fmt,
-                quiet=quiet, extra_options=extra)
+                quiet=quiet, extra_options=extra, squeeze_deg=squeeze_deg)
+
+
+def with_class_counts(dump: Dump, counts: list[int], label: str) -> Dump:
+    """``dump`` with the training counts ``counts``: one per classifier row, or covering every label."""
+    import torch
+
+    from ..errors import InputError
+
+    if dump.weight is not None and len(counts) != dump.weight.shape[0]:
+        raise InputError(f"--class-counts gives {len(counts)} counts, but {label} has a classifier of "
+                         f"{dump.weight.shape[0]} classes.")
+    if dump.weight is None and len(counts) <= int(dump.labels.max()):
+        raise InputError(f"--class-counts gives {len(counts)} counts, but {label} has labels up to "
+                         f"{int(dump.labels.max())}.")
+    dump.class_counts = torch.tensor(counts, dtype=torch.int64)
+    return dump

@@ -49,6 +49,8 @@ def analyze(
     chunk_size: int | None = None,
     num_classes: int | None = None,
     groups: Sequence[float] = (100, 20),
+    squeeze_deg: float = 5.0,
+    split: str | None = None,
     progress: bool | None = None,
     validate: bool = True,
 ) -> NCResult:
@@ -70,12 +72,15 @@ def analyze(
         chunk_size: rows per chunk; default sized so a chunk's temporaries stay near 128 MB.
         num_classes: C when neither ``weight`` nor ``class_counts`` gives it (else max label + 1).
         groups: ``(many, few)`` thresholds: many-shot classes have > many training samples, few-shot < few.
+        squeeze_deg: a group whose mean pairwise angle lies more than this below the optimum is squeezed.
+        split: which split the features are of (``"train"``, ``"test"``, ...); a non-training split without
+            ``class_counts`` has no training counts to group by, and its verdict is withheld.
         progress: show a progress bar (default: on a terminal, for inputs over 50M values).
         validate: check shapes, labels and finiteness (the finiteness check rides on pass 1).
 
     Returns:
         :class:`~nctools.NCResult` with ``.summary``, ``.per_class``, ``.icpa_means``,
-        ``.icpa_classifier``, ``.audit``, ``.notes`` and ``.to_json()``.
+        ``.icpa_classifier``, ``.audit``, ``.verdict``, ``.notes`` and ``.to_json()``.
 
     >>> import torch, nctools
     >>> from nctools.core.geometry import simplex_etf
@@ -117,4 +122,4 @@ def analyze(
             acc.update(h, y)
             bar.update()
     acc.free_buffers(tables=True)  # the result's (C, C) matrices need the room more
-    return acc.compute(class_counts=checked.class_counts, groups=groups)
+    return acc.compute(class_counts=checked.class_counts, groups=groups, squeeze_deg=squeeze_deg, split=split)

@@ -44,6 +44,11 @@ TAIL_ICPA_MEAN_DEG_MEANS = "tail_icpa_mean_deg_means"
 TAIL_ICPA_MEAN_DEG_CLASSIFIER = "tail_icpa_mean_deg_classifier"
 TAIL_NC3_COS_MEAN = "tail_nc3_cos_mean"
 TAIL_NC1 = "tail_nc1"
+# The same under the other centring, the sample-weighted global mean (Papyan's mu_G): NC3 and the few-shot
+# means' angles depend on the centre (the classifier rows' angles do not).
+NC3_SELF_DUALITY_SAMPLE_CENTER = "nc3_self_duality_sample_center"
+TAIL_ICPA_MEAN_DEG_MEANS_SAMPLE_CENTER = "tail_icpa_mean_deg_means_sample_center"
+TAIL_NC3_COS_MEAN_SAMPLE_CENTER = "tail_nc3_cos_mean_sample_center"
 
 SUMMARY_KEYS = (
     NUM_SAMPLES, NUM_CLASSES, DIM, CENTER,
@@ -57,6 +62,7 @@ SUMMARY_KEYS = (
     NC3_SELF_DUALITY, NC3_WH_ETF_ERROR, NC3_COS_MEAN,
     NC4_NCC_MISMATCH, BIAS_COLLAPSE, ACCURACY,
     TAIL_ICPA_MEAN_DEG_MEANS, TAIL_ICPA_MEAN_DEG_CLASSIFIER, TAIL_NC3_COS_MEAN, TAIL_NC1,
+    NC3_SELF_DUALITY_SAMPLE_CENTER, TAIL_ICPA_MEAN_DEG_MEANS_SAMPLE_CENTER, TAIL_NC3_COS_MEAN_SAMPLE_CENTER,
 )
 # The gaps to a simplex ETF: meaningless (null, with a note) when d < C - 1.
 ETF_GAPS = (NC2_MAXANGLE_MEANS, NC2_MAXANGLE_CLASSIFIER, NC2_ETF_ERROR_MEANS, NC2_ETF_ERROR_CLASSIFIER,
@@ -99,6 +105,9 @@ class Summary(TypedDict):
     tail_icpa_mean_deg_classifier: Number
     tail_nc3_cos_mean: Number
     tail_nc1: Number
+    nc3_self_duality_sample_center: Number
+    tail_icpa_mean_deg_means_sample_center: Number
+    tail_nc3_cos_mean_sample_center: Number
 
 
 assert tuple(Summary.__annotations__) == SUMMARY_KEYS  # the two spellings cannot drift apart

@@ -12,9 +12,9 @@ import torch
 
 from . import geometry as geo
 from . import keys as K
-from .audit import assign_groups, audit_groups, check_groups, verdict
+from .audit import BALANCED, audit_group_names, audit_groups, check_groups, check_squeeze, judge, tail_mean_angle
 from .keys import ETF_GAPS, SUMMARY_KEYS, Summary
-from .residuals import mismatch_rate, nc1_balanced_value, nc1_per_class, nc1_value
+from .residuals import centre_of, mismatch_rate, nc1_balanced_value, nc1_per_class, nc1_value
 from .validation import check_class_counts
 
 __all__ = ["SUMMARY_KEYS", "NCResult", "build_result"]
@@ -30,8 +30,10 @@ class NCResult:
         icpa_means: (C, C) angles in degrees between centred class means (NaN for absent classes).
         icpa_classifier: (C, C) angles in degrees between classifier rows, or ``None``.
         audit: the many / medium / few minority-collapse table.
-        notes: plain sentences about what could not be computed, and the audit's verdict.
+        notes: plain sentences about what could not be computed.
         options: the options the numbers were computed with.
+        verdict: ``{"status": ..., "reasons": [...]}``, the reading of the few-shot group
+            (:func:`nctools.core.audit.judge`): a kind of minority collapse, none, or ``withheld``.
     """
 
     summary: Summary
@@ -41,10 +43,12 @@ class NCResult:
     audit: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    verdict: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python data (NaN and Inf become ``None``), as written to ``metrics.json``."""
         return _plain({
+            "verdict": self.verdict,
             "summary": self.summary,
             "notes": self.notes,
             "options": self.options,
@@ -62,6 +66,8 @@ class NCResult:
             value = self.summary[key]
             lines.append(f"  {key:<32} {'-' if value is None else f'{value:.6g}'}")
         lines += [f"  note: {n}" for n in self.notes]
+        if self.verdict:
+            lines.append(f"  verdict: {self.verdict['status']}")
         return "\n".join(lines)
 
 
@@ -83,8 +89,12 @@ def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups=(100, 20)) -> NCResult:
-    """All metrics from the reduced sums (``NeuralCollapse.statistics()``) and the pass-2 plan."""
+def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups=(100, 20),
+                 squeeze_deg: float = 5.0, counts_known: bool = True) -> NCResult:
+    """All metrics from the reduced sums (``NeuralCollapse.statistics()``) and the pass-2 plan.
+
+    ``counts_known``: whether the counts that define the groups are the training counts (given, or
+    the data are the training set); the verdict is withheld otherwise."""
     notes: list[str] = []
     num_classes = stats["counts"].shape[0]
     counts = stats["counts"]
@@ -97,6 +107,7 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
         notes.append(f"{num_classes - c_used} of {num_classes} classes have no samples (class {shown}); "
                      f"every metric uses the {c_used} classes present")
     check_groups(groups)
+    squeeze_deg = check_squeeze(squeeze_deg)
     if class_counts is not None:
         train_counts = check_class_counts(class_counts, num_classes).to(counts.device)
     else:
@@ -143,7 +154,7 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
     per_class = pd.DataFrame({"class": np.arange(num_classes), "count": counts.cpu().numpy()})
     if class_counts is not None:
         per_class["train_count"] = train_counts.cpu().numpy()
-    group_of = assign_groups(train_counts, groups)
+    group_of = audit_group_names(train_counts, present, groups)
     per_class["group"] = group_of
     _put = lambda col, values: per_class.__setitem__(col, _scatter(values, ids, num_classes))  # noqa: E731
     _put("mean_norm", mean_norms)
@@ -162,7 +173,7 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
         notes.append("only pass 1 ran: NC1, NC4 and accuracy need pass 2 (NeuralCollapse.next_pass())")
 
     audit = audit_groups(group_of[ids.cpu().numpy()], train_counts[ids], icpa_m, mean_norms, icpa_w,
-                         rows_geo["norms"] if rows is not None else None, duality, optimum, nc1_class)
+                         rows_geo["norms"] if rows is not None else None, duality, optimum, nc1_class, squeeze_deg)
     tail = audit[audit["group"] == "few"]
     if not tail.empty:
         for key, column in ((K.TAIL_ICPA_MEAN_DEG_MEANS, K.ICPA_MEAN_DEG_MEANS),
@@ -171,14 +182,21 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
                             (K.TAIL_NC1, K.NC1)):
             value = tail.iloc[0][column]
             s[key] = None if value is None or pd.isna(value) else float(value)
-    if tail.empty or tail.iloc[0][K.NUM_CLASSES] < 2:
+    if group_of[0] == BALANCED:
+        notes.append(f"every class has the same training count ({int(train_counts[ids][0])}): the data are balanced, "
+                     "so there are no many / medium / few groups and every tail_ key is null")
+    elif tail.empty or tail.iloc[0][K.NUM_CLASSES] < 2:
         many, few = check_groups(groups)
         what = ("no few-shot classes (training count < {few:g}): every tail_ key is null" if tail.empty else
                 "fewer than 2 few-shot classes (training count < {few:g}): the tail angles are null")
         notes.append(what.format(few=few) + "; set groups to split many / medium / few differently")
-    reading = verdict(audit)
-    if reading:
-        notes.append(reading)
+    tail_sample = _sample_center_keys(s, plan, counts[ids], rows, group_of[ids.cpu().numpy()])
+    ncc = None
+    if "pass2_ncc_hits" in stats:
+        ncc = float(stats["pass2_ncc_hits"][ids].sum() / counts[ids].sum())
+    result_verdict = judge(audit, {**s, "ncc_accuracy": ncc}, squeeze_deg=squeeze_deg,
+                           counts_known=counts_known or class_counts is not None,
+                           tail_means_sample_center=tail_sample)
 
     for key, value in s.items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -191,9 +209,29 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
         icpa_w_full = icpa_w.cpu()
     else:  # rows of absent classes still have angles
         icpa_w_full = geo.icpa_degrees(weight).cpu()
-    options = {K.CENTER: center, "groups": list(check_groups(groups)),
+    options = {K.CENTER: center, "groups": list(check_groups(groups)), "squeeze_deg": squeeze_deg,
                "class_counts_given": class_counts is not None}
-    return NCResult(s, per_class, icpa_means_full, icpa_w_full, audit, notes, options)
+    return NCResult(s, per_class, icpa_means_full, icpa_w_full, audit, notes, options, result_verdict)
+
+
+def _sample_center_keys(s: dict, plan, counts: torch.Tensor, rows: torch.Tensor | None,
+                        group_of: np.ndarray) -> float | None:
+    """The ``_sample_center`` keys: NC3 and the few-shot means' angles with the class means centred on
+    the sample-weighted global mean; returns the few-shot means' mean angle (None with < 2 of them)."""
+    centred = plan.means - centre_of(plan.means, counts, "sample")  # (C', d)
+    few = group_of == "few"
+    tail_angle = None
+    if few.sum() >= 2:
+        tail_angle = tail_mean_angle(geo.icpa_degrees(centred[torch.as_tensor(few, device=centred.device)]),
+                                     group_of[few])
+    s[K.TAIL_ICPA_MEAN_DEG_MEANS_SAMPLE_CENTER] = _finite_or_none(tail_angle)
+    if rows is not None:
+        dual = geo.duality_summary(rows, centred)
+        s[K.NC3_SELF_DUALITY_SAMPLE_CENTER] = dual["self_duality"]
+        if few.any():
+            cosines = dual["cosines"]
+            s[K.TAIL_NC3_COS_MEAN_SAMPLE_CENTER] = float(cosines[torch.as_tensor(few, device=cosines.device)].mean())
+    return tail_angle
 
 
 def _pass2_metrics(stats, plan, s, per_class, has_classifier: bool, notes: list[str]) -> torch.Tensor | None:

@@ -247,8 +247,14 @@ class NeuralCollapse:
         return {**self._global1, **{f"pass2_{k}": v for k, v in second.items()}}
 
     @torch.no_grad()
-    def compute(self, *, class_counts=None, groups=(100, 20)) -> NCResult:
-        """The :class:`~nctools.NCResult` of everything seen so far."""
+    def compute(self, *, class_counts=None, groups=(100, 20), squeeze_deg: float = 5.0,
+                split: str | None = None) -> NCResult:
+        """The :class:`~nctools.NCResult` of everything seen so far.
+
+        ``class_counts``: the training counts per class, which define the many / medium / few groups;
+        without them the counts of the data seen stand in, which is right only for the training set:
+        with ``split`` other than ``"train"`` (a test or validation split) the verdict is then withheld.
+        ``squeeze_deg``: how far below the optimum a group's mean angle counts as squeezed."""
         from .result import build_result
 
         stats = self.statistics()
@@ -258,8 +264,8 @@ class NeuralCollapse:
                              self._compute_dtype) if int((stats["counts"] > 0).sum()) >= 2 else None
             if plan is None:
                 raise ValueError("need samples of at least 2 classes")
-        return build_result(stats, plan, self.weight, self.bias, center=self.center,
-                            class_counts=class_counts, groups=groups)
+        return build_result(stats, plan, self.weight, self.bias, center=self.center, class_counts=class_counts,
+                            groups=groups, squeeze_deg=squeeze_deg, counts_known=split in (None, "train"))
 
 
 def _same_tensor(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:

@@ -149,15 +149,17 @@ def load_source(path, options: SourceOptions | None = None) -> Dump:
 
 
 def analyze_source(path, dump: Dump, *, center: str = "class", groups: Sequence[float] = (100, 20),
-                   device="auto", progress: bool | None = None) -> NCResult:
+                   squeeze_deg: float = 5.0, split: str | None = None, device="auto",
+                   progress: bool | None = None) -> NCResult:
     """``nctools.analyze`` of a loaded dump; a problem found while its features are read (NaN in a
-    lazily read file, say) names the file like every other input error."""
+    lazily read file, say) names the file like every other input error. ``split`` defaults to the
+    split the dump says it holds."""
     from ..core.analysis import analyze
 
     try:
         return analyze(dump.features, dump.labels, dump.weight, dump.bias, class_counts=dump.class_counts,
-                       num_classes=dump.num_classes, center=center, groups=groups, device=device,
-                       progress=progress)
+                       num_classes=dump.num_classes, center=center, groups=groups, squeeze_deg=squeeze_deg,
+                       split=split or dump.split, device=device, progress=progress)
     except (TypeError, ValueError) as err:
         raise source_error(path, str(err)) from err
 

@@ -16,12 +16,15 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 __all__ = ["Panel", "icpa_heatmaps", "icpa_grid", "per_class_bars", "cosine_histogram", "curves",
-           "PAGE_SIZE"]
+           "summary_pages", "group_order", "PAGE_SIZE", "SUMMARY_PAGE_SIZE"]
 
 PAGE_SIZE = (11.0, 5.0)  # inches: every single-row figure, so that report.pdf pages match
 _CMAP = "RdBu_r"  # diverging: blue below the optimum (squeezed), red above it
 _MEANS_COLOUR, _ROWS_COLOUR = "tab:blue", "tab:orange"
 _GROUP_COLOURS = {"many": "tab:green", "medium": "tab:olive", "few": "tab:red"}
+_GROUP_RANK = {"many": 0, "medium": 1, "few": 2}
+GROUP_BOUNDARY = "group_boundary"  # the gid of the lines between groups on a heatmap
+GROUP_AXIS = "group_names"  # the gid of the secondary axis naming the groups
 
 
 def literal(text) -> str:
@@ -66,7 +69,8 @@ def _icpa_norm(matrices: Sequence[np.ndarray | None], optimum: float) -> Normali
     return Normalize(vmin=optimum - span, vmax=optimum + span)
 
 
-def _heatmap(ax, matrix: np.ndarray, norm: Normalize, title: str, names: Sequence[str] | None):
+def _heatmap(ax, matrix: np.ndarray, norm: Normalize, title: str, names: Sequence[str] | None,
+             blocks: Sequence[tuple[str, int, int]] = ()):
     import matplotlib
 
     cmap = matplotlib.colormaps[_CMAP].with_extremes(bad="0.85")  # grey diagonal and absent classes
@@ -85,26 +89,84 @@ def _heatmap(ax, matrix: np.ndarray, norm: Normalize, title: str, names: Sequenc
                 if np.isfinite(matrix[i, j]):
                     colour = "white" if abs(matrix[i, j] - centre) > dark else "black"
                     ax.text(j, i, f"{matrix[i, j]:.0f}", ha="center", va="center", fontsize=6, color=colour)
+    _mark_groups(ax, blocks)
     ax.set_title(title, fontsize=10)  # the callers pass it through literal()
     return image
 
 
+def _group_blocks(groups: Sequence[str]) -> list[tuple[str, int, int]]:
+    """Contiguous runs of one group in ``groups``: (name, first index, index past the last).
+
+    >>> _group_blocks(["many", "many", "medium", "few", "few"])
+    [('many', 0, 2), ('medium', 2, 3), ('few', 3, 5)]
+    """
+    blocks: list[tuple[str, int, int]] = []
+    for i, g in enumerate(groups):
+        if blocks and blocks[-1][0] == g:
+            blocks[-1] = (g, blocks[-1][1], i + 1)
+        else:
+            blocks.append((g, i, i + 1))
+    return blocks
+
+
+def _mark_groups(ax, blocks: Sequence[tuple[str, int, int]]) -> None:
+    """A line between consecutive group blocks (on both axes) and the group names above the columns."""
+    if not blocks:
+        return
+    for _, start, _ in blocks[1:]:
+        ax.axhline(start - 0.5, color="black", lw=1.2, gid=GROUP_BOUNDARY)
+        ax.axvline(start - 0.5, color="black", lw=1.2, gid=GROUP_BOUNDARY)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([(start + end - 1) / 2 for _, start, end in blocks],
+                   [literal(f"{name} ({end - start})") for name, start, end in blocks], fontsize=8)
+    top.tick_params(length=0)
+    top.set_gid(GROUP_AXIS)
+
+
+def group_order(groups: Sequence[str] | None, counts: Sequence[float] | None) -> np.ndarray | None:
+    """Class indices by group (many, medium, few), then by training count, largest first (ties by index);
+    None without groups. Groups come from the training counts, so this is the order by count.
+
+    >>> group_order(["few", "many", "medium", "many"], [5, 150, 50, 300]).tolist()
+    [3, 1, 2, 0]
+    """
+    if groups is None:
+        return None
+    rank = [_GROUP_RANK.get(str(g), len(_GROUP_RANK)) for g in groups]
+    size = np.zeros(len(rank)) if counts is None else -np.nan_to_num(np.asarray(counts, dtype=float))
+    return np.lexsort((np.arange(len(rank)), size, np.asarray(rank)))
+
+
 def icpa_heatmaps(icpa_means, icpa_classifier, optimum: float, class_names: Sequence[str] | None = None,
-                  title: str | None = None) -> Figure:
-    """ICPA of centred means | classifier rows (degrees), colour centred on the ETF optimum."""
+                  title: str | None = None, groups: Sequence[str] | None = None,
+                  counts: Sequence[float] | None = None) -> Figure:
+    """ICPA of centred means | classifier rows (degrees), colour centred on the ETF optimum.
+
+    With ``groups`` (the many / medium / few name per class) the classes are ordered by group and by
+    training count (``counts``), largest first, with lines between the groups and their names on top."""
     means, rows = _off_diagonal(_as_numpy(icpa_means)), _as_numpy(icpa_classifier)
     rows = None if rows is None else _off_diagonal(rows)
+    order = group_order(groups, counts) if groups is not None and len(groups) == means.shape[0] else None
+    blocks: list[tuple[str, int, int]] = []
+    if order is not None:
+        means = means[np.ix_(order, order)]
+        rows = None if rows is None else rows[np.ix_(order, order)]
+        class_names = None if class_names is None else [class_names[i] for i in order]
+        blocks = _group_blocks([str(groups[i]) for i in order])
     fig = Figure(figsize=PAGE_SIZE, layout="constrained")
     axes = fig.subplots(1, 2)
     norm = _icpa_norm([means, rows], optimum)
-    image = _heatmap(axes[0], means, norm, "centred class means", class_names)
+    image = _heatmap(axes[0], means, norm, "centred class means", class_names, blocks)
     if rows is None:
         axes[1].axis("off")
         axes[1].text(0.5, 0.5, "no classifier in the input", ha="center", va="center")
     else:
-        _heatmap(axes[1], rows, norm, "classifier rows", class_names)
+        _heatmap(axes[1], rows, norm, "classifier rows", class_names, blocks)
     fig.colorbar(image, ax=list(axes), label=f"angle (degrees); ETF optimum {optimum:.2f}", shrink=0.9)
     fig.suptitle(literal(title or "Inter-class pairwise angles (ICPA)"))
+    if order is not None:
+        fig.supxlabel("classes ordered by training count, largest first; lines split the many / medium / few "
+                      "groups", fontsize=8)
     return fig
 
 
@@ -235,3 +297,106 @@ def curves(panels: Sequence[Panel], xlabel: str, title: str) -> Figure:
     fig.suptitle(literal(title))
     return fig
 
+
+
+# --------------------------------------------------------------------------- the summary page
+
+SUMMARY_PAGE_SIZE = (8.27, 11.69)  # inches: A4 portrait, the first page of report.pdf
+_MARGIN = 0.6 * 72  # points
+_STATUS_WORDS = {
+    "complete_minority_collapse": ("Complete minority collapse: the few-shot means and classifier rows are squeezed",
+                                   "tab:red"),
+    "classifier_minority_collapse": ("Minority collapse of the classifier: the few-shot rows are squeezed",
+                                     "tab:red"),
+    "feature_minority_collapse": ("Minority collapse of the features: the few-shot means are squeezed", "tab:red"),
+    "no_minority_collapse": ("No minority collapse: the few-shot classes keep near-optimal angles", "tab:green"),
+    "withheld": ("Verdict withheld: these data cannot carry a verdict on minority collapse", "0.35"),
+}
+# style: (font size, family, weight, indent in points, space before in points)
+_STYLES = {
+    "title": (14, "sans-serif", "bold", 0, 0),
+    "verdict": (11, "sans-serif", "bold", 0, 4),
+    "heading": (10.5, "sans-serif", "bold", 0, 9),
+    "text": (8.5, "sans-serif", "normal", 10, 1),
+    "code": (7.5, "monospace", "normal", 10, 0),
+    "table_head": (7.5, "monospace", "bold", 10, 4),
+}
+_CHAR_EM = {"sans-serif": 0.62, "monospace": 0.61}  # widest average advance per font size, to wrap safely
+
+
+def _wrap(text: str, style: str, width_pt: float, hang: str = "") -> list[str]:
+    """``text`` cut into lines that fit ``width_pt`` in ``style`` (a hanging indent on the later lines)."""
+    import textwrap
+
+    size, family, _, indent, _ = _STYLES[style]
+    chars = max(20, int((width_pt - indent) / (size * _CHAR_EM[family])))
+    if style in ("code", "table_head") and len(text) <= chars:
+        return [text]  # keep the table's alignment
+    return textwrap.wrap(text, chars, subsequent_indent=hang, break_on_hyphens=False) or [""]
+
+
+class _TextPages:
+    """Lines of text laid out from the top of A4 pages; a new page starts when one is full."""
+
+    def __init__(self, title: str):
+        self.title, self.figures, self.y = title, [], 0.0
+        self.width, self.height = (v * 72 for v in SUMMARY_PAGE_SIZE)
+
+    def _page(self) -> Figure:
+        if not self.figures or self.y > self.height - _MARGIN:
+            self.figures.append(Figure(figsize=SUMMARY_PAGE_SIZE))
+            self.y = _MARGIN
+            if len(self.figures) > 1:
+                self.add(f"{self.title} (continued)", "heading", 0)
+        return self.figures[-1]
+
+    def add(self, text: str, style: str, space: float | None = None, colour: str = "black", hang: str = "") -> None:
+        size, family, weight, indent, before = _STYLES[style]
+        lines = _wrap(text, style, self.width - 2 * _MARGIN, hang)
+        step = size * 1.3
+        self.y += before if space is None else space
+        if self.figures and self.y + step * len(lines) > self.height - _MARGIN \
+                and step * (len(lines) + 2) < self.height - 2 * _MARGIN:
+            self.y = self.height  # a paragraph is not split over two pages when it fits on the next one
+        for line in lines:
+            if self.figures and self.y + step > self.height - _MARGIN:
+                self.y = self.height  # full: the next line opens a page
+            fig = self._page()
+            fig.text((_MARGIN + indent) / self.width, 1 - self.y / self.height, literal(line), va="top",
+                     ha="left", fontsize=size, family=family, weight=weight, color=colour)
+            self.y += step
+
+
+def summary_pages(verdict: dict | None, sections, notes: Sequence[str], provenance: Sequence[str],
+                  options: dict, title: str = "Neural collapse report") -> list[Figure]:
+    """The pages that open report.pdf: the verdict and its reasons, the summary table, the notes and
+    where the numbers come from, as text on A4 portrait pages (one unless the text is long).
+
+    ``sections``: (title, column titles, rows of (label, cell texts)), as the terminal table groups them;
+    ``provenance``: lines naming the input; ``options``: the options the numbers were computed with."""
+    pages = _TextPages(title)
+    pages.add(title, "title")
+    status = (verdict or {}).get("status")
+    words, colour = _STATUS_WORDS.get(status, (f"Verdict: {status}" if status else "No verdict", "0.35"))
+    pages.add(words, "verdict", colour=colour)
+    if status:
+        pages.add(f"status: {status}", "code", space=2)
+    for reason in (verdict or {}).get("reasons", []):
+        pages.add(f"- {reason}", "text", hang="  ")
+    pages.add("Summary", "heading")
+    label_width, column_width = 34, 11
+    for name, columns, rows in sections:
+        head = f"{name:<{label_width}}" + "".join(f"{c:>{column_width}}" for c in columns)
+        pages.add(head.rstrip(), "table_head")
+        for label, cells in rows:
+            pages.add((f"  {label:<{label_width - 2}}" + "".join(f"{c:>{column_width}}" for c in cells)).rstrip(),
+                      "code")
+    pages.add("Notes", "heading")
+    for note in notes or ["none"]:
+        pages.add(f"- {note}" if notes else note, "text", hang="  ")
+    pages.add("Source and options", "heading")
+    for line in provenance:
+        pages.add(line, "text", hang="  ")
+    for key, value in options.items():
+        pages.add(f"{key}: {value}", "code", hang="    ")
+    return pages.figures

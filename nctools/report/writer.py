@@ -203,10 +203,12 @@ def _save_book(figures: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _write_figures(figures: dict[str, Any], folder: Path, png: bool, book: str = "report.pdf") -> None:
+def _write_figures(figures: dict[str, Any], folder: Path, png: bool, book: str = "report.pdf",
+                   front: Sequence[Any] = ()) -> None:
+    """Each figure as its own PDF (and PNG), and all of them in ``book`` after the ``front`` pages."""
     for stem, fig in figures.items():
         _save(fig, folder, stem, png)
-    _save_book(figures, folder / book)
+    _save_book({**{f" front {i}": page for i, page in enumerate(front)}, **figures}, folder / book)
 
 
 def _names(folder: Path) -> list[str]:
@@ -228,7 +230,15 @@ def _plain(value):
 # --------------------------------------------------------------------------- the summary table
 
 # (section title, column titles, rows of (label, summary keys or the literal "optimum"))
+# What discriminates first: the few-shot classes, NC1, cos-Std, NC3; the overall mean pairwise angle of the
+# centred means last (centred means sum to zero, which pins that mean near the optimum for almost any model).
 _SECTIONS = (
+    ("Tail classes  minority collapse", ("means", "classifier", "optimum"), (
+        ("tail mean angle (deg)", (K.TAIL_ICPA_MEAN_DEG_MEANS, K.TAIL_ICPA_MEAN_DEG_CLASSIFIER, K.ICPA_OPTIMUM_DEG)),
+        ("  sample-weighted centre", (K.TAIL_ICPA_MEAN_DEG_MEANS_SAMPLE_CENTER, None, None)),
+        ("tail mean cos(w_c, mu_c)", (None, K.TAIL_NC3_COS_MEAN, None)),
+        ("  sample-weighted centre", (None, K.TAIL_NC3_COS_MEAN_SAMPLE_CENTER, None)),
+    )),
     ("NC1  within-class variability", ("",), (
         ("nc1  tr(Sw Sb+)/C", (K.NC1,)),
         ("nc1 with class-balanced Sw", (K.NC1_BALANCED,)),
@@ -237,17 +247,14 @@ _SECTIONS = (
         ("CDNV (mean over pairs)", (K.NC1_CDNV,)),
     )),
     ("NC2  simplex ETF", ("means", "classifier"), (
-        ("equinorm (CV of norms)", (K.NC2_EQUINORM_MEANS, K.NC2_EQUINORM_CLASSIFIER)),
         ("cos-Std over pairs", (K.NC2_COS_STD_MEANS, K.NC2_COS_STD_CLASSIFIER)),
+        ("equinorm (CV of norms)", (K.NC2_EQUINORM_MEANS, K.NC2_EQUINORM_CLASSIFIER)),
         ("max-angle |cos + 1/(C-1)|", (K.NC2_MAXANGLE_MEANS, K.NC2_MAXANGLE_CLASSIFIER)),
         ("ETF error", (K.NC2_ETF_ERROR_MEANS, K.NC2_ETF_ERROR_CLASSIFIER)),
     )),
-    ("ICPA  degrees", ("means", "classifier", "optimum"), (
-        ("mean pairwise angle", (K.ICPA_MEAN_DEG_MEANS, K.ICPA_MEAN_DEG_CLASSIFIER, K.ICPA_OPTIMUM_DEG)),
-        ("min pairwise angle", (K.ICPA_MIN_DEG_MEANS, K.ICPA_MIN_DEG_CLASSIFIER, K.ICPA_OPTIMUM_DEG)),
-    )),
     ("NC3  self-duality", ("",), (
         ("||W/|W| - M/|M|||^2", (K.NC3_SELF_DUALITY,)),
+        ("  sample-weighted centre", (K.NC3_SELF_DUALITY_SAMPLE_CENTER,)),
         ("W-H ETF error", (K.NC3_WH_ETF_ERROR,)),
         ("mean cos(w_c, mu_c - mu_G)", (K.NC3_COS_MEAN,)),
     )),
@@ -256,9 +263,9 @@ _SECTIONS = (
         ("accuracy (classifier)", (K.ACCURACY,)),
         ("bias collapse ||W mu_G + b||", (K.BIAS_COLLAPSE,)),
     )),
-    ("Tail classes  minority collapse", ("means", "classifier", "optimum"), (
-        ("tail mean angle (deg)", (K.TAIL_ICPA_MEAN_DEG_MEANS, K.TAIL_ICPA_MEAN_DEG_CLASSIFIER, K.ICPA_OPTIMUM_DEG)),
-        ("tail mean cos(w_c, mu_c)", (None, K.TAIL_NC3_COS_MEAN, None)),
+    ("ICPA  degrees", ("means", "classifier", "optimum"), (
+        ("min pairwise angle", (K.ICPA_MIN_DEG_MEANS, K.ICPA_MIN_DEG_CLASSIFIER, K.ICPA_OPTIMUM_DEG)),
+        ("mean pairwise angle", (K.ICPA_MEAN_DEG_MEANS, K.ICPA_MEAN_DEG_CLASSIFIER, K.ICPA_OPTIMUM_DEG)),
     )),
 )
 _LABEL_WIDTH, _COLUMN_WIDTH = 32, 12
@@ -273,7 +280,8 @@ def _number(value) -> str:
 
 
 def format_summary(result, header: Sequence[str] = ()) -> str:
-    """The readable, grouped metrics table (``-`` for null values), then the result's notes."""
+    """The readable, grouped metrics table (``-`` for null values), the result's notes, and the verdict
+    with its reasons last."""
     s = result.summary
     lines = list(header)
     lines.append(f"{s['num_samples']} samples, {s['num_classes']} classes, dim {s['dim']}, center={s['center']}")
@@ -286,7 +294,15 @@ def format_summary(result, header: Sequence[str] = ()) -> str:
     if result.notes:
         lines.append("")
         lines += [f"note: {note}" for note in result.notes]
+    if result.verdict:
+        lines += ["", f"verdict: {verdict_words(result.verdict['status'])}"]
+        lines += [f"  - {reason}" for reason in result.verdict["reasons"]]
     return "\n".join(lines)
+
+
+def verdict_words(status: str) -> str:
+    """A verdict status as words: ``complete_minority_collapse`` -> "complete minority collapse"."""
+    return status.replace("_", " ")
 
 
 # --------------------------------------------------------------------------- nctools analyze
@@ -297,9 +313,12 @@ def analysis_figures(result, class_names: Sequence[str] | None = None, label: st
     from . import plots
 
     suffix = f" ({label})" if label else ""
+    table = result.per_class
+    size = "train_count" if "train_count" in table else "count"  # the counts the groups were drawn from
     return {
         "icpa": plots.icpa_heatmaps(result.icpa_means, result.icpa_classifier, result.summary[K.ICPA_OPTIMUM_DEG],
-                                    class_names, title=f"Inter-class pairwise angles (ICPA){suffix}"),
+                                    class_names, title=f"Inter-class pairwise angles (ICPA){suffix}",
+                                    groups=table["group"].tolist(), counts=table[size].tolist()),
         "per_class": plots.per_class_bars(result.per_class, class_names,
                                           title=f"Per-class norms and self-duality against class size{suffix}"),
         "cosines": plots.cosine_histogram(result.icpa_means, result.icpa_classifier, result.summary[K.NUM_CLASSES],
@@ -307,11 +326,33 @@ def analysis_figures(result, class_names: Sequence[str] | None = None, label: st
     }
 
 
+def front_pages(result, options: dict, source: dict, header: Sequence[str] = (), label: str = "") -> list[Any]:
+    """The pages that open report.pdf: the verdict and its reasons, the summary table grouped as
+    :func:`format_summary` groups it, the notes, the source (``header``: the lines the command prints
+    above its table) and the options."""
+    from .plots import summary_pages as pages
+
+    s = result.summary
+    shown = {k for _, _, rows in _SECTIONS for _, keys in rows for k in keys}
+    extra = tuple((k, (k,)) for k in K.SUMMARY_KEYS if k.endswith("_sample_center") and k not in shown)
+    sections = [*_SECTIONS, *([("Sample-weighted centre", ("",), extra)] if extra else [])]
+    cells = [(title, cols, [(name, ["" if k is None else _number(s.get(k)) for k in keys]) for name, keys in rows])
+             for title, cols, rows in sections]
+    provenance = [f"source: {source.get('path', '-')}", *header]
+    if not header:  # the command's header describes the metadata; without it, list the metadata itself
+        provenance += [f"{k}: {v}" for k, v in (source.get("metadata") or {}).items() if k != "class_names"]
+    provenance.append(f"{s[K.NUM_SAMPLES]} samples, {s[K.NUM_CLASSES]} classes, dim {s[K.DIM]}")
+    keep = (K.CENTER, "groups", "squeeze_deg", "class_counts_given", "preprocessing")
+    return pages(result.verdict, cells, result.notes, provenance, {k: options[k] for k in keep if k in options},
+                 title="Neural collapse report" + (f" ({label})" if label else ""))
+
+
 def write_analysis(out: Path, result, class_names: Sequence[str] | None, options: dict, source: dict,
-                   png: bool = False, label: str = "") -> list[str]:
-    """metrics.json, per_class.csv, icpa/per_class/cosines PDFs and report.pdf into ``out``;
-    returns the names of the files written."""
+                   png: bool = False, label: str = "", header: Sequence[str] = ()) -> list[str]:
+    """metrics.json, per_class.csv, icpa/per_class/cosines PDFs and report.pdf (opening with
+    :func:`front_pages`) into ``out``; returns the names of the files written."""
     figures = analysis_figures(result, class_names, label)
+    front = front_pages(result, {**result.options, **options}, source, header, label)
     metrics = result.to_dict()
     metrics["options"] = {**metrics["options"], **options}
     metrics["source"] = source
@@ -321,7 +362,7 @@ def write_analysis(out: Path, result, class_names: Sequence[str] | None, options
     with staged_output(out) as stage:
         _write_json(_plain(metrics), stage / "metrics.json")
         table.to_csv(stage / "per_class.csv", index=False)
-        _write_figures(figures, stage, png)
+        _write_figures(figures, stage, png, front=front)
         written = _names(stage)
     return written
 

@@ -52,7 +52,7 @@ def brute_force(features, labels, weight=None, bias=None, center="class", num_cl
                 groups=(100, 20)):
     """Every summary metric (and a few per-class ones) in float64, by loops. The few-shot classes
     (``tail_nc1``) are the present classes whose training count (``class_counts``, else the count of
-    the labels) is below ``groups[1]``."""
+    the labels) is below ``groups[1]``, unless every present class has the same count (balanced data)."""
     h = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     n, d = h.shape
@@ -94,7 +94,8 @@ def brute_force(features, labels, weight=None, bias=None, center="class", num_cl
     sigma_w_bal = sum(per_class_w[c] for c in present) / k
     out["nc1_balanced"] = float(np.trace(sigma_w_bal @ sigma_b_pinv)) / k
     train = {c: counts[c] if class_counts is None else int(class_counts[c]) for c in present}
-    few = [c for c in present if train[c] < groups[1]]
+    balanced = len({train[c] for c in present}) == 1  # one training count for all: a "balanced" group, no few-shot
+    few = [] if balanced else [c for c in present if train[c] < groups[1]]
     if few:  # the same with the mean of the few-shot classes' covariances (Sigma_B, C: all classes present)
         sigma_w_few = sum(per_class_w[c] for c in few) / len(few)
         out["tail_nc1"] = float(np.trace(sigma_w_few @ sigma_b_pinv)) / k
@@ -107,6 +108,8 @@ def brute_force(features, labels, weight=None, bias=None, center="class", num_cl
     out["nc1_cdnv"] = sum(cdnv) / len(cdnv)
     for key, value in _pairs_stats(centred).items():
         out[f"means_{key}"] = value
+    few_centred = [centred[i] for i, c in enumerate(present) if c in few]
+    out["tail_means_icpa_mean"] = _pairs_stats(few_centred)["icpa_mean"] if len(few) >= 2 else None
     out["within_var"] = var
     out["counts"] = counts
     if weight is None:
@@ -123,6 +126,7 @@ def brute_force(features, labels, weight=None, bias=None, center="class", num_cl
     out["nc3_wh_etf_error"] = _etf_gap(wh)
     out["duality_cos"] = {c: _cos(w[c], centred[i]) for i, c in enumerate(present)}
     out["nc3_cos_mean"] = sum(out["duality_cos"].values()) / k
+    out["tail_nc3_cos_mean"] = sum(out["duality_cos"][c] for c in few) / len(few) if few else None
     out["bias_collapse"] = float(np.linalg.norm(w @ mu_g + b))
     hits = mismatch = 0
     ncc_hits = {c: 0 for c in present}

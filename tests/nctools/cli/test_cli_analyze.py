@@ -29,7 +29,7 @@ def test_analyze_dump_writes_the_full_report(dump, tmp_path):
         assert heading in table
     assert "101.5" in table  # the C = 6 optimum arccos(-1/5) beside the angles
     assert "epoch 5" in table and "imbalance ratio 37.5" in table
-    assert "note:" in table  # the audit's verdict under the table
+    assert "\nverdict: " in table  # the verdict last, under the table
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["summary"]) == list(nctools.SUMMARY_KEYS)
     assert metrics["options"]["center"] == "class" and metrics["options"]["groups"] == [100.0, 20.0]
@@ -39,7 +39,7 @@ def test_analyze_dump_writes_the_full_report(dump, tmp_path):
     assert {"group", "mean_norm", "classifier_norm", "self_duality_cos", "ncc_accuracy"} <= set(per_class)
     for name in FIGURES:
         assert pdf_pages(out / name) == 1
-    assert pdf_pages(out / "report.pdf") == len(FIGURES)
+    assert pdf_pages(out / "report.pdf") == 1 + len(FIGURES)  # the front page, then every figure
     assert not list(out.glob("*.png")) and leftovers(tmp_path) == []
     assert "wrote" in result.stderr
 

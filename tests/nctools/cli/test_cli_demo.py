@@ -24,7 +24,7 @@ def test_demo_writes_the_report_where_it_says(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     out = tmp_path / "nctools-demo"
     assert "The full report is in nctools-demo/" in result.stdout and "ICPA" in result.stdout
-    assert pdf_pages(out / "report.pdf") == 3
+    assert pdf_pages(out / "report.pdf") == 4  # the front page and the three figures
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["summary"]["num_classes"] == 10 and metrics["options"]["demo"] is True
     assert metrics["summary"]["tail_icpa_mean_deg_means"] is not None  # a real tail group

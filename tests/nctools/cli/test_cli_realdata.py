@@ -45,7 +45,7 @@ def test_checkpoint_through_the_cli(trained_run, cifar10_root, tmp_path):
     from_dump = json.loads(dump_result.stdout)["summary"]
     for key in ("nc1", "nc2_cos_std_means", "nc3_self_duality", "accuracy"):
         assert metrics["summary"][key] == pytest.approx(from_dump[key], rel=1e-3, abs=1e-5), key
-    assert pdf_pages(tmp_path / "train" / "report.pdf") == 3
+    assert pdf_pages(tmp_path / "train" / "report.pdf") == 4  # the front page and the three figures
 
     test = invoke("analyze", ckpt, "--data", cifar10_root, "--split", "test", "--out", tmp_path / "test",
                   "--format", "json", "--quiet")

@@ -152,5 +152,7 @@ def test_verdict_without_a_classifier_speaks_of_the_means_only():
 
     feats, labels, _, _ = make_features(lt_counts(300, 8, 100), 12, classifier=False)
     result = nctools.analyze(feats, labels)
-    assert any("no classifier given" in n for n in result.notes)
-    assert not any("classifier rows are not" in n or "means and rows" in n for n in result.notes)
+    verdict = result.verdict
+    assert verdict["status"] in ("feature_minority_collapse", "no_minority_collapse"), verdict
+    assert "no classifier was given: judged on the means alone" in verdict["reasons"]
+    assert not any("classifier rows" in r for r in verdict["reasons"])
