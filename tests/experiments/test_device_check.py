@@ -14,6 +14,7 @@ import sys
 import tarfile
 
 import pandas as pd
+import pytest
 
 from tests.helpers.paths import REPO
 
@@ -25,6 +26,7 @@ SMOKE_RUNS = ALL_RUNS[:2]
 BENCH_TRAIN_KEYS = {"method", "device", "images_per_s", "model_images_per_s", "data_images_per_s"}
 
 
+@pytest.mark.slow  # about 45 s on 2 CPU cores: the whole script, its CIFAR runs and test subsets included
 def test_smoke_runs_every_step_on_the_cpu(cifar10_root, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "CIFAR_ROOT": str(cifar10_root), "PYTHON": sys.executable}
