@@ -177,21 +177,16 @@ class EpochRecorder:
                 if c is None:
                     raise ValueError(f"layer {tap.name!r} has no weight; pass num_classes")
                 acc = NeuralCollapse(c, weight, bias, center=self.center, device=device)
-                if self.out is None:  # nothing kept: the model runs once per pass
-                    for h, y in self._batches(tap, device):
-                        acc.update(h, y)
-                    acc.next_pass()
-                    for h, y in self._batches(tap, device):
-                        acc.update(h, y)
-                    kept = dtype = None
-                else:  # device memory stays at one batch; measured on the features as they are dumped
+                kept = None
+                if self.out is not None:  # device memory stays at one batch; measured on the features as dumped
                     kept = [(h.cpu(), y.cpu()) for h, y in self._batches(tap, device)]
                     dtype = self._dump_dtype_for(kept, epoch, device)
                     kept = [(h.to(dtype), y) for h, y in kept]
-                    for h, y in kept:
-                        acc.update(h.to(device), y.to(device))
-                    acc.next_pass()
-                    for h, y in kept:
+                for second in (False, True):  # without out the model runs once per pass: nothing is kept
+                    if second:
+                        acc.next_pass()
+                    batches = self._batches(tap, device) if kept is None else kept
+                    for h, y in batches:
                         acc.update(h.to(device), y.to(device))
                 counts = self.class_counts if self.class_counts is not None else acc.statistics()["counts"].cpu()
                 result = acc.compute(class_counts=counts, groups=self.groups)

@@ -296,13 +296,8 @@ def _timm_model(path: Path, found: list[Reading], name: str) -> tuple[Architectu
     if not timm.is_model(name):
         raise source_error(path, f"unknown timm architecture {name!r}; timm.list_models() shows the names "
                                  "(e.g. resnet18, vit_small_patch16_224)")
-    from .extraction import find_layer
-
-    reference = timm.create_model(name, pretrained=False)
-    classifier, _ = find_layer(reference)  # where C is read from
-    reading = choose(found, set(reference.state_dict()), f"timm:{name}", lambda problem: source_error(path, problem))
-    model = timm.create_model(name, pretrained=False, num_classes=reading.state[f"{classifier}.weight"].shape[0])
-    load_weights(path, model, reading.state)
+    model, reading = _built_with_weights(path, found, f"timm:{name}",
+                                         lambda **kw: timm.create_model(name, pretrained=False, **kw))
     cfg = resolve_data_config({}, model=model)
     size, crop_pct, mode = int(cfg["input_size"][-1]), float(cfg.get("crop_pct") or 1.0), cfg.get("crop_mode", "center")
 
@@ -395,18 +390,26 @@ def _check_transform(dataset, name: str | None) -> None:
         raise source_error(where, f"turns an image into {got}, not a float tensor (channels, height, width)")
 
 
+def _built_with_weights(path: Path, found: list[Reading], label: str, build: Callable
+                        ) -> tuple[torch.nn.Module, Reading]:
+    """``build(num_classes=C)`` with the one reading of the file whose keys fit the architecture (a reference
+    ``build()`` tells the keys and where the classifier is, whose rows give C), its weights loaded."""
+    from .extraction import find_layer
+
+    reference = build()
+    classifier, _ = find_layer(reference)
+    reading = choose(found, set(reference.state_dict()), label, lambda problem: source_error(path, problem))
+    model = build(num_classes=reading.state[f"{classifier}.weight"].shape[0])
+    load_weights(path, model, reading.state)
+    return model, reading
+
+
 def _torchvision_model(path: Path, found: list[Reading], arch: str) -> tuple[Architecture, Reading]:
     torchvision = import_torchvision(lambda problem: source_error(path, problem))
     if arch not in torchvision.models.list_models():
         known = " or ".join(sorted(name for name, *_ in _registered(ARCHITECTURE_GROUP)) + ["a torchvision model name"])
         raise source_error(path, f"unknown architecture {arch!r}; use {known} such as resnet18 or resnet50")
-    from .extraction import find_layer
-
-    reference = torchvision.models.get_model(arch)
-    name, _ = find_layer(reference)  # where the classifier lives, to read C from
-    reading = choose(found, set(reference.state_dict()), arch, lambda problem: source_error(path, problem))
-    model = torchvision.models.get_model(arch, num_classes=reading.state[f"{name}.weight"].shape[0])
-    load_weights(path, model, reading.state)
+    model, reading = _built_with_weights(path, found, arch, lambda **kw: torchvision.models.get_model(arch, **kw))
     pre = _torchvision_preprocessing(torchvision, arch)
     return Architecture(model, pre.size, (pre.mean, pre.std), pre), reading
 

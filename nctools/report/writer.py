@@ -285,11 +285,10 @@ def format_summary(result, header: Sequence[str] = ()) -> str:
     s = result.summary
     lines = list(header)
     lines.append(f"{s['num_samples']} samples, {s['num_classes']} classes, dim {s['dim']}, center={s['center']}")
-    for title, columns, rows in _SECTIONS:
+    for title, columns, rows in _section_cells(s):
         lines.append("")
         lines.append((f"{title:<{_LABEL_WIDTH}}" + "".join(f"{c:>{_COLUMN_WIDTH}}" for c in columns)).rstrip())
-        for label, keys in rows:
-            cells = ["" if key is None else _number(s[key]) for key in keys]
+        for label, cells in rows:
             lines.append(f"  {label:<{_LABEL_WIDTH - 2}}" + "".join(f"{c:>{_COLUMN_WIDTH}}" for c in cells).rstrip())
     if result.notes:
         lines.append("")
@@ -298,6 +297,14 @@ def format_summary(result, header: Sequence[str] = ()) -> str:
         lines += ["", f"verdict: {verdict_words(result.verdict['status'])}"]
         lines += [f"  - {reason}" for reason in result.verdict["reasons"]]
     return "\n".join(lines)
+
+
+def _section_cells(summary: dict) -> list[tuple[str, tuple[str, ...], list[tuple[str, list[str]]]]]:
+    """:data:`_SECTIONS` with each key replaced by its value as shown (``-`` for null, nothing for no key)."""
+    def shown(keys: tuple) -> list[str]:
+        return ["" if k is None else _number(summary[k]) for k in keys]
+
+    return [(title, columns, [(label, shown(keys)) for label, keys in rows]) for title, columns, rows in _SECTIONS]
 
 
 def verdict_words(status: str) -> str:
@@ -333,11 +340,7 @@ def front_pages(result, options: dict, source: dict, header: Sequence[str] = (),
     from .plots import summary_pages as pages
 
     s = result.summary
-    shown = {k for _, _, rows in _SECTIONS for _, keys in rows for k in keys}
-    extra = tuple((k, (k,)) for k in K.SUMMARY_KEYS if k.endswith("_sample_center") and k not in shown)
-    sections = [*_SECTIONS, *([("Sample-weighted centre", ("",), extra)] if extra else [])]
-    cells = [(title, cols, [(name, ["" if k is None else _number(s.get(k)) for k in keys]) for name, keys in rows])
-             for title, cols, rows in sections]
+    cells = _section_cells(s)
     provenance = [f"source: {source.get('path', '-')}", *header]
     if not header:  # the command's header describes the metadata; without it, list the metadata itself
         provenance += [f"{k}: {v}" for k, v in (source.get("metadata") or {}).items() if k != "class_names"]
