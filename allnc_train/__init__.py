@@ -20,4 +20,6 @@ layout, the error base class, the simplex ETF, devices, class groups); ``nctools
 
 Nothing heavy is imported here, so ``allnc-train --help`` stays instant.
 """
-__version__ = "0.1.0"
+from nctools import __version__  # one distribution, one version (written in nctools/__init__.py)
+
+__all__ = ["__version__"]

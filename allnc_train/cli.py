@@ -22,9 +22,9 @@ from pathlib import Path
 
 import click
 
+from nctools import __version__
 from nctools.errors import InputError, one_line
-
-from .schema import ConfigError
+from nctools.extras import install_hint
 
 __all__ = ["CONFIG_DIR", "bundled_configs", "cli", "find_config", "main"]
 
@@ -36,10 +36,37 @@ def bundled_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
+def config_line(name: str, width: int = 0) -> str:
+    """One line of ``--list-configs``: a bundled config's name (padded to ``width``), dataset,
+    imbalance and method.
+
+    The method is the one its generated header names (``...; method allnc without gbbn``: ablations
+    and controls are told apart there), else its ``method.name``; split-file datasets bring their own
+    (natural) imbalance, so ``data.imbalance_ratio`` is shown only for the others.
+
+    >>> config_line("cifar10_lt_r100_allnc_no_p2p")
+    'cifar10_lt_r100_allnc_no_p2p cifar10      ratio 100  allnc without p2p'
+    """
+    import yaml
+
+    from .schema import DataConfig, MethodConfig
+
+    text = find_config(name).read_text(encoding="utf-8")
+    tree = yaml.safe_load(text) or {}
+    data = {**vars(DataConfig()), **(tree.get("data") or {})}  # the keys a file leaves out keep their defaults
+    header = text.splitlines()[0] if text.startswith("# ") else ""
+    method = header.partition("; method ")[2] or (tree.get("method") or {}).get("name", MethodConfig().name)
+    ratio = float(data["imbalance_ratio"])
+    imbalance = "natural" if data["source"] == "splits" else "balanced" if ratio == 1 else f"ratio {ratio:g}"
+    return f"{Path(name).stem:<{width}} {data['dataset']:<12} {imbalance:<10} {method}"
+
+
 def find_config(name: str) -> Path:
     """A path as given, else a bundled config by name (with or without .yaml / a folder prefix)."""
+    from .schema import ConfigError
+
     path = Path(name)
-    if path.is_file():
+    if path.exists():  # a folder or a FIFO is read, and refused, as what it is
         return path
     bundled = CONFIG_DIR / (path.stem + ".yaml")
     if bundled.is_file():
@@ -68,6 +95,21 @@ def _bad_input(err: BaseException) -> Failure:
 
 def _usage(err: click.UsageError) -> Failure:
     return Failure(f"error: {one_line(err)} (see {PROG} --help)", 2)
+
+
+# What the trainer needs beyond the light core (the 'train' extra): module -> distribution.
+_TRAIN_NEEDS = {"yaml": "PyYAML", "torchvision": "torchvision"}
+
+
+def _check_train_extra() -> None:
+    """The light core installs this command without the trainer's own dependencies: say which are
+    missing and how to add them, in one line (exit 2), rather than a traceback."""
+    from importlib.util import find_spec
+
+    missing = [dist for module, dist in _TRAIN_NEEDS.items() if find_spec(module) is None]
+    if missing:
+        raise Failure(f"error: the trainer needs {' and '.join(missing)} (not installed here); "
+                      f"{install_hint('train')}", 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,8 +198,10 @@ class _Command(click.Command):
               help="Override a config key, e.g. --set optim.epochs=10 run.device=cpu (repeatable; "
                    "several KEY=VALUE may follow one --set).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--list-configs", is_flag=True, help="Print the bundled configs and exit.")
+@click.option("--list-configs", is_flag=True,
+              help="Print the bundled configs, one line each (name, dataset, imbalance, method), and exit.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit.")
+@click.version_option(__version__, "--version", prog_name=PROG)
 def cli(config: str | None, out: str | None, overrides: tuple[str, ...], resume: bool, list_configs: bool,
         print_config: bool) -> int:
     """Long-tailed training with AllNC and its baselines; writes a feature dump, a checkpoint and
@@ -168,11 +212,14 @@ def cli(config: str | None, out: str | None, overrides: tuple[str, ...], resume:
     allnc-train --config cifar10_lt_r100_allnc --out runs/c10_r100_allnc --set optim.epochs=10
     allnc-train --out runs/c10_r100_allnc --resume      continue a killed run
 
-    Progress goes to stderr, the summary (one JSON line) to stdout. Exit status: 0 success,
-    2 bad input (one line on stderr), 1 a diverged run (NaN loss), 130 interrupted.
+    Progress goes to stderr (bars only on a terminal), the summary (one JSON line) to stdout.
+    Exit status: 0 success, 2 bad input (one line on stderr), 1 a diverged run (NaN loss),
+    130 interrupted.
     """
+    _check_train_extra()
     if list_configs:
-        click.echo("\n".join(bundled_configs()))
+        names = bundled_configs()
+        click.echo("\n".join(config_line(name, max(map(len, names))) for name in names))
         return 0
     try:
         cfg = _resolve(config, out, list(overrides), resume, print_config)
@@ -194,8 +241,12 @@ def cli(config: str | None, out: str | None, overrides: tuple[str, ...], resume:
         # DumpError are InputErrors; OSError: a file system problem outside the run, e.g. an unreadable
         # config file).
         raise _bad_input(exc) from None
-    except KeyboardInterrupt:
-        raise Failure(f"interrupted; continue with: {PROG} --out {out} --resume", 130) from None
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP (main turns them into interrupts)
+        from nctools.interrupts import exit_status
+
+        from .rundir import interrupted
+
+        raise Failure(interrupted(Path(out), PROG, config), exit_status(exc)) from None
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone prints the summary
         return 0
     last = record["epochs"][-1] if record["epochs"] else {}
@@ -209,6 +260,7 @@ _OUT_REQUIRED = "--out is required: the run directory to write (or, with --resum
 
 def _resolve(config: str | None, out: str | None, overrides: list[str], resume: bool, print_config: bool):
     from .config import load_config
+    from .schema import ConfigError
 
     if not out and not print_config:
         raise ConfigError(_OUT_REQUIRED)
@@ -234,17 +286,22 @@ def main(argv: list[str] | None = None) -> int:
 
     ``argv`` defaults to ``sys.argv[1:]``; errors are one line on stderr, never a raised SystemExit.
     """
+    from nctools.interrupts import exit_status, quiet_broken_pipe, signals_as_interrupts
+
     try:
-        code = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+        with signals_as_interrupts():
+            code = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
     except click.UsageError as err:  # raised outside parse_args (the command converts its own)
         _usage(err).show()
         return 2
     except click.ClickException as err:
         err.show()
         return err.exit_code
-    except click.Abort:  # Ctrl-C outside training (click turns it into Abort)
+    except click.Abort as err:  # an interrupt outside training (click turns it into Abort)
         click.echo(f"{PROG}: interrupted", err=True)
-        return 130
+        return exit_status(err.__cause__ or KeyboardInterrupt())
+    except BrokenPipeError:
+        return quiet_broken_pipe()
     return code or 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .config_limits import check_sizes
 from .methods import METHODS, get_method
 from .schema import Config, check_fields, check_views, get_key, load_yaml, merge, parse_override
 
@@ -56,10 +57,12 @@ def _fill_method_defaults(cfg: Config) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Check choices, ranges and combinations, then the method's own rules; raise ConfigError."""
+    """Check choices, ranges and combinations, then the method's own rules, then that the sizes asked
+    for fit in memory; raise ConfigError."""
     check_fields(cfg, tuple(METHODS))
     get_method(cfg.method.name).check(cfg)
     check_views(cfg)
+    check_sizes(cfg)
 
 
 def resolve(base: dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -38,6 +38,12 @@ def method_blocks() -> dict[str, tuple[str, dict]]:
             block = copy(method.recipe)
             block[part]["enabled"] = False
             blocks[f"{method.name}_no_{part}"] = (f"method {method.name} without {part}", block)
+        for control, (summary, changes) in method.controls.items():
+            block = copy(method.recipe)
+            for key, value in changes.items():
+                section, _, name = key.partition(".")
+                block[section][name] = value
+            blocks[f"{method.name}_{control}"] = (f"method {method.name}, control: {summary}", block)
     return blocks
 
 

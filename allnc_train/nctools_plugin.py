@@ -53,6 +53,8 @@ def read_checkpoint(path: Path, contents: dict, options: SourceOptions) -> Dump 
     split = options.split or "train"
     if options.data is not None:
         cfg.data.root = str(options.data)
+    # Analysing is reading: a stranger's checkpoint never starts a download into a folder it names.
+    cfg.data.download = False
     if cfg.data.dataset != "synthetic" and not Path(cfg.data.root).exists():
         raise source_error(cfg.data.root, "data root not found (the dataset the checkpoint was trained on); "
                                           "pass --data with its location")

@@ -13,6 +13,8 @@ its own checks) is the methods table's, applied by :mod:`allnc_train.config`.
 """
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from collections.abc import Sequence
@@ -23,6 +25,8 @@ from typing import Any, Union
 import yaml
 
 from nctools.errors import InputError, first_line
+
+from .yaml_input import YAMLRefused, read_text, safe_load
 
 
 class ConfigError(InputError):
@@ -106,6 +110,9 @@ class HyConConfig:
     prototype_grad: bool = False  # let HyCon's gradient reach the prototypes (false: they are targets)
     rebal_anchors: bool = True  # the re-balancing batch's samples are anchors too (not only the conventional views)
     fade: bool = False  # multiply HyCon by eta(t), so it fades out with the conventional branch
+    # CE on every view of the conventional batch, not only view 0; the views are made whenever this is on, so
+    # with HyCon off it keeps HyCon's augmentation and compute without its loss (the allnc_no_hycon_views control)
+    views_to_ce: bool = False
 
 
 @dataclass
@@ -148,7 +155,7 @@ class RunConfig:
     dump_dtype: str = "float32"  # float16 | float32 (features in the dump)
     dump_format: str = "safetensors"  # safetensors | pt | npz
     keep_checkpoints: int = 1  # per-epoch checkpoints kept on disk; 0 = keep all
-    progress: bool = True  # tqdm progress bars on stderr
+    progress: bool = True  # tqdm progress bars on stderr, shown only on a terminal
 
 
 @dataclass
@@ -188,6 +195,9 @@ POSITIVE = ("optim.epochs", "optim.batch_size", "optim.lr", "model.width", "mode
 NON_NEGATIVE = ("optim.momentum", "optim.weight_decay", "optim.warmup_epochs", "gbbn.gamma", "hycon.weight",
                 "p2p.weight", "p2p.align_weight", "p2p.angle_weight", "p2p.norm_weight", "run.dump_every",
                 "run.keep_checkpoints", "data.num_workers", "data.subset_seed", "seed", "model.ufm_init_std")
+# Integer keys with bounds of their own: a seed must fit the generators it seeds (torch takes 64 bits,
+# numpy's legacy RandomState behind the LDAM subset 32), and neural collapse compares two classes or more.
+INT_RANGES = {"seed": (0, 2**63 - 1), "data.subset_seed": (0, 2**32 - 1), "data.num_classes": (2, 1_000_000)}
 UNIT_INTERVAL = ("hycon.prototype_momentum", "p2p.momentum", "data.val_fraction")
 CLOSED_UNIT_INTERVAL = ("hycon.feature_share",)
 
@@ -195,6 +205,10 @@ CLOSED_UNIT_INTERVAL = ("hycon.feature_share",)
 # ---------------------------------------------------------------------------------------------
 # Merging plain dicts into the dataclass tree, with type checks
 # ---------------------------------------------------------------------------------------------
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict, _SHORT_REPR.maxstring = 2, 6, 4, 40
+
 
 def _type_name(tp: Any) -> str:
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -216,7 +230,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         try:
             return _coerce(key, value, inner)
         except ConfigError:
-            raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}.") from None
+            raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {shown(value)}.") from None
     if origin is list:
         if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return list(value)
@@ -229,23 +243,29 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; accept what float() reads
+            number = float(value) if abs(value) < 1e308 else math.inf
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; accept what float() reads
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # NaN or inf would start a run that can only diverge
+                raise ConfigError(f"config key '{key}' must be a finite number, got {shown(value)}.")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}.")
+    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {shown(value)}.")
 
 
 def merge(node: Any, updates: dict, prefix: str = "") -> None:
     """Set the fields of dataclass ``node`` from the nested dict ``updates`` (in place)."""
     if not isinstance(updates, dict):
-        raise ConfigError(f"config section '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {updates!r}.")
+        raise ConfigError(f"config section '{prefix.rstrip('.') or 'top level'}' must be a mapping, "
+                          f"got {shown(updates)}.")
     hints = typing.get_type_hints(type(node))
     names = [f.name for f in dataclasses.fields(node)]
     for key, value in updates.items():
@@ -271,13 +291,15 @@ def get_key(cfg: Config, key: str) -> Any:
 def parse_override(text: str) -> dict:
     """Turn ``"optim.lr=0.05"`` into ``{"optim": {"lr": 0.05}}`` (the value is parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value, e.g. optim.lr=0.05.")
+        raise ConfigError(f"override {shown(text)} must look like key=value, e.g. optim.lr=0.05.")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"override {text!r} has an empty key.")
+        raise ConfigError(f"override {shown(text)} has an empty key.")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_load(raw) if raw.strip() else None
+    except YAMLRefused as exc:
+        raise ConfigError(f"override of '{key}': the value {exc}.") from None
     except yaml.YAMLError:
         value = raw  # an unparsable value is taken as a string; the type check then names the key
     out: dict = {}
@@ -290,12 +312,13 @@ def parse_override(text: str) -> dict:
 
 
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML config file into a dict (an empty file gives {})."""
+    """Read a YAML config file into a dict (an empty file gives {}), as untrusted input: bounded in size,
+    depth and aliases, UTF-8, no key written twice (:mod:`allnc_train.yaml_input`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist.")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load(read_text(path))
+    except YAMLRefused as exc:
+        raise ConfigError(f"config file {path} {exc}.") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML ({first_line(exc)}).") from None
     if data is None:
@@ -303,6 +326,20 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}.")
     return data
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``value`` as an error message quotes it: a short prefix of its repr, never the whole of a huge
+    (or alias-expanded) one.
+
+    >>> shown(list(range(1000)))
+    '[0, 1, 2, 3, 4, 5, ...]'
+    """
+    try:
+        text = _SHORT_REPR.repr(value)
+    except ValueError:  # an int beyond Python's 4300-digit conversion limit
+        text = f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,28 +357,32 @@ def check_fields(cfg: Config, method_names: Sequence[str]) -> None:
     in the methods table), then :func:`check_views`, come after."""
     for key, allowed in choices(method_names).items():
         if get_key(cfg, key) not in allowed:
-            raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got {get_key(cfg, key)!r}.")
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, "
+                              f"got {shown(get_key(cfg, key))}.")
     for key in POSITIVE:
         if not get_key(cfg, key) > 0:
-            raise ConfigError(f"config key '{key}' must be positive, got {get_key(cfg, key)!r}.")
+            raise ConfigError(f"config key '{key}' must be positive, got {shown(get_key(cfg, key))}.")
     for key in NON_NEGATIVE:
         if get_key(cfg, key) < 0:
-            raise ConfigError(f"config key '{key}' must not be negative, got {get_key(cfg, key)!r}.")
+            raise ConfigError(f"config key '{key}' must not be negative, got {shown(get_key(cfg, key))}.")
+    for key, (low, high) in INT_RANGES.items():
+        if not low <= get_key(cfg, key) <= high:
+            raise ConfigError(f"config key '{key}' must lie in [{low}, {high}], got {shown(get_key(cfg, key))}.")
     for key in UNIT_INTERVAL:
         if not 0 <= get_key(cfg, key) < 1:
-            raise ConfigError(f"config key '{key}' must lie in [0, 1), got {get_key(cfg, key)!r}.")
+            raise ConfigError(f"config key '{key}' must lie in [0, 1), got {shown(get_key(cfg, key))}.")
     for key in CLOSED_UNIT_INTERVAL:
         if not 0 <= get_key(cfg, key) <= 1:
-            raise ConfigError(f"config key '{key}' must lie in [0, 1], got {get_key(cfg, key)!r}.")
+            raise ConfigError(f"config key '{key}' must lie in [0, 1], got {shown(get_key(cfg, key))}.")
     d, m = cfg.data, cfg.model
     if d.imbalance_ratio < 1:
         raise ConfigError(f"config key 'data.imbalance_ratio' must be at least 1 (n_max / n_min), "
                           f"got {d.imbalance_ratio!r}.")
     if d.n_max is not None and d.n_max < 1:
-        raise ConfigError(f"config key 'data.n_max' must be a positive integer or null, got {d.n_max!r}.")
+        raise ConfigError(f"config key 'data.n_max' must be a positive integer or null, got {shown(d.n_max)}.")
     if d.test_per_class is not None and d.test_per_class < 1:
         raise ConfigError(f"config key 'data.test_per_class' must be a positive integer or null, "
-                          f"got {d.test_per_class!r}.")
+                          f"got {shown(d.test_per_class)}.")
     if (m.arch == "ufm") != (d.dataset == "synthetic"):
         raise ConfigError("model.arch 'ufm' and data.dataset 'synthetic' go together: the free-feature table is "
                           f"indexed by sample, so set both or neither (got arch {m.arch!r}, dataset {d.dataset!r}).")
@@ -360,6 +401,14 @@ def check_views(cfg: Config) -> None:
     """HyCon contrasts views of an image: it needs two or more (a free feature's views are all one)."""
     if cfg.hycon.enabled and cfg.hycon.views < 2 and cfg.model.arch != "ufm":
         raise ConfigError("HyCon needs at least two views per image: set hycon.views to 2 or more.")
+    if cfg.hycon.views_to_ce and cfg.model.arch == "ufm":
+        raise ConfigError("hycon.views_to_ce needs images: a free feature's views are all one (model.arch 'ufm').")
+
+
+def conventional_views(cfg: Config) -> int:
+    """Views per image in the conventional batch: ``hycon.views`` when HyCon or ``hycon.views_to_ce`` uses
+    them, else one."""
+    return cfg.hycon.views if cfg.hycon.enabled or cfg.hycon.views_to_ce else 1
 
 
 def num_classes_hint(cfg: Config) -> int:

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from nctools.core.device import resolve_device
 from nctools.errors import first_line
+from nctools.interrupts import signals_as_interrupts
 from nctools.io import layout
 from nctools.io.atomic import atomic_write_json
 
@@ -52,7 +53,7 @@ from .checkpoint import (
     predates_reread,
     save_checkpoint,
 )
-from .config import method_label
+from .config import from_dict, method_label
 from .data import DataBundle, build_data, shot_groups
 from .data.loaders import Loaders, make_loaders, set_epoch, to_device
 from .data.pipeline import pipeline_kind, use_channels_last
@@ -62,7 +63,7 @@ from .methods import Batch, Objective, build_model, build_objective
 from .models import num_parameters
 from .rundir import RunError
 from .schedules import learning_rate
-from .schema import Config, flatten, to_dict
+from .schema import Config, conventional_views, flatten, to_dict
 from .step import Optimisation, train_step
 
 # Keys that may differ between a run and its resumption: where data lives and how the run is shown.
@@ -148,7 +149,9 @@ def _open_run(cfg: Config, out: Path, resume: bool) -> dict | None:
         raise RunError(f"{existing} was written by an earlier allnc_train (checkpoint format 1, before AllNC was "
                        "re-read and BBN rebuilt); nctools can still analyse it, but it cannot be resumed: start a "
                        "new run.")
-    old, new = flatten(ckpt["config"]), flatten(to_dict(cfg))
+    # The run's config read as today's schema reads it: a key added since the run began takes its default,
+    # which keeps the behaviour the run was trained with (the rule for every new key).
+    old, new = flatten(to_dict(from_dict(ckpt["config"]))), flatten(to_dict(cfg))
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUME_MAY_CHANGE)
     if changed:
         k = changed[0]
@@ -229,9 +232,10 @@ def train_one_epoch(model, cfg: Config, objective: Objective, optim: Optimisatio
     sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))  # summed on device: no sync
     tic = time.perf_counter()
     batches = zip(conv_loader, rebal_loader if rebal_loader is not None else repeat(None))
+    # disable=None: a bar only where stderr is a terminal (a log file gets the per-epoch lines alone)
+    shown = None if cfg.run.progress and distributed.is_main() else True
     for i, (batch, rebal) in enumerate(tqdm(batches, total=steps, desc=f"epoch {epoch}/{cfg.optim.epochs}",
-                                            disable=not (cfg.run.progress and distributed.is_main()), leave=False,
-                                            file=sys.stderr)):
+                                            disable=shown, leave=False, file=sys.stderr)):
         lr = learning_rate(cfg.optim, (epoch - 1) * steps + i, steps)
         for group in optim.optimizer.param_groups:
             group["lr"] = lr
@@ -257,9 +261,11 @@ def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | 
     that epoch, exactly as if the process had been killed there (used by tests and by time-sliced jobs).
     ``out`` is locked for the call: a second run on it raises ``RunError`` naming the holder, and so
     does a file system error (full disk, permission, read-only), with the last complete epoch kept.
+    SIGTERM and SIGHUP raise :class:`nctools.interrupts.Interrupted` (a ``KeyboardInterrupt``) like
+    Ctrl-C: the last complete epoch is kept, temporaries are removed and the lock is given up.
     """
     out = Path(out)
-    with distributed.process_group(run_device(cfg.run.device)) as device:  # joins torchrun's group, if any
+    with signals_as_interrupts(), distributed.process_group(run_device(cfg.run.device)) as device:
         with rundir.claim(out, resume):  # before any training: writable, locked, tidied
             try:
                 return _train(cfg, out, device, resume, stop_after)
@@ -289,7 +295,7 @@ def _train(cfg: Config, out: Path, device: torch.device, resume: bool, stop_afte
     # dumped features are what NC1..NC4 are measured on.
     amp = getattr(torch, cfg.run.amp_dtype) if cfg.run.amp and device.type == "cuda" and cfg.model.arch != "ufm" \
         else None
-    views = cfg.hycon.views if cfg.hycon.enabled else 1
+    views = conventional_views(cfg)
     pipeline = pipeline_kind(cfg)  # a batched pipeline for file-backed data is refused before any loading
     data = build_data(cfg.data, views)
 

@@ -9,8 +9,8 @@ the end ``nctools track`` draws the curves.
     python examples/lightning_cifar_lt.py --tarball cifar10-jpeg.tar.gz --epochs 5   # or $NCTOOLS_CIFAR10_TARBALL
 
 ``--data`` is an image folder with ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``; ``--tarball``
-is the same as a ``.tar.gz``, extracted into a temporary folder. Needs ``pip install 'nctools[lightning]'``
-and torchvision.
+is the same as a ``.tar.gz``, extracted into a temporary folder. Needs
+``pip install 'neural-collapse-tools[lightning,vision]'`` (Lightning and torchvision).
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from allnc_train.cli import CONFIG_DIR
 from allnc_train.config import load_config
 from allnc_train.train import train
 from nctools.core.geometry import icpa_optimum_deg
+from nctools.io import layout
 
 
 def mean_angle_deg(vectors: torch.Tensor) -> float:
@@ -43,8 +44,10 @@ def main() -> None:
     for method in ("ce", "allnc"):
         out = Path(args.out) / method
         shutil.rmtree(out, ignore_errors=True)
-        record = train(load_config(CONFIG_DIR / f"ufm_lt_r100_{method}.yaml", ["run.progress=false"]), out)
-        dump = nctools.load_dump(out / record["epochs"][-1]["dump"])
+        cfg = load_config(CONFIG_DIR / f"ufm_lt_r100_{method}.yaml", ["run.progress=false"])
+        record = train(cfg, out)
+        # The dump's path from the run folder's layout, never from run.json (which could point anywhere).
+        dump = nctools.load_dump(layout.dump_path(out, "train", record["epochs"][-1]["epoch"], cfg.run.dump_format))
         means = torch.stack([dump.features[dump.labels == c].mean(0) for c in range(dump.num_classes)])
         centred = means - means.mean(0)
         summary = nctools.analyze(dump.features, dump.labels, dump.weight, dump.bias,

@@ -7,7 +7,7 @@ and the pass criteria of the paper's claims, each measured on the seeds both sid
 A criterion holds when it holds on the mean over its matched seeds; ``seeds_holding`` says on how
 many of those seeds it holds one by one. Accuracies are printed in %, angles in degrees.
 
-``--heads docs/results/gbbn_heads.csv`` (:mod:`experiments.gbbn_heads`) prints both again with every
+``--heads docs/results/v1/gbbn_heads.csv`` (:mod:`experiments.gbbn_heads`) prints both again with every
 two-headed (GBBN) run classifying with the head its validation split chose: that head's test
 accuracies and its rows' geometry (NC3, cos-Std W, tail ICPA W) replace the inference head's.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import re
 import sys
 import warnings
@@ -25,11 +24,23 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.csv_rows import write_rows
+
 OPTIMUM = 96.38  # the simplex-ETF angle for 10 classes, arccos(-1/9), in degrees
 LABELS = {("ce", 1): "CE, balanced (124 per class)", ("ce", 100): "CE-LT", ("la", 100): "LA-LT",
           ("etf", 100): "ETF-LT (fixed ETF classifier, CE)", ("etf_dr", 100): "ETF + DR-LT", ("bbn", 100): "BBN-LT",
           ("allnc", 100): "AllNC-LT", ("allnc_no_hycon", 100): "AllNC w/o HyCon",
-          ("allnc_no_p2p", 100): "AllNC w/o P2P", ("allnc_no_gbbn", 100): "AllNC w/o GBBN"}
+          ("allnc_no_p2p", 100): "AllNC w/o P2P", ("allnc_no_gbbn", 100): "AllNC w/o GBBN",
+          ("allnc_p2p_align_only", 100): "AllNC, P2P alignment only",
+          ("allnc_no_hycon_views", 100): "AllNC w/o HyCon, its views to CE",
+          ("allnc_no_decoupling", 100): "AllNC w/o decoupling", ("allnc_running_prototypes", 100):
+          "AllNC, running prototypes"}
+# (header, CSV column, scale) of the per-method table
+TABLE = [("train", "train_acc", 100), ("test", "test_acc", 100), ("many", "many_acc", 100),
+         ("medium", "medium_acc", 100), ("few", "few_acc", 100), ("NC1", "nc1", 1), ("tail NC1", "nc1_tail", 1),
+         ("cos-Std M", "nc2_cos_std_means", 1), ("cos-Std W", "nc2_cos_std_classifier", 1),
+         ("NC3", "nc3_self_duality", 1), ("tail ICPA M", "tail_icpa_mean_deg_means", 1),
+         ("tail ICPA W", "tail_icpa_mean_deg_classifier", 1)]
 
 
 def load(path: Path) -> dict[tuple[str, int], dict[int, dict[str, float]]]:
@@ -88,18 +99,14 @@ def mean_std(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     return fmt(_nanmean(x)) + (f" ± {fmt(np.nanstd(x, ddof=1))}" if len(x) > 1 else "")
 
 
-def method_table(runs) -> str:
-    cols = [("train", "train_acc", 100), ("test", "test_acc", 100), ("many", "many_acc", 100),
-            ("medium", "medium_acc", 100), ("few", "few_acc", 100), ("NC1", "nc1", 1), ("tail NC1", "nc1_tail", 1),
-            ("cos-Std M", "nc2_cos_std_means", 1), ("cos-Std W", "nc2_cos_std_classifier", 1),
-            ("NC3", "nc3_self_duality", 1), ("tail ICPA M", "tail_icpa_mean_deg_means", 1),
-            ("tail ICPA W", "tail_icpa_mean_deg_classifier", 1)]
+def method_table(runs, cols=TABLE) -> str:
+    """One line per run of LABELS that ``runs`` has: mean +- std over its seeds of each ``cols`` column."""
     lines = ["| run | seeds | " + " | ".join(c for c, _, _ in cols) + " |", "|---|---|" + "---|" * len(cols)]
     for key, label in LABELS.items():
         if key not in runs:
             continue
         seeds = sorted(runs[key])
-        cells = [mean_std([runs[key][s][col] for s in seeds], scale) for _, col, scale in cols]
+        cells = [mean_std([runs[key][s].get(col, np.nan) for s in seeds], scale) for _, col, scale in cols]
         lines.append(f"| {label} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -197,12 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [{"heads": "inference", **r} for r in evaluate(runs)]
         if args.heads:
             rows += [{"heads": "validation-chosen", **r} for r in evaluate(variants[1][1])]
-        tmp = args.criteria.with_name(args.criteria.name + ".tmp")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, args.criteria)
+        write_rows(args.criteria, list(rows[0]), rows)
     return 0
 
 

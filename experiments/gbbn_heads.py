@@ -18,13 +18,11 @@ The rule, fixed before looking at the test rows: a run's head is the one with th
 top-1 (``chosen`` = 1 on its rows); one-head runs have only ``mean``.
 
     python -m experiments.gbbn_heads runs/cpu_profile/runs/cifar10/allnc_lt_r100 \\
-        runs/cpu_profile/runs/cifar10/allnc_lt_r100_s1 --data .cache/cifar10-jpeg --csv docs/results/gbbn_heads.csv
+        runs/cpu_profile/runs/cifar10/allnc_lt_r100_s1 --data .cache/cifar10-jpeg --csv docs/results/v1/gbbn_heads.csv
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import sys
 from pathlib import Path
 
@@ -35,6 +33,7 @@ import nctools
 from allnc_train.checkpoint import latest_checkpoint, load_model
 from allnc_train.data import decode_images, lt_class_counts, lt_unused_indices, read_image_folder, shot_groups
 from allnc_train.evaluate import accuracy_by_group
+from experiments.csv_rows import write_rows
 from nctools.core import keys as K
 from nctools.io.images import normalization
 from nctools.io.layout import DUMP_FOLDERS, epoch_files
@@ -122,13 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     n_max = max(cfg.data.n_max for _, cfg in models.values())  # outside every run's subset
     splits = {s: load_split(args.data, s, n_max, args.val_per_class) for s in ("val", "test")}
     rows = [r for run, (model, cfg) in models.items() for r in score_run(run, model, cfg, splits)]
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.csv.with_name(args.csv.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, args.csv)
+    write_rows(args.csv, COLUMNS, rows)
     for r in rows:
         print(" ".join(f"{k} {r[k]:.4f}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in COLUMNS))
     return 0

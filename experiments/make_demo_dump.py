@@ -2,11 +2,11 @@
 
 The shipped dump is the final training-set dump of a ResNet-32 trained with plain cross-entropy
 to the terminal phase on CIFAR-10-LT: the ``ce_lt_r100`` run of ``python -m experiments.reproduce_paper
---profile cpu`` (LDAM counts, n_max = 500, imbalance ratio 100: 500 ... 5 images per class, 1,236 in
+--profile cpu_v1`` (LDAM counts, n_max = 500, imbalance ratio 100: 500 ... 5 images per class, 1,236 in
 all, 120 epochs, training accuracy above 99 %), re-saved with float16 features (about 170 kB) so
 that the package stays small:
 
-    python -m experiments.reproduce_paper --profile cpu --out runs/cpu_profile     # trains it (and the rest)
+    python -m experiments.reproduce_paper --profile cpu_v1 --out runs/cpu_profile  # trains it (and the rest)
     python -m experiments.make_demo_dump --from-run runs/cpu_profile/runs/cifar10/ce_lt_r100
 
 Without ``--from-run`` the script trains a short run of its own first (the earlier demo recipe:

@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from experiments.csv_rows import write_rows
 from experiments.launcher import run_state
 from experiments.paper_analysis import nctools_cli, read_track
 from experiments.paper_runs import ABLATIONS, LABELS, METHOD, Run
@@ -88,11 +89,18 @@ def write_results_md(runs: list[Run], out: Path, timings: dict[str, float], args
 # The results CSV: one row per real-image run, each backed by its final dump
 # ---------------------------------------------------------------------------------------------
 
+# nctools' summary of the final training-set dump: the class-mean centring, then the sample-mean one (Papyan's
+# mu_G; P2P optimises the first only). The classifier's tail angle has no centring: it has one column.
 CSV_METRICS = ("nc1", "nc1_tail", "nc2_cos_std_means", "nc2_cos_std_classifier", "nc3_self_duality",
-               "tail_icpa_mean_deg_means", "tail_icpa_mean_deg_classifier")
+               "tail_icpa_mean_deg_means", "tail_icpa_mean_deg_classifier", "nc3_self_duality_sample_center",
+               "tail_icpa_mean_deg_means_sample_center")
+# The same summary of the final test-set dump (features no loss saw), prefixed ``test_``.
+TEST_METRICS = ("nc1", "nc1_tail", "nc2_cos_std_means", "nc3_self_duality", "tail_icpa_mean_deg_means",
+                "tail_icpa_mean_deg_classifier", "nc4_ncc_mismatch")
 SUMMARY_KEY = {"nc1_tail": K.TAIL_NC1}  # CSV column -> nctools summary key, where the names differ
 CSV_COLUMNS = ("method", "beta", "seed", "epochs", "n_train", "n_test", "train_acc", "test_acc", "many_acc",
-               "medium_acc", "few_acc", *CSV_METRICS, "wall_s", "device", "dump")
+               "medium_acc", "few_acc", *CSV_METRICS, *(f"test_{k}" for k in TEST_METRICS), "wall_s", "device",
+               "dump", "test_dump")
 
 
 def _fraction(percent) -> float | None:
@@ -110,16 +118,13 @@ def csv_row(run: Run, out: Path, dumps: Path, timings: dict[str, float]) -> dict
         raise RuntimeError(f"{run.name} has not finished with a final dump")
     method = METHOD.get(run.kind, run.kind)
     beta = 1 if run.kind == "ce_bal" else run.ratio
-    dump = dumps / f"{run.family.name}_{method}_b{beta:g}_s{run.seed}{Path(last['dump']).suffix}"
-    dump.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(out / "runs" / run.name / last["dump"], dump)
-    report = json.loads(nctools_cli(["analyze", str(dump), "--out", str(out / "analyze" / dump.stem),
-                                     "--format", "json", "--device", "cpu", "--quiet"]))
-    summary = report["summary"]
-    try:  # the repository-relative path when the dumps folder is inside the repository
-        shown = dump.resolve().relative_to(REPO)
-    except ValueError:
-        shown = dump
+    stem = f"{run.family.name}_{method}_b{beta:g}_s{run.seed}"
+    dump, summary = _kept_dump(out, run, last["dump"], dumps / f"{stem}{Path(last['dump']).suffix}")
+    test = {f"test_{k}": "" for k in TEST_METRICS} | {"test_dump": ""}
+    if "dump_test" in last:
+        test_dump, test_summary = _kept_dump(out, run, last["dump_test"],
+                                             dumps / f"{stem}_test{Path(last['dump_test']).suffix}")
+        test = {f"test_{k}": test_summary[SUMMARY_KEY.get(k, k)] for k in TEST_METRICS} | {"test_dump": test_dump}
     epochs = record["epochs"]
     return {"method": method, "beta": beta, "seed": run.seed, "epochs": last["epoch"],
             "n_train": record["data"]["num_train"], "n_test": record["data"].get("num_eval"),
@@ -127,12 +132,25 @@ def csv_row(run: Run, out: Path, dumps: Path, timings: dict[str, float]) -> dict
             "many_acc": _fraction(last.get("eval_many")), "medium_acc": _fraction(last.get("eval_medium")),
             "few_acc": _fraction(last.get("eval_few")), **{k: summary[SUMMARY_KEY.get(k, k)] for k in CSV_METRICS},
             "wall_s": timings.get(run.name, round(sum(e.get("train_time_s", 0.0) for e in epochs), 1)),
-            "device": record["environment"]["device"], "dump": str(shown)}
+            "device": record["environment"]["device"], "dump": dump, **test}
+
+
+def _kept_dump(out: Path, run: Run, name: str, kept: Path) -> tuple[str, dict]:
+    """Copy the run's dump ``name`` to ``kept``; (its path as the CSV shows it, ``nctools analyze``'s summary
+    of the copy)."""
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "runs" / run.name / name, kept)
+    report = json.loads(nctools_cli(["analyze", str(kept), "--out", str(out / "analyze" / kept.stem),
+                                     "--format", "json", "--device", "cpu", "--quiet"]))
+    try:  # the repository-relative path when the dumps folder is inside the repository
+        shown = kept.resolve().relative_to(REPO)
+    except ValueError:
+        shown = kept
+    return str(shown), report["summary"]
 
 
 def write_results_csv(runs: list[Run], out: Path, path: Path, dumps: Path, timings: dict[str, float]) -> Path:
     """The CSV of every finished real-image run (unfinished ones are left out and named on stderr)."""
-    import csv
 
     rows = []
     for run in runs:
@@ -142,12 +160,5 @@ def write_results_csv(runs: list[Run], out: Path, path: Path, dumps: Path, timin
             print(f"reproduce_paper: {run.name} has not finished; it has no row yet", file=sys.stderr)
             continue
         rows.append(csv_row(run, out, dumps, timings))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+    return write_rows(path, CSV_COLUMNS, rows)
 

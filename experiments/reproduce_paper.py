@@ -59,9 +59,12 @@ from experiments.paper_runs import Run, plan_runs, priority, profile_families
 from experiments.paper_tables import write_results_csv, write_results_md
 
 REPO = Path(__file__).resolve().parents[1]
-# An offline copy of CIFAR-10 as image-folder JPEGs in a .tar.gz (train/<class>/*.jpg, test/<class>/*.jpg).
-TARBALL_ENV = "NCTOOLS_CIFAR10_TARBALL"
-CACHE = REPO / ".cache" / "cifar10-jpeg"  # /.cache/ is git-ignored
+# Offline copies of CIFAR-10 / CIFAR-100 as image-folder JPEGs in a .tar.gz (train/<class>/*.jpg, test/<class>/*.jpg).
+TARBALL_ENV = {"cifar10": "NCTOOLS_CIFAR10_TARBALL", "cifar100": "NCTOOLS_CIFAR100_TARBALL"}
+
+
+def cache_folder(name: str) -> Path:
+    return REPO / ".cache" / f"{name}-jpeg"  # /.cache/ is git-ignored
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,25 +120,29 @@ def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[st
 # Data
 # ---------------------------------------------------------------------------------------------
 
-def cifar10_root(given: str | None, tarball: str | None, dry_run: bool) -> str:
-    """The image-folder root of CIFAR-10: ``--data`` as given, else ``--tarball`` extracted into .cache/."""
+def cifar_root(name: str, given: str | None, tarball: str | None, dry_run: bool) -> str:
+    """The image-folder root of ``name`` (cifar10, cifar100): as given, else its tarball extracted into .cache/."""
     if given:
         return given
+    cache = cache_folder(name)
     if dry_run:
-        return str(CACHE)
+        return str(cache)
+
     def find(base: Path) -> Path | None:
         return next((p for p in [base, *base.iterdir()] if (p / "train").is_dir()), None) if base.is_dir() else None
-    root = find(CACHE)
-    if root is None or not (CACHE / ".complete").exists():
+    root = find(cache)
+    if root is None or not (cache / ".complete").exists():
         if not tarball or not Path(tarball).is_file():
-            sys.exit(f"reproduce_paper: no --data and no CIFAR-10 tarball at {tarball or '(none given)'}; pass --data "
-                     f"DIR (train/<class>/*.jpg, test/<class>/*.jpg) or --tarball FILE (or set {TARBALL_ENV})")
-        shutil.rmtree(CACHE, ignore_errors=True)
-        CACHE.mkdir(parents=True)
+            flags = "--data/--tarball" if name == "cifar10" else "--data100/--tarball100"
+            sys.exit(f"reproduce_paper: no {name} image folder and no tarball at {tarball or '(none given)'}; pass "
+                     f"{flags} (a folder train/<class>/*.jpg, test/<class>/*.jpg, or its .tar.gz; or set "
+                     f"{TARBALL_ENV[name]})")
+        shutil.rmtree(cache, ignore_errors=True)
+        cache.mkdir(parents=True)
         with tarfile.open(tarball) as tar:
-            tar.extractall(CACHE, filter="data")
-        (CACHE / ".complete").touch()
-        root = find(CACHE)
+            tar.extractall(cache, filter="data")
+        (cache / ".complete").touch()
+        root = find(cache)
     return str(root)
 
 
@@ -144,14 +151,17 @@ def cifar10_root(given: str | None, tarball: str | None, dry_run: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--profile", choices=("smoke", "quick", "cpu", "full"), default="quick")
+    p.add_argument("--profile", choices=("smoke", "quick", "cpu", "cpu100", "cpu_v1", "full"), default="quick")
     p.add_argument("--out", type=Path, default=Path("results"))
-    p.add_argument("--csv", type=Path, help="write one row per real-image run here [OUT/cifar10_lt.csv]")
+    p.add_argument("--csv", type=Path, help="write one row per real-image run here [OUT/<family>_lt.csv]")
     p.add_argument("--dumps", type=Path, help="copy each run's final dump here, for the CSV [OUT/dumps]")
     p.add_argument("--data", help="extracted CIFAR-10 image folder (default: extract --tarball into .cache/)")
-    p.add_argument("--tarball", default=os.environ.get(TARBALL_ENV),
-                   help=f"CIFAR-10 as image-folder JPEGs in a .tar.gz, used without --data [${TARBALL_ENV}]")
-    p.add_argument("--data100", help="CIFAR-100 image folder (full profile)")
+    p.add_argument("--tarball", default=os.environ.get(TARBALL_ENV["cifar10"]),
+                   help=f"CIFAR-10 as image-folder JPEGs in a .tar.gz, used without --data [${TARBALL_ENV['cifar10']}]")
+    p.add_argument("--data100", help="CIFAR-100 image folder (cpu100 and full profiles)")
+    p.add_argument("--tarball100", default=os.environ.get(TARBALL_ENV["cifar100"]),
+                   help=f"CIFAR-100 as image-folder JPEGs in a .tar.gz, used without --data100 "
+                        f"[${TARBALL_ENV['cifar100']}]")
     p.add_argument("--no-cifar", action="store_true", help="smoke/quick: unconstrained features only")
     p.add_argument("--jobs", type=int, default=2, help="training processes at a time [2]")
     p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
@@ -170,12 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             fam.seeds, fam.default_seeds = {}, args.seeds
     roots: dict[str, str | None] = {}
     if any(f.name == "cifar10" for f in families):
-        roots["cifar10"] = cifar10_root(args.data, args.tarball, args.dry_run)
+        roots["cifar10"] = cifar_root("cifar10", args.data, args.tarball, args.dry_run)
     if any(f.name == "cifar100" for f in families):
-        if not args.data100 and not args.dry_run:
-            sys.exit("reproduce_paper: the full profile needs --data100 (a CIFAR-100 image folder); "
-                     "no copy is bundled")
-        roots["cifar100"] = args.data100 or "<CIFAR-100 folder>"
+        roots["cifar100"] = cifar_root("cifar100", args.data100, args.tarball100, args.dry_run)
     args.data_used = ", ".join(f"{k}: {v}" for k, v in roots.items())
     runs = plan_runs(families, roots)
     out = args.out
@@ -218,10 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     timings["_analysis_wall_s_last_invocation"] = round(time.perf_counter() - t0, 1)
     timing_file.write_text(json.dumps(timings, indent=1))
     path = write_results_md(runs, out, timings, args, commands, figures)
-    if any(r.family.real_data for r in runs):
-        csv_path = write_results_csv(runs, out, args.csv or out / "cifar10_lt.csv", args.dumps or out / "dumps",
-                                     timings)
-        log(f"wrote {csv_path}")
+    for fam in families:
+        if fam.real_data:
+            mine = [r for r in runs if r.family is fam]
+            csv_path = write_results_csv(mine, out, args.csv or out / f"{fam.name}_lt.csv", args.dumps or out / "dumps",
+                                         timings)
+            log(f"wrote {csv_path}")
     log(f"wrote {path} and {len(figures)} figures into {out}/ in {time.perf_counter() - tic:.0f} s "
         f"(analysis {timings['_analysis_wall_s_last_invocation']} s)")
     return 0

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+# The one place the version is written: setup.cfg reads it (version = attr:), both commands print it
+# (--version), and CHANGELOG.md's top entry names it.
+__version__ = "0.2.0"
 
 # Public names and the modules they live in. Imported on first use (PEP 562), so that
 # `nctools --help` does not wait for torch.

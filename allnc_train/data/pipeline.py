@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from .. import distributed
-from ..schema import Config, ConfigError
+from ..schema import Config, ConfigError, conventional_views
 from .augment import normalization_tensors, normalize, random_crop_flip, simclr_view
 from .datasets import DataBundle, IndexSamples, TensorImages, simclr_params
 from .samplers import ClassAwareSampler
@@ -235,7 +235,7 @@ def make_batched_loaders(cfg: Config, data: DataBundle, device: torch.device
     channels_last = use_channels_last(cfg, device)
     size = None if cfg.data.dataset == "synthetic" else cfg.data.image_size
     train = DeviceSamples.from_dataset(data.train, device, size)
-    views = cfg.hycon.views if cfg.hycon.enabled else 1
+    views = conventional_views(cfg)
     common = dict(augment=cfg.data.augment, view_augment=cfg.data.view_augment, dataset=cfg.data.dataset,
                   seed=cfg.seed, rank=distributed.rank(), channels_last=channels_last)
     conv = ClassAwareSampler(data.train_labels, data.class_counts, "instance", cfg.seed, stream=CONVENTIONAL)

@@ -13,7 +13,8 @@ component by component (docs/ALLNC.md says why):
   re-balancing = W - D) and inference uses their mean W (``model.weight``); with 1 head both use W.
   With ``gbbn.encoder_grad`` eta the re-balancing CE's gradient into the features is scaled by
   eta(t) while its head gets it in full: the re-balancing branch ends up training the classifier.
-  Without GBBN, eta is 1 and there is no re-balancing batch. CE is taken on view 0 only.
+  Without GBBN, eta is 1 and there is no re-balancing batch. CE is taken on view 0 only, or on
+  every view with ``hycon.views_to_ce`` (which makes the views even with HyCon off).
 - HyCon: on the penultimate features h (share ``hycon.feature_share``; the rest on the projection
   heads), class-balanced (``hycon.balanced``), class prototypes as positives and in every
   denominator (h-space prototypes: the inference rows, or running class means), anchors = every
@@ -71,7 +72,10 @@ class ComponentsObjective(Objective):
         h_all = model.features(x.flatten(0, 1)).float()  # (B*V, d)
         yv = y.repeat_interleave(V)  # (B*V,)
         h0 = h_all.view(B, V, h_all.shape[-1])[:, 0]  # view 0: the standard augmentation
-        ce = self.class_loss(model.classify_branch(h0, "conventional"), y)
+        if cfg.hycon.views_to_ce:  # every view, each with its own augmentation, is a CE sample
+            ce = self.class_loss(model.classify_branch(h_all, "conventional"), yv)
+        else:
+            ce = self.class_loss(model.classify_branch(h0, "conventional"), y)
         parts = {"ce": ce.detach()}
         feats, labels = h0, y  # one view per image for the class means
         anchors, anchor_labels = h_all, yv

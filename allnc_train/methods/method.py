@@ -89,6 +89,8 @@ def refuse_parts(cfg: Config, parts: tuple[str, ...] = ("hycon", "p2p")) -> None
         if getattr(cfg, part).enabled:
             raise ConfigError(f"method {cfg.method.name} has a model and loss of its own: set {part}.enabled to "
                               "false.")
+    if cfg.hycon.views_to_ce:
+        raise ConfigError(f"method {cfg.method.name} has a model and loss of its own: set hycon.views_to_ce to false.")
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ class Method:
     check: Callable[[Config], None] = _no_check  # raises ConfigError naming the key
     recipe: Mapping[str, Any] = field(default_factory=dict)  # the sections a bundled config writes for it
     ablations: tuple[str, ...] = ()  # components the bundled configs switch off one at a time (NAME_no_PART)
+    # controls the bundled configs also write (NAME_<control>): (one line, {dotted key: value} over the recipe)
+    controls: Mapping[str, tuple[str, Mapping[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A row is code, not user input: a malformed one is a programming error, said at import time.
@@ -117,3 +121,9 @@ class Method:
             if not self.components[part] or part not in self.recipe:
                 raise ValueError(f"method {self.name}: ablation {part!r} needs the part on and its section in the "
                                  "recipe.")
+        for control, (_, changes) in self.controls.items():
+            for key in changes:
+                section, _, name = key.partition(".")
+                if name not in self.recipe.get(section, {}):
+                    raise ValueError(f"method {self.name}: control {control!r} changes {key!r}, which the recipe "
+                                     "does not write.")

@@ -11,6 +11,7 @@ import warnings
 
 import click
 
+from .. import __version__
 from ..errors import InputError, one_line
 from .options import DEBUG_ENV, BadInput, InternalError
 
@@ -48,6 +49,8 @@ class _Group(click.Group):
             raise BadInput(f"{err.format_message()} (see {where} --help)") from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:  # the reader of stdout went away: run_click ends quietly
+            raise
         except _BAD_INPUT as err:
             if os.environ.get(DEBUG_ENV):
                 raise
@@ -60,7 +63,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="nctools", prog_name="nctools")
+@click.version_option(__version__, "--version", prog_name="nctools")  # the package's, not a distribution look-up
 def cli() -> None:
     """Neural-collapse diagnostics for classifiers trained on imbalanced data.
 
@@ -69,6 +72,9 @@ def cli() -> None:
     nctools analyze checkpoint.pt -o report/  metrics table, metrics.json, per_class.csv, figure PDFs
     nctools track runs/cifar10_lt_r100/       per-epoch curves from a run's dumps
     nctools compare runs/ce runs/allnc        the paper's side-by-side figures
+
+    --format json prints one JSON object (command, nctools_version, out, then the
+    command's own keys; see docs/CLI.md). Progress bars appear only on a terminal.
 
     Exit status: 0 success, 2 bad input (one line naming the file and the problem),
     1 internal error (set NCTOOLS_DEBUG=1 for the traceback).
@@ -89,5 +95,8 @@ _register()
 
 
 def main(argv=None) -> None:
-    """Console-script entry point (``nctools = nctools.cli:main``)."""
-    cli.main(args=argv, prog_name="nctools")
+    """Console-script entry point (``nctools = nctools.cli:main``): exits with the command's status
+    (128 + n after a signal, 141 after a closed stdout)."""
+    from ..interrupts import run_click
+
+    raise SystemExit(run_click(cli, argv, "nctools"))

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..extras import install_hint
 from .options import analysis_options, out_option, parse_rgb, show_progress, status
+from .output import json_object
 
 if TYPE_CHECKING:  # for the annotations only: the command imports torch when it runs
     from ..io.dump_contents import Dump
@@ -16,11 +18,14 @@ _DESCRIBED = ("split", "epoch", "dataset", "imbalance_ratio", "method", "arch", 
 
 
 def _preprocessing(meta: dict) -> dict | None:
-    """The preprocessing recorded in a dump's metadata (a JSON object), or None."""
-    try:
-        record = json.loads(meta["preprocessing"])
-    except (KeyError, TypeError, ValueError):
-        return None
+    """The preprocessing recorded in a dump's metadata (an object; from a source that keeps its
+    metadata as stored text, that object's JSON), or None."""
+    record = meta.get("preprocessing")
+    if isinstance(record, str):
+        try:
+            record = json.loads(record)
+        except ValueError:
+            return None
     return record if isinstance(record, dict) else None
 
 
@@ -53,9 +58,9 @@ def report_dump(dump, label: str, *, out: Path, center: str, groups, device: str
     header = [f"nctools {command}: {label}", describe(dump)]
     written = report.write_analysis(out, result, dump.class_names, options, source, png=png, label=Path(label).name,
                                     header=header)
-    if fmt == "json":
-        metrics = json.loads((Path(out) / "metrics.json").read_text())
-        click.echo(json.dumps(metrics, indent=2))
+    if fmt == "json":  # metrics.json as written, under the keys every command's JSON opens with
+        metrics = json.loads((Path(out) / "metrics.json").read_text(encoding="utf-8"))
+        click.echo(json_object(command, out, metrics))
     else:
         click.echo(report.format_summary(result, header))
     status(f"wrote {out}/ ({', '.join(written)})", quiet)
@@ -67,11 +72,11 @@ SHORT_HELP = "Metrics and figures of one dump, checkpoint or model."
 @click.command(short_help=SHORT_HELP)
 @click.argument("path", type=click.Path(path_type=Path))
 @out_option("nctools-report", "Folder for metrics.json, per_class.csv and the figure PDFs (created).")
-@analysis_options
+@analysis_options("analyze")
 @click.option("--arch", metavar="NAME",
               help="Architecture of a plain state dict: one registered by an installed package (allnc_train "
-                   "registers 'resnet32'), timm:NAME for any timm model (pip install 'nctools[timm]'), or a "
-                   "torchvision model name (resnet18, resnet50, ...).")
+                   "registers 'resnet32'), timm:NAME for any timm model, or a torchvision model name (resnet18, "
+                   f"resnet50, ...); torchvision and timm come with {install_hint('vision')}.")
 @click.option("--data", type=click.Path(path_type=Path), metavar="DIR",
               help="Images to extract features on: an image folder (DIR/<class>/*.jpg, or DIR/train and "
                    "DIR/test of those) or a CIFAR root; for a checkpoint, overrides the dataset it names.")

@@ -7,6 +7,7 @@ import click
 
 from ..core import keys as K
 from .options import analysis_options, out_option, status
+from .output import json_object, records
 from .runs_common import format_table, read_runs
 
 
@@ -30,7 +31,7 @@ SHORT_HELP = "Side-by-side figures of several runs."
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--labels", metavar="A,B,...", help="Names for the runs in the figures [default: folder names].")
 @out_option("nctools-compare", "Folder for compare.csv and the figure PDFs (created).")
-@analysis_options
+@analysis_options("compare")
 def compare(run_dirs, labels, out, split, center, groups, device, png, fmt, quiet) -> None:
     """Compare runs side by side: ICPA grids, cos-Std and self-duality curves.
 
@@ -56,7 +57,7 @@ def compare(run_dirs, labels, out, split, center, groups, device, png, fmt, quie
     written = report.write_compare(out, tracks, names, png=png)
     table = report.compare_table(tracks, names)
     if fmt == "json":
-        click.echo(table.to_json(orient="records", indent=2))
+        click.echo(json_object("compare", out, {"runs": records(table)}))
     else:
         click.echo(f"nctools compare: {len(tracks)} runs, last epoch of each")
         click.echo(format_table(table, {"label": "run", "imbalance_ratio": "ratio", "epoch": "epoch",

@@ -23,7 +23,7 @@ SHORT_HELP = "The full report on a bundled real dump."
 @click.command(short_help=SHORT_HELP)
 @out_option("nctools-demo", "Folder for the demo report (created).")
 @png_option
-@format_option
+@format_option("demo")
 @device_option
 @quiet_option
 def demo(out, png, fmt, device, quiet) -> None:

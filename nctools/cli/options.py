@@ -82,9 +82,21 @@ device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="Where to compute: 'auto' uses CUDA when available.")
 png_option = click.option("--png", is_flag=True, help="Also write each figure as a PNG (150 dpi).")
-format_option = click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-    help="What to print on stdout: a readable table, or the numbers as JSON.")
+# What each command prints with --format json (nctools.cli.output; docs/CLI.md, "JSON output").
+_JSON_HELP = {
+    "analyze": "the metrics table, or one JSON object: command, nctools_version, out and the keys of metrics.json",
+    "track": "the key columns per epoch, or one JSON object: command, nctools_version, out, run, epochs (the rows "
+             "of track.csv) and skipped",
+    "compare": "one row per run, or one JSON object: command, nctools_version, out and runs (the rows of "
+               "compare.csv)",
+}
+_JSON_HELP["demo"] = _JSON_HELP["analyze"]
+
+
+def format_option(command: str) -> Callable:
+    """``--format table|json``, its help saying what ``command`` prints either way."""
+    return click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+                        help=f"What to print on stdout: {_JSON_HELP[command]}.")
 
 
 def _quiet(ctx, param, value: bool) -> bool:
@@ -101,14 +113,18 @@ def _quiet(ctx, param, value: bool) -> bool:
 quiet_option = click.option("--quiet", "-q", is_flag=True, callback=_quiet,
                             help="No progress bars, status lines or warnings on stderr (results still go to "
                                  "stdout, errors to stderr).")
-split_option = click.option(
-    "--split", type=click.Choice(["train", "test"]), default=None,
-    help="Which split's features: for a model, the split to extract on [default: train]; for a run, "
-         "dumps/ (train) or dumps-test/ (test); for a dump, a check of the split it holds.")
+_SPLIT_HELP = {
+    "analyze": "For a checkpoint or a state dict, the split to extract features on [default: train]; for a dump, "
+               "a check of the split it holds (a test split takes its groups from --class-counts or the dump's "
+               "training counts).",
+    "track": "Track RUN_DIR/dumps/ (train) or RUN_DIR/dumps-test/ (test) [default: train].",
+    "compare": "Compare the runs' dumps/ (train) or dumps-test/ (test) [default: train].",
+}
 
 
 def show_progress(quiet: bool) -> bool:
-    """Progress bars only for a person watching: not with --quiet, not into a pipe or a log file."""
+    """Progress bars only for a person watching: not with --quiet, not into a pipe or a log file
+    (tqdm's own ``disable=None`` rule, applied once here for every bar of a command)."""
     import sys
 
     return not quiet and sys.stderr.isatty()
@@ -120,9 +136,16 @@ def status(message: str, quiet: bool) -> None:
         click.echo(message, err=True)
 
 
-def analysis_options(command: Callable) -> Callable:
-    """The options every analysing command shares (--split ... --quiet), in one place."""
-    for option in reversed((split_option, center_option, groups_option, device_option, png_option,
-                            format_option, quiet_option)):
-        command = option(command)
-    return command
+def analysis_options(name: str) -> Callable:
+    """The options the analysing commands share (--split ... --quiet), in one place; ``name`` (analyze,
+    track or compare) picks the help of the two whose meaning depends on the command."""
+    split_option = click.option("--split", type=click.Choice(["train", "test"]), default=None, help=_SPLIT_HELP[name])
+    options = (split_option, center_option, groups_option, device_option, png_option, format_option(name),
+               quiet_option)
+
+    def decorate(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate

@@ -17,7 +17,8 @@ def read_runs(run_dirs, *, split, center, groups, device, quiet, skip_bad: bool 
     """One :class:`~nctools.report.tracking.RunTrack` per run directory, streaming over its dumps.
 
     Warnings (an epoch whose metadata names another epoch; with ``skip_bad``, ``skipped <file>:
-    <problem>`` for each unusable epoch left out) go to stderr one line each, even with ``quiet``."""
+    <problem>`` for each unusable epoch left out) go to stderr one line each, unless ``quiet``
+    (``skipped.txt`` still lists the epochs left out)."""
     from tqdm.auto import tqdm
 
     from ..core.device import resolve_device
@@ -30,7 +31,8 @@ def read_runs(run_dirs, *, split, center, groups, device, quiet, skip_bad: bool 
         with tqdm(total=len(files), desc=str(run_dir), unit="epoch", disable=not show_progress(quiet), leave=False,
                   file=sys.stderr) as bar:
             tracks.append(track_run(run_dir, split=split or "train", center=center, groups=groups, device=dev,
-                                    on_epoch=lambda _path: bar.update(), skip_bad=skip_bad, on_warning=_warn))
+                                    on_epoch=lambda _path: bar.update(), skip_bad=skip_bad,
+                                    on_warning=(lambda _message: None) if quiet else _warn))
     return tracks
 
 
@@ -41,6 +43,10 @@ def _warn(message: str) -> None:
 
 
 def format_table(table, columns=_TABLE_COLUMNS) -> str:
-    """The key columns of a per-epoch (or per-run) table, ``-`` for nulls."""
+    """The key columns of a per-epoch (or per-run) table, ``-`` for nulls; text from the dumps' metadata
+    (labels, methods) with its control characters escaped, so that it cannot drive the terminal."""
+    from ..io.terminal import escape_control
+
     view = table[[c for c in columns if c in table]].rename(columns=columns)
+    view = view.apply(lambda col: col.map(lambda v: escape_control(v) if isinstance(v, str) else v))
     return view.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")

@@ -16,7 +16,7 @@ classifier) below ``TERMINAL_ACCURACY``, or NC1 above ``TERMINAL_NC1``; and when
 than two few-shot classes, no other classes beside them, or the counts that define the groups are
 not the training counts.
 
-The thresholds come from our own runs (docs/RESULTS.md, docs/results/cifar10_lt.csv): the 18
+The thresholds come from our own runs (the first CPU study, docs/results/v1/cifar10_lt.csv): the 18
 terminal-phase CIFAR-10-LT runs of ResNet-32 have training accuracy 0.966 to 1 (BBN, whose
 re-balancing branch keeps it from fitting the training set, 0.83) and NC1 0.10 to 3.5, while
 ResNet-18s stopped short of the terminal phase measured NC1 4.8 to 47.
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .geometry import upper_blocks
+from .geometry import rows_per_block
 
 __all__ = ["BALANCED", "GROUPS", "DEFAULT_GROUPS", "SQUEEZE_TOLERANCE_DEG", "STATUSES", "TERMINAL_ACCURACY",
            "TERMINAL_NC1", "audit_group_names", "check_groups", "check_squeeze", "assign_groups", "audit_groups",
@@ -91,11 +91,15 @@ def audit_group_names(counts: torch.Tensor, present: torch.Tensor, groups: Seque
 
 
 def _mean_pair_angle(angles: torch.Tensor, members: np.ndarray) -> float | None:
+    """Mean angle over the unordered pairs of ``members``: half the sum of the (symmetric, zero-diagonal)
+    sub-matrix, taken a block of rows at a time in float64 (no copy of the sub-matrix, no mask)."""
     m = int(members.sum())
     if m < 2:
         return None
     idx = torch.as_tensor(np.flatnonzero(members), device=angles.device)
-    return sum(float(block.sum()) for block in upper_blocks(angles, idx)) / (m * (m - 1) / 2)
+    step = rows_per_block(m)
+    total = sum(float(angles[idx[start:start + step]][:, idx].sum(dtype=torch.float64)) for start in range(0, m, step))
+    return total / (m * (m - 1))
 
 
 def audit_groups(

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -12,12 +14,19 @@ import torch
 
 from . import geometry as geo
 from . import keys as K
-from .audit import BALANCED, audit_group_names, audit_groups, check_groups, check_squeeze, judge, tail_mean_angle
+from .audit import BALANCED, audit_group_names, audit_groups, check_groups, check_squeeze, judge
 from .keys import ETF_GAPS, SUMMARY_KEYS, Summary
+from .plain import to_plain
 from .residuals import centre_of, mismatch_rate, nc1_balanced_value, nc1_per_class, nc1_value
 from .validation import check_class_counts
 
-__all__ = ["SUMMARY_KEYS", "NCResult", "build_result"]
+if TYPE_CHECKING:  # matplotlib is imported only when a figure is made
+    from matplotlib.figure import Figure
+
+__all__ = ["PLOT_KINDS", "SUMMARY_KEYS", "NCResult", "build_result"]
+
+# result.plot(kind): the figures of nctools analyze, by the stem of the file each is saved as.
+PLOT_KINDS = ("icpa", "per_class", "cosines")
 
 @dataclass
 class NCResult:
@@ -47,7 +56,7 @@ class NCResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python data (NaN and Inf become ``None``), as written to ``metrics.json``."""
-        return _plain({
+        return to_plain({
             "verdict": self.verdict,
             "summary": self.summary,
             "notes": self.notes,
@@ -60,29 +69,80 @@ class NCResult:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     def __repr__(self) -> str:
-        lines = [f"NCResult({self.summary['num_samples']} samples, {self.summary['num_classes']} classes, "
-                 f"dim {self.summary['dim']}, center={self.summary['center']!r})"]
-        for key in SUMMARY_KEYS[4:]:
-            value = self.summary[key]
-            lines.append(f"  {key:<32} {'-' if value is None else f'{value:.6g}'}")
-        lines += [f"  note: {n}" for n in self.notes]
+        """The grouped table ``nctools analyze`` prints (``-`` for null keys), the notes, the verdict."""
+        from ..report.writer import format_summary
+
+        return format_summary(self)
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows: the grouped table as HTML, one table per section, then the notes and
+        the verdict with its reasons."""
+        from html import escape
+
+        from ..html_table import html_table
+        from ..report.writer import _section_cells, verdict_words
+
+        s = self.summary
+        parts = [f"<p><b>NCResult</b>: {s[K.NUM_SAMPLES]} samples, {s[K.NUM_CLASSES]} classes, dim {s[K.DIM]}, "
+                 f"center={escape(str(s[K.CENTER]))}</p>"]
+        parts += [f"<p><b>{escape(title)}</b></p>{html_table(rows, columns)}"
+                  for title, columns, rows in _section_cells(s)]
+        if self.notes:
+            parts.append("<ul>" + "".join(f"<li>{escape(note)}</li>" for note in self.notes) + "</ul>")
         if self.verdict:
-            lines.append(f"  verdict: {self.verdict['status']}")
-        return "\n".join(lines)
+            reasons = "".join(f"<li>{escape(reason)}</li>" for reason in self.verdict["reasons"])
+            parts.append(f"<p><b>verdict: {escape(verdict_words(self.verdict['status']))}</b></p><ul>{reasons}</ul>")
+        return "<div>" + "".join(parts) + "</div>"
 
+    def plot(self, kind: str = "icpa", class_names: Sequence[str] | None = None) -> Figure:
+        """One figure of the report as a matplotlib ``Figure`` (a notebook shows it; ``fig.savefig``
+        saves it): ``icpa`` (angles between centred means and between classifier rows, one colour scale
+        centred on the simplex optimum), ``per_class`` (norms and self-duality by class size) or
+        ``cosines`` (histogram of the pairwise cosines); see :data:`PLOT_KINDS`.
 
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.generic,)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return value
+        >>> import nctools
+        >>> means = 3 * nctools.simplex_etf(4, 6, dtype=torch.float32)
+        >>> labels = torch.arange(4).repeat(5)
+        >>> result = nctools.analyze(means[labels], labels, weight=means)
+        >>> type(result.plot("cosines")).__name__
+        'Figure'
+        >>> result.plot("heatmap")
+        Traceback (most recent call last):
+        ...
+        ValueError: kind must be one of 'icpa', 'per_class', 'cosines', got 'heatmap'
+        """
+        if kind not in PLOT_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(map(repr, PLOT_KINDS))}, got {kind!r}")
+        from ..report.writer import analysis_figures
+
+        return analysis_figures(self, self._checked_names(class_names))[kind]
+
+    def save(self, out: str | Path, class_names: Sequence[str] | None = None, png: bool = False) -> list[str]:
+        """Write the files ``nctools analyze`` writes into the folder ``out`` (created; every file
+        complete, or none): metrics.json, per_class.csv, one PDF per figure and report.pdf (with
+        ``png``, PNGs too). Returns the names of the files written.
+
+        >>> import tempfile, nctools
+        >>> means = 3 * nctools.simplex_etf(4, 6, dtype=torch.float32)
+        >>> labels = torch.arange(4).repeat(5)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     nctools.analyze(means[labels], labels, weight=means).save(f"{tmp}/report")
+        ['metrics.json', 'per_class.csv', 'cosines.pdf', 'icpa.pdf', 'per_class.pdf', 'report.pdf']
+        """
+        from ..report.writer import check_out_dir, write_analysis
+
+        names = self._checked_names(class_names)
+        return write_analysis(check_out_dir(out), self, names, {}, {}, png=bool(png))
+
+    def _checked_names(self, class_names: Sequence[str] | None) -> list[str] | None:
+        """``class_names`` as a list of one string per class, or a ValueError saying what is wrong."""
+        if class_names is None:
+            return None
+        names = None if isinstance(class_names, str) else list(class_names)
+        count = len(self.per_class)
+        if names is None or len(names) != count or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"class_names must be {count} strings, one per class, got {class_names!r:.80}")
+        return names
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -222,8 +282,7 @@ def _sample_center_keys(s: dict, plan, counts: torch.Tensor, rows: torch.Tensor 
     few = group_of == "few"
     tail_angle = None
     if few.sum() >= 2:
-        tail_angle = tail_mean_angle(geo.icpa_degrees(centred[torch.as_tensor(few, device=centred.device)]),
-                                     group_of[few])
+        tail_angle = geo.mean_pair_angle(centred[torch.as_tensor(few, device=centred.device)])  # no (k, k) matrix
     s[K.TAIL_ICPA_MEAN_DEG_MEANS_SAMPLE_CENTER] = _finite_or_none(tail_angle)
     if rows is not None:
         dual = geo.duality_summary(rows, centred)

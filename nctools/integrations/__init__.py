@@ -5,6 +5,6 @@
 
 Both share :class:`~nctools.integrations.recorder.EpochRecorder`, which any hand-written loop can
 call too. Importing ``nctools`` never imports Lightning or transformers: each submodule imports
-its framework when it is imported itself (``pip install 'nctools[lightning]'`` /
-``'nctools[transformers]'``).
+its framework when it is imported itself (``pip install 'neural-collapse-tools[lightning]'`` /
+``'neural-collapse-tools[transformers]'``).
 """

@@ -16,6 +16,11 @@ Epochs: the ``nc/*`` values are logged at the end of Lightning's epoch ``trainer
 (as ``run.json``, the dump's ``epoch`` metadata and ``nctools track`` number it). So Lightning's
 epoch 0 is ``epoch_0001``, and ``every_n_epochs=n`` measures after ``current_epoch`` ``n-1, 2n-1, ...``.
 
+The run folder is kept as allnc-train keeps its own: ``out`` is checked when the callback is made,
+locked from the start of ``fit`` to its end (a second run on it is refused), tidied of a killed
+writer's temporaries, never written through a symbolic link; ``run.json`` is merged by epoch, so a
+resumed run keeps its earlier epochs.
+
 The callback never stops the training: a failure to measure or to write becomes one warning naming
 the epoch and the reason. The dumps are float32 by default, and the logged values are computed on
 the features exactly as dumped, so they equal ``nctools track``'s. The measured history is saved in
@@ -27,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..extras import install_hint
+
 try:
     from lightning.pytorch import Callback
 except ImportError:  # pragma: no cover - the older package name
@@ -34,7 +41,7 @@ except ImportError:  # pragma: no cover - the older package name
         from pytorch_lightning import Callback
     except ImportError as err:
         raise ImportError("nctools.integrations.lightning needs PyTorch Lightning: "
-                          "pip install 'nctools[lightning]'") from err
+                          f"{install_hint('lightning')}") from err
 
 from ..core.audit import DEFAULT_GROUPS
 from ..core.result import NCResult
@@ -71,6 +78,15 @@ class NeuralCollapseCallback(Callback):
                                       class_names=class_names, center=center, groups=groups, run_batch=run_pair,
                                       metadata=metadata, method=method)
         self.last_result: NCResult | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """Lock ``out`` before the first epoch (rank 0): a second run on it is refused here, not overwritten."""
+        if trainer.is_global_zero:
+            self.recorder.open()
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        """Give the lock up when the fit ends, also after an exception or an interrupt."""
+        self.recorder.close()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch + 1  # finished epochs: Lightning's epoch 0 is dumps/epoch_0001

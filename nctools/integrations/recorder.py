@@ -14,6 +14,14 @@ equal what ``nctools track`` computes from the dumps. An epoch whose features ex
 :meth:`EpochRecorder.try_record` (what the callbacks call) turns any failure into one warning naming
 the epoch and the reason, so that measuring never stops a training run.
 
+The run folder is kept as ``allnc-train`` keeps its own (:mod:`nctools.io.run_folder`): ``out`` is
+checked when the recorder is made (a file, or a folder that cannot be written, is refused at once);
+:meth:`EpochRecorder.open` (the callbacks call it when training begins; the first write otherwise)
+takes ``out/run.lock``, so a second run on the same folder is refused, and removes the temporaries
+a killed writer left; :meth:`EpochRecorder.close` gives the lock up. ``run.json`` is merged by epoch
+with the record on disk, so a resumed run keeps the epochs before it; nothing is written through a
+symbolic link inside ``out``. Floating inputs are cast to the model's dtype (a half-precision model).
+
 Under ``torch.distributed`` every rank measures its share of the batches (batch ``i`` on rank
 ``i % world``) and the statistics are all-reduced; rank 0 alone writes. Without ``out`` nothing is
 kept: the model runs over the loader twice, one pass per statistics pass, so the loader must give
@@ -48,6 +56,15 @@ from ..io.atomic import atomic_write_json
 from ..io.dump import save_dump
 from ..io.extraction import FeatureTap, batch_xy
 from ..io.layout import dump_path, record_path
+from ..io.run_folder import (
+    RunLock,
+    check_writable,
+    make_run_folder,
+    merge_epochs,
+    read_epochs,
+    refuse_links,
+    remove_stale_temporaries,
+)
 
 __all__ = ["EpochRecorder", "LOGGED_KEYS", "run_pair", "run_keywords"]
 
@@ -66,8 +83,18 @@ BatchRunner = Callable[[torch.nn.Module, Any, int, torch.device], torch.Tensor]
 def run_pair(model: torch.nn.Module, batch, index: int, device: torch.device) -> torch.Tensor:
     """``model(inputs)`` for ``(inputs, labels)`` batches (or dicts with ``image`` and ``label``)."""
     x, y = batch_xy(batch, index)
-    model(x.to(device))
+    model(_to_model(x, model, device))
     return torch.as_tensor(y)
+
+
+def _to_model(x, model: torch.nn.Module, device: torch.device):
+    """``x`` on ``device``; a floating tensor also in the model's floating dtype (a ``16-true`` model)."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if x.is_floating_point() and dtype is not None:
+        return x.to(device=device, dtype=dtype)
+    return x.to(device)
 
 
 def run_keywords(model: torch.nn.Module, batch, index: int, device: torch.device) -> torch.Tensor:
@@ -79,7 +106,7 @@ def run_keywords(model: torch.nn.Module, batch, index: int, device: torch.device
     if key is None:
         raise TypeError(f"batch {index} of the loader has no 'labels' (or 'label') entry; its keys are "
                         f"{sorted(batch)}; neural collapse needs the class of every sample")
-    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items() if k != key}
+    inputs = {k: _to_model(v, model, device) for k, v in batch.items() if k != key}
     model(**inputs)
     return torch.as_tensor(batch[key])
 
@@ -129,6 +156,40 @@ class EpochRecorder:
         if method is not None:
             self.metadata["method"] = method
         self.history: list[dict] = []
+        self._lock: RunLock | None = None
+        if self.out is not None:  # a bad out fails now, not after the first epoch has trained
+            make_run_folder(self.out, option="out")
+            check_writable(self.out)
+
+    def open(self) -> None:
+        """Take ``out/run.lock`` (rank 0) and remove the temporaries a killed writer left; a second run on
+        ``out`` raises :class:`~nctools.io.run_folder.RunFolderError` naming the holder. Called by the
+        callbacks when training begins, else by the first write; nothing to do without ``out``."""
+        if self.out is None or self._lock is not None or _rank_world()[0] != 0:
+            return
+        make_run_folder(self.out, option="out")
+        self._lock = RunLock.acquire(self.out, option="out")
+        if self._lock.held:  # only under the lock: then no live writer's temporary can be touched
+            remove_stale_temporaries(self.out)
+
+    def close(self) -> None:
+        """Give up ``out/run.lock`` (the callbacks call it when training ends); :meth:`open` takes it again."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> EpochRecorder:
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: the kernel drops the lock anyway
+            pass
 
     def due(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` (counted from 1) is one to measure."""
@@ -186,8 +247,12 @@ class EpochRecorder:
                     if second:
                         acc.next_pass()
                     batches = self._batches(tap, device) if kept is None else kept
+                    seen = 0
                     for h, y in batches:
                         acc.update(h.to(device), y.to(device))
+                        seen += len(y)
+                    if not _any_rank(seen, device):
+                        raise ValueError("the data loader gave no samples to measure")
                 counts = self.class_counts if self.class_counts is not None else acc.statistics()["counts"].cpu()
                 result = acc.compute(class_counts=counts, groups=self.groups)
                 layer = tap.name
@@ -219,7 +284,7 @@ class EpochRecorder:
                 continue
             labels: list[torch.Tensor] = []
             h = tap.features(lambda b=batch, i=i: labels.append(self.run_batch(tap.net, b, i, device)))
-            yield h, labels[0].reshape(-1).long().to(h.device)
+            yield h, _class_indices(labels[0], i).to(h.device)
 
     def _keep(self, epoch: int, result: NCResult) -> None:
         """Add the epoch to ``history``, dropping entries from this epoch on (a run resumed from earlier)."""
@@ -232,17 +297,40 @@ class EpochRecorder:
         feats, labels = _gather_to_main(feats, labels)
         if feats is None:  # not rank 0
             return
+        self.open()
         meta = {"epoch": epoch, "split": "train", "layer": layer, **self.metadata}
         if self.class_names is not None:
             meta["class_names"] = self.class_names
-        save_dump(dump_path(self.out, "train", epoch, "safetensors"), feats, labels, weight, bias,
-                  torch.as_tensor(counts, dtype=torch.int64), metadata=meta)
+        path = dump_path(self.out, "train", epoch, "safetensors")
+        refuse_links(self.out, path, option="out")
+        save_dump(path, feats, labels, weight, bias, torch.as_tensor(counts, dtype=torch.int64), metadata=meta)
+        # A resumed run (a new process, or Lightning's restored history) keeps the epochs before it.
+        self.history = merge_epochs(read_epochs(self.out), self.history)
         record = {"writer": "nctools.integrations", "method": self.metadata.get("method"), "epochs": self.history}
         atomic_write_json(record_path(self.out), record, allow_nan=True)
 
 
 def _warn(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _class_indices(labels: torch.Tensor, index: int) -> torch.Tensor:
+    """A batch's labels as int64 class indices; floating labels are refused (as ``analyze`` refuses them),
+    never truncated."""
+    labels = torch.as_tensor(labels).reshape(-1)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"batch {index} of the loader has {labels.dtype} labels; neural collapse needs integer "
+                        "class indices")
+    return labels.long()
+
+
+def _any_rank(count: int, device: torch.device) -> bool:
+    """Whether any rank saw a sample (every rank takes part when ``torch.distributed`` is set up)."""
+    if _rank_world()[1] == 1:
+        return count > 0
+    total = torch.tensor([count], dtype=torch.int64, device=device)
+    torch.distributed.all_reduce(total)
+    return int(total) > 0
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

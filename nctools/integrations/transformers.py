@@ -19,7 +19,10 @@ The callback finds its ``Trainer`` when training begins; ``attach(trainer)`` nam
 events), the values are appended to ``state.log_history`` only.
 
 Epochs: the Trainer counts finished epochs (``state.epoch`` is 1.0 after the first), and so do the
-dumps: the entry logged with ``epoch`` 1.0 belongs to ``dumps/epoch_0001.safetensors``.
+dumps: the entry logged with ``epoch`` 1.0 belongs to ``dumps/epoch_0001.safetensors``. Whole epochs
+only: a last epoch that ``max_steps`` cuts short is not measured (it would overwrite the epoch before).
+The run folder is kept as in the Lightning callback: checked when made, locked while training,
+``run.json`` merged by epoch (a run resumed with ``resume_from_checkpoint`` keeps its earlier epochs).
 
 The callback never stops the training: a failure to measure or to write becomes one warning naming
 the epoch and the reason. The dumps are float32 by default, and the logged values are computed on
@@ -32,11 +35,12 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..extras import install_hint
+
 try:
     from transformers import Trainer, TrainerCallback, TrainerControl
 except ImportError as err:  # pragma: no cover - the extra is missing
-    raise ImportError("nctools.integrations.transformers needs transformers: "
-                      "pip install 'nctools[transformers]'") from err
+    raise ImportError(f"nctools.integrations.transformers needs transformers: {install_hint('transformers')}") from err
 
 from ..core.audit import DEFAULT_GROUPS
 from ..core.result import NCResult
@@ -44,6 +48,7 @@ from .recorder import EpochRecorder, run_keywords
 
 __all__ = ["NeuralCollapseCallback"]
 
+_WHOLE = 1e-6  # state.epoch is a whole number at the end of a complete epoch (up to float rounding)
 _FRAMES_SEARCHED = 12  # how far up the call stack on_train_begin looks for the Trainer running it
 
 
@@ -78,10 +83,18 @@ class NeuralCollapseCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs) -> TrainerControl:
         if not self._attached:  # the Trainer running this event, anew for each run
             self.trainer = self._running_trainer()
+        if state.is_world_process_zero:  # a second run on out is refused here, before it trains
+            self.recorder.open()
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs) -> TrainerControl:
+        self.recorder.close()
         return control
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs) -> TrainerControl:
         epoch = round(state.epoch or 0)  # the Trainer counts finished epochs as a float
+        if abs((state.epoch or 0) - epoch) > _WHOLE:
+            return control  # a last epoch cut short (max_steps): it is not epoch `epoch` again
         if model is None or epoch < 1 or not self.recorder.due(epoch):
             return control
         result = self.recorder.try_record(model, epoch)  # a failure is one warning, never an exception

@@ -10,8 +10,9 @@ linear layer, under fixed keys::
     classifier.bias     (C,)    optional
     class_counts        (C,)    int64 training counts, optional (the many/few split of a test dump)
 
-and string metadata (``epoch``, ``split``, ``dataset``, ``imbalance_ratio``, ``method``,
-``class_names`` as a JSON list, ``format_version``). Three containers carry it, chosen by suffix
+and metadata (``epoch``, ``split``, ``dataset``, ``imbalance_ratio``, ``method``, ``class_names``,
+``format_version``), stored as text (numbers and lists as JSON) and read back with their JSON types
+(:func:`~nctools.io.dump_contents.metadata_values`). Three containers carry it, chosen by suffix
 (``.safetensors``, ``.pt``, ``.npz``; :mod:`nctools.io.dump_formats`). The :class:`Dump` type and
 its checks live in :mod:`nctools.io.dump_contents`, the safe file readers in
 :mod:`nctools.io.safe_files`; their public names are importable from here too.
@@ -49,8 +50,9 @@ def save_dump(path, features, labels, weight=None, bias=None, class_counts=None,
     """Check a dump and write it atomically to ``path`` (format by suffix); return the path.
 
     Tensors or numpy arrays are accepted and stored on the CPU in their own dtype (labels and
-    class_counts as int64). Metadata values that are not strings are stored as text: numbers
-    with ``str``, lists and dicts as JSON; ``format_version`` is set to ``FORMAT_VERSION``. The
+    class_counts as int64). Metadata values may be strings, numbers, booleans, lists or dicts (the
+    file stores them as JSON text; :func:`load_dump` gives them back with their types);
+    ``format_version`` is set to ``FORMAT_VERSION``. The
     parent folder is created; a reader never sees a partial file, and a failed write leaves
     nothing behind. Bad inputs raise ``DumpError`` naming ``path``; a file system problem
     raises ``OSError``.
@@ -73,7 +75,7 @@ def save_dump(path, features, labels, weight=None, bias=None, class_counts=None,
     # The same checks as load_dump: whatever save_dump writes, load_dump reads back.
     dump = build_dump(path, tensors, meta, validate=True)
     with atomic_write_path(path) as tmp:
-        fmt.write(tmp, storable_tensors(dump), dump.metadata)
+        fmt.write(tmp, storable_tensors(dump), stringify_metadata(dump.metadata))  # files hold text
     return path
 
 
@@ -95,6 +97,8 @@ def load_dump(path, *, validate: bool = True, lazy: bool = False) -> Dump:
     ...     dump = load_dump(path)
     >>> dump.features.dtype, dump.num_samples, dump.num_classes, dump.epoch, dump.class_names
     (torch.float16, 3, 3, 7, ['cat', 'dog', 'eel'])
+    >>> dump.metadata["epoch"], dump.metadata["class_names"]   # with their JSON types
+    (7, ['cat', 'dog', 'eel'])
     >>> load_dump("missing.pt")
     Traceback (most recent call last):
     ...

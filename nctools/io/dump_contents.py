@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from nctools.core.validation import check_inputs
 from nctools.errors import InputError
 from nctools.io.rows import RowSource
 
-__all__ = ["Dump", "DumpError", "FORMAT_VERSION", "build_dump", "stringify_metadata"]
+__all__ = ["Dump", "DumpError", "FORMAT_VERSION", "build_dump", "metadata_values", "stringify_metadata"]
 
 FORMAT_VERSION = "1"
 
@@ -54,17 +55,63 @@ def short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-@dataclass
+@dataclass(repr=False)
 class Dump:
-    """The contents of one feature dump; tensors as stored (features are not upcast)."""
+    """The contents of one feature dump; tensors as stored (features are not upcast).
+
+    ``metadata`` holds the values with their JSON types, as :func:`metadata_values` reads them
+    (``epoch`` an int, ``class_names`` a list); the file stores them as text. ``repr(dump)`` is a
+    short summary (shapes, dtypes, classes, metadata keys), and a notebook shows it as a table.
+    """
 
     features: torch.Tensor | RowSource  # (N, d) floating; a RowSource when loaded lazily
     labels: torch.Tensor  # (N,) int64
     weight: torch.Tensor | None  # (C, d), "classifier.weight"
     bias: torch.Tensor | None  # (C,), "classifier.bias"
     class_counts: torch.Tensor | None  # (C,) int64 training counts
-    metadata: dict[str, str]
+    metadata: dict[str, Any]
     path: Path | None = None
+
+    def __repr__(self) -> str:
+        """A few lines: where it came from, shapes and dtypes, classes, metadata keys (never the tensors).
+
+        >>> Dump(torch.zeros(6, 4), torch.tensor([0, 1, 2] * 2), torch.zeros(3, 4), None, None,
+        ...      {"epoch": 3, "class_names": ["cat", "dog", "eel"]})
+        Dump (in memory)
+          features      6 x 4, float32
+          labels        6, 3 classes: cat, dog, eel
+          classifier    3 x 4, float32, no bias
+          class_counts  -
+          metadata      class_names, epoch
+        """
+        return "\n".join([self._title(), *(f"  {name:<13} {text}" for name, text in self._summary_rows())])
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows: the rows of ``repr`` as a table."""
+        from ..html_table import html_table
+
+        return f"<div><p><b>{escape(self._title())}</b></p>{html_table(self._summary_rows())}</div>"
+
+    def _title(self) -> str:
+        return f"Dump of {self.path}" if self.path is not None else "Dump (in memory)"
+
+    def _summary_rows(self) -> list[tuple[str, str]]:
+        names = self.class_names
+        classes = f"{self.num_classes} classes"
+        if names:  # the first few and the last: enough to recognise the dataset
+            classes += ": " + ", ".join(names if len(names) <= 4 else [*names[:3], "...", names[-1]])
+        on_disk = ", on disk (read in chunks)" if isinstance(self.features, RowSource) else ""
+        classifier = "-"
+        if self.weight is not None:
+            classifier = (f"{self.weight.shape[0]} x {self.weight.shape[1]}, {_dtype_name(self.weight)}, "
+                          f"{'with' if self.bias is not None else 'no'} bias")
+        return [
+            ("features", f"{self.num_samples} x {self.dim}, {_dtype_name(self.features)}{on_disk}"),
+            ("labels", f"{self.labels.shape[0]}, {classes}"),
+            ("classifier", classifier),
+            ("class_counts", "-" if self.class_counts is None else f"{self.class_counts.shape[0]} training counts"),
+            ("metadata", ", ".join(sorted(self.metadata)) or "-"),  # sorted: safetensors keeps no order
+        ]
 
     @property
     def num_samples(self) -> int:
@@ -112,6 +159,10 @@ class Dump:
         return self.metadata.get("format_version")
 
 
+def _dtype_name(tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
 def build_dump(path: Path, tensors: dict[str, Any], metadata: Any, *, validate: bool) -> Dump:
     """The one place where a dump is checked and assembled, for every format, on load and on save.
 
@@ -144,7 +195,7 @@ def build_dump(path: Path, tensors: dict[str, Any], metadata: Any, *, validate: 
         weight=checked.weight,
         bias=checked.bias,
         class_counts=checked.class_counts,
-        metadata=meta,
+        metadata=_decoded_all(meta),
         path=path,
     )
 
@@ -186,31 +237,52 @@ def _check_metadata(metadata: Any) -> dict[str, str]:
     return dict(metadata)
 
 
-def _parse_optional(metadata: dict[str, str], key: str, parse: Callable[[str], Any]):
+def _parse_optional(metadata: dict[str, Any], key: str, parse: Callable[[str], Any]):
     if key not in metadata:
         return None
-    try:
-        return parse(metadata[key])
+    value = metadata[key]
+    try:  # the stored text is parsed, so that "40.5" is no epoch even though int(40.5) would be 40
+        return parse(value if isinstance(value, str) else json.dumps(value))
     except ValueError:
         kind = "an integer" if parse is int else "a number"
-        raise ValueError(f"metadata {key} must be {kind}, got {short(metadata[key])}") from None
+        raise ValueError(f"metadata {key} must be {kind}, got {short(value)}") from None
 
 
-def _parse_class_names(metadata: dict[str, str]) -> list[str] | None:
+def _parse_class_names(metadata: dict[str, Any]) -> list[str] | None:
     raw = metadata.get("class_names")
     if raw is None:
         return None
-    try:
-        names = json.loads(raw)
-    except json.JSONDecodeError:
-        names = None
+    names = _decoded(raw)
     if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)):
         raise ValueError(f"metadata class_names must be a JSON list of at least 2 strings, got {short(raw)}")
     return names
 
 
+def _decoded(text: Any) -> Any:
+    """A stored value with its JSON type: text that reads as JSON is read as JSON, other text stays text."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# Keys whose values are names, kept as text even where they read as JSON (a method called "2").
+_TEXT_KEYS = ("split", "dataset", "method", "format_version")
+
+
+def _decoded_all(stored: dict[str, Any]) -> dict[str, Any]:
+    return {key: value if key in _TEXT_KEYS else _decoded(value) for key, value in stored.items()}
+
+
 def stringify_metadata(metadata: dict | None) -> dict[str, str]:
-    """Every metadata format holds strings only: numbers via ``str``, lists and dicts as JSON."""
+    """The metadata as the files store it, text only: strings as they are; numbers, booleans, lists
+    and dicts as JSON.
+
+    >>> stringify_metadata({"epoch": 3, "split": "train", "augment": True, "class_names": ["cat", "dog"]})
+    {'epoch': '3', 'split': 'train', 'augment': 'true', 'class_names': '["cat", "dog"]'}
+    """
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
@@ -219,11 +291,11 @@ def stringify_metadata(metadata: dict | None) -> dict[str, str]:
     for key, value in metadata.items():
         if not isinstance(key, str):
             raise TypeError(f"metadata keys must be strings, got {short(key)}")
+        if isinstance(value, np.generic):
+            value = value.item()
         if isinstance(value, str):
             out[key] = value
-        elif isinstance(value, (bool, int, float, np.integer, np.floating)):
-            out[key] = str(value)
-        elif isinstance(value, (list, tuple, dict)):
+        elif isinstance(value, (bool, int, float, list, tuple, dict)):
             try:
                 out[key] = json.dumps(value)
             except (TypeError, ValueError) as err:
@@ -231,3 +303,15 @@ def stringify_metadata(metadata: dict | None) -> dict[str, str]:
         else:
             raise TypeError(f"metadata {key!r} must be a str, number, list or dict, got a {type(value).__name__}")
     return out
+
+
+def metadata_values(metadata: dict | None) -> dict[str, Any]:
+    """``metadata`` as a dump holds it once written and read back: each value with its JSON type. Text
+    that reads as JSON is read as JSON (the files keep ``"epoch": "40"`` and ``class_names`` as text),
+    so a string such as ``"100"`` comes back as the number 100; other text stays text, and so do the
+    names ``split``, ``dataset``, ``method`` and ``format_version``.
+
+    >>> metadata_values({"epoch": 3, "imbalance_ratio": "100", "class_names": '["cat", "dog"]', "split": "test"})
+    {'epoch': 3, 'imbalance_ratio': 100, 'class_names': ['cat', 'dog'], 'split': 'test'}
+    """
+    return _decoded_all(stringify_metadata(metadata))

@@ -5,7 +5,6 @@ whatever the model's ``forward`` does before it (pooling, flattening, dropout in
 """
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterable
 
@@ -15,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..core.device import resolve_device
 from ..core.validation import check_inputs
-from .dump_contents import Dump
+from .dump_contents import Dump, stringify_metadata
 
 __all__ = ["extract", "find_layer", "FeatureTap", "batch_xy"]
 
@@ -83,7 +82,8 @@ def extract(
             is the feature, its ``weight`` and ``bias`` the classifier.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
         progress: progress bar on stderr (default: when stderr is a terminal).
-        metadata: strings to store with the dump (``split``, ``dataset``, ``class_names`` ...).
+        metadata: values to keep with the dump (``split``, ``dataset``, ``class_names`` ...): strings,
+            numbers, booleans, lists or dicts.
 
     The model runs in eval mode without gradients and is put back in its former mode.
 
@@ -110,7 +110,8 @@ def extract(
         raise ValueError("the loader yielded no batches")
     weight, bias = tap.classifier()
     checked = check_inputs(torch.cat(features), torch.cat(labels), weight, bias)
-    meta = {"layer": tap.name, **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
+    meta = {"layer": tap.name, **(metadata or {})}  # with their own types, as a loaded dump holds them
+    stringify_metadata(meta)  # the check save_dump makes: every value can be stored (a TypeError names the key)
     return Dump(checked.features, checked.labels, checked.weight, checked.bias, None, meta)
 
 

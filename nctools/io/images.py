@@ -16,6 +16,7 @@ from types import ModuleType
 import torch
 
 from ..errors import first_line
+from ..extras import install_hint
 
 __all__ = ["CIFAR_STATS", "IMAGENET_STATS", "Preprocessing", "describe_preprocessing", "normalization",
            "image_dataset", "import_torchvision"]
@@ -120,7 +121,7 @@ def import_torchvision(error: Callable[[str], Exception]) -> ModuleType:
         import torchvision
     except ImportError as err:
         raise error(f"reading images and torchvision models needs torchvision ({err}); "
-                    "pip install 'nctools[train]'") from err
+                    f"{install_hint('vision')}") from err
     return torchvision
 
 

@@ -36,8 +36,9 @@ import torch
 from ..core.result import NCResult
 from ..core.validation import check_inputs
 from ..errors import first_line
+from ..extras import install_hint
 from .dump import load_dump
-from .dump_contents import Dump, DumpError, stringify_metadata
+from .dump_contents import Dump, DumpError, metadata_values
 from .images import IMAGENET_STATS, Preprocessing, Stats, image_dataset, import_torchvision
 from .rows import shard_paths
 from .safe_files import check_regular_file, load_pt
@@ -224,8 +225,12 @@ def read_contents(path: Path) -> dict[str, Any]:
 
 def _registered(group: str) -> list[tuple[str, Callable | None, str | None]]:
     """``(name, loaded object or None, problem or None)`` for each entry point of ``group``, by name."""
-    found = []
+    found, seen = [], set()
     for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+        # the same plug-in seen twice (e.g. a checkout's stale metadata from the package's old distribution name)
+        if (ep.name, ep.value) in seen:
+            continue
+        seen.add((ep.name, ep.value))
         try:
             found.append((ep.name, ep.load(), None))
         except Exception as err:  # a broken plug-in must not stop dumps and other readers from working
@@ -290,7 +295,7 @@ def _timm_model(path: Path, found: list[Reading], name: str) -> tuple[Architectu
         import timm
         from timm.data import create_transform, resolve_data_config
     except ImportError as err:
-        raise source_error(path, f"--arch timm:{name} needs timm ({err}); pip install 'nctools[timm]'") from err
+        raise source_error(path, f"--arch timm:{name} needs timm ({err}); {install_hint('vision')}") from err
     if not name:
         raise source_error(path, "--arch timm: needs a model name after the colon, e.g. timm:resnet18")
     if not timm.is_model(name):
@@ -454,5 +459,5 @@ def with_classifier(dump: Dump, weight, bias, class_counts, metadata: dict[str, 
     dump.weight = weight.detach().float().cpu()
     dump.bias = None if bias is None else bias.detach().float().cpu()
     dump.class_counts = None if class_counts is None else torch.as_tensor(class_counts, dtype=torch.int64)
-    dump.metadata = stringify_metadata(metadata)
+    dump.metadata = metadata_values(metadata)
     return dump

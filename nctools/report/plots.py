@@ -15,6 +15,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .many_classes import MAX_HEATMAP_CLASSES, grouped_classes, pair_cosine_counts, pooled, pooled_note
+
 __all__ = ["Panel", "icpa_heatmaps", "icpa_grid", "per_class_bars", "cosine_histogram", "curves",
            "summary_pages", "group_order", "PAGE_SIZE", "SUMMARY_PAGE_SIZE"]
 
@@ -143,16 +145,26 @@ def icpa_heatmaps(icpa_means, icpa_classifier, optimum: float, class_names: Sequ
     """ICPA of centred means | classifier rows (degrees), colour centred on the ETF optimum.
 
     With ``groups`` (the many / medium / few name per class) the classes are ordered by group and by
-    training count (``counts``), largest first, with lines between the groups and their names on top."""
-    means, rows = _off_diagonal(_as_numpy(icpa_means)), _as_numpy(icpa_classifier)
-    rows = None if rows is None else _off_diagonal(rows)
-    order = group_order(groups, counts) if groups is not None and len(groups) == means.shape[0] else None
+    training count (``counts``), largest first, with lines between the groups and their names on top.
+    Above :data:`MAX_HEATMAP_CLASSES` classes each matrix is pooled into that many cells a side (the
+    mean angle of the pairs in a cell), read a block of rows at a time, and the figure says so."""
+    c = icpa_means.shape[0]
+    order = group_order(groups, counts) if groups is not None and len(groups) == c else None
     blocks: list[tuple[str, int, int]] = []
     if order is not None:
-        means = means[np.ix_(order, order)]
-        rows = None if rows is None else rows[np.ix_(order, order)]
-        class_names = None if class_names is None else [class_names[i] for i in order]
         blocks = _group_blocks([str(groups[i]) for i in order])
+    if c > MAX_HEATMAP_CLASSES:
+        means, rows = pooled(icpa_means, order), None if icpa_classifier is None else pooled(icpa_classifier, order)
+        cells = means.shape[0]
+        blocks = [(name, round(start * cells / c), round(end * cells / c)) for name, start, end in blocks]
+        class_names = None
+    else:
+        means, rows = _off_diagonal(_as_numpy(icpa_means)), _as_numpy(icpa_classifier)
+        rows = None if rows is None else _off_diagonal(rows)
+        if order is not None:
+            means = means[np.ix_(order, order)]
+            rows = None if rows is None else rows[np.ix_(order, order)]
+            class_names = None if class_names is None else [class_names[i] for i in order]
     fig = Figure(figsize=PAGE_SIZE, layout="constrained")
     axes = fig.subplots(1, 2)
     norm = _icpa_norm([means, rows], optimum)
@@ -164,17 +176,20 @@ def icpa_heatmaps(icpa_means, icpa_classifier, optimum: float, class_names: Sequ
         _heatmap(axes[1], rows, norm, "classifier rows", class_names, blocks)
     fig.colorbar(image, ax=list(axes), label=f"angle (degrees); ETF optimum {optimum:.2f}", shrink=0.9)
     fig.suptitle(literal(title or "Inter-class pairwise angles (ICPA)"))
+    notes = []
     if order is not None:
-        fig.supxlabel("classes ordered by training count, largest first; lines split the many / medium / few "
-                      "groups", fontsize=8)
+        notes.append("classes ordered by training count, largest first; lines split the many / medium / few groups")
+    if c > MAX_HEATMAP_CLASSES:
+        notes.append(pooled_note(c, means.shape[0]))
+    if notes:
+        fig.supxlabel("\n".join(notes), fontsize=8)
     return fig
 
 
 def icpa_grid(runs: Sequence[tuple[str, object, object]], optimum: float,
               class_names: Sequence[str] | None = None, title: str | None = None) -> Figure:
     """Runs x {means, classifier rows} ICPA heatmaps on one colour scale (``runs``: (label, means, rows))."""
-    mats = [(label, _off_diagonal(_as_numpy(m)), None if w is None else _off_diagonal(_as_numpy(w)))
-            for label, m, w in runs]
+    mats = [(label, _shown_matrix(m), None if w is None else _shown_matrix(w)) for label, m, w in runs]
     norm = _icpa_norm([m for _, a, b in mats for m in (a, b)], optimum)
     fig = Figure(figsize=(8.0, 3.6 * len(mats) + 0.6), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(mats), 2))
@@ -191,14 +206,25 @@ def icpa_grid(runs: Sequence[tuple[str, object, object]], optimum: float,
     return fig
 
 
+def _shown_matrix(matrix) -> np.ndarray:
+    """A heatmap's matrix as drawn: the diagonal blank, pooled above :data:`MAX_HEATMAP_CLASSES` classes."""
+    if matrix.shape[0] > MAX_HEATMAP_CLASSES:
+        return pooled(matrix)
+    return _off_diagonal(_as_numpy(matrix))
+
+
 def per_class_bars(per_class, class_names: Sequence[str] | None = None, title: str | None = None) -> Figure:
     """Norms of centred means and classifier rows, and self-duality cosines, per class by training size."""
     table = per_class.copy()
     size_col = "train_count" if "train_count" in table else "count"
     table = table.sort_values(size_col, ascending=False, kind="stable")
+    grouped = len(table) > MAX_HEATMAP_CLASSES
+    if grouped:  # one bar per run of classes of neighbouring size: a bar per class would be a blur
+        table, ticks = grouped_classes(table, size_col)
+    else:
+        names = [class_names[c] if class_names is not None else str(c) for c in table["class"]]
+        ticks = [f"{_tick(n)} ({int(k)})" for n, k in zip(names, table[size_col])]
     x = np.arange(len(table))
-    names = [class_names[c] if class_names is not None else str(c) for c in table["class"]]
-    ticks = [f"{_tick(n)} ({int(k)})" for n, k in zip(names, table[size_col])]
     fig = Figure(figsize=PAGE_SIZE, layout="constrained")
     ax_norm, ax_dual = fig.subplots(1, 2)
     has_rows = "classifier_norm" in table
@@ -223,17 +249,16 @@ def per_class_bars(per_class, class_names: Sequence[str] | None = None, title: s
         ax_dual.text(0.5, 0.5, "no classifier in the input", ha="center", va="center", transform=ax_dual.transAxes)
     ax_dual.set_ylabel("cos(w_c, mu_c - mu_G)")
     ax_dual.set_title("self-duality by class (1 = aligned)", fontsize=10)
+    every = max(1, len(x) // 25)  # at most about 25 labels an axis
     for ax in (ax_norm, ax_dual):
-        ax.set_xticks(x, ticks, rotation=60, ha="right", fontsize=7)
-        ax.set_xlabel("class (training samples)")
+        ax.set_xticks(x[::every], ticks[::every], rotation=60, ha="right", fontsize=7)
+        ax.set_xlabel("classes by rank of size (mean of each bar's classes; training samples)" if grouped
+                      else "class (training samples)")
     fig.suptitle(literal(title or "Per-class norms and self-duality against class size"))
+    if grouped:
+        fig.supxlabel(f"{len(per_class)} classes grouped into {len(table)} bars of neighbouring training size",
+                      fontsize=8)
     return fig
-
-
-def _pair_cosines(icpa) -> np.ndarray:
-    m = _as_numpy(icpa)
-    values = m[np.triu_indices(m.shape[0], k=1)]
-    return np.cos(np.radians(values[np.isfinite(values)]))
 
 
 def cosine_histogram(icpa_means, icpa_classifier, num_classes: int, title: str | None = None) -> Figure:
@@ -241,9 +266,11 @@ def cosine_histogram(icpa_means, icpa_classifier, num_classes: int, title: str |
     fig = Figure(figsize=PAGE_SIZE, layout="constrained")
     ax = fig.subplots()
     bins = np.linspace(-1, 1, 41)
-    ax.hist(_pair_cosines(icpa_means), bins=bins, alpha=0.6, color=_MEANS_COLOUR, label="centred class means")
+    ax.hist(bins[:-1], bins=bins, weights=pair_cosine_counts(icpa_means, bins), alpha=0.6, color=_MEANS_COLOUR,
+            label="centred class means")
     if icpa_classifier is not None:
-        ax.hist(_pair_cosines(icpa_classifier), bins=bins, alpha=0.6, color=_ROWS_COLOUR, label="classifier rows")
+        ax.hist(bins[:-1], bins=bins, weights=pair_cosine_counts(icpa_classifier, bins), alpha=0.6,
+                color=_ROWS_COLOUR, label="classifier rows")
     target = -1.0 / (num_classes - 1)
     ax.axvline(target, color="k", ls="--", lw=1, label=f"ETF: -1/(C-1) = {target:.3f}")
     ax.set_xlabel("pairwise cosine")

@@ -2,24 +2,20 @@
 (docs/DEFINITIONS.md, "Beside the summary").
 
 Nothing partial reaches the output folder: every file of one command is built in a hidden staging
-folder and moved into place only once all of them were written (a fresh ``--out`` is one atomic
-rename; into an existing one each file is replaced atomically with ``os.replace``, and a move that
-fails puts back what was there). A file system error while writing is one sentence naming ``--out``.
+folder and moved into place only once all of them were written (:mod:`nctools.report.staging`).
 """
 from __future__ import annotations
 
-import errno
 import json
-import os
-import secrets
-import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core import keys as K
-from ..errors import one_line, os_reason
+from ..core.plain import to_plain
+from ..io.terminal import escape_control
+from .cells import safe_table
+from .staging import ReportError, check_out_dir, staged_output
 
 if TYPE_CHECKING:  # pandas is imported where a table is made, to keep `nctools --help` fast
     import pandas as pd
@@ -29,160 +25,6 @@ __all__ = ["ReportError", "check_out_dir", "staged_output", "format_summary", "w
 
 
 # --------------------------------------------------------------------------- writing files
-
-
-class ReportError(OSError):
-    """The report cannot be written where asked: one sentence naming ``--out`` or its file."""
-
-
-def check_out_dir(out) -> Path:
-    """``out`` as a Path if a report folder can be created (or filled) there; otherwise a
-    :class:`ReportError`. Meant to run before any work: an empty name, the file system root, an
-    existing file, or a path below a file are refused."""
-    if str(out) == "":
-        raise ReportError("--out is empty: give the folder the report should be written to.")
-    path = Path(out)
-    try:
-        resolved = path.resolve()
-    except (OSError, RuntimeError) as err:  # RuntimeError: a symbolic link loop (Python < 3.13)
-        raise ReportError(f"{out}: cannot be used as --out ({os_reason(err) or one_line(err)}).") from None
-    if resolved == Path(resolved.anchor):
-        raise ReportError(f"{out}: is the root of the file system; give --out a folder of its own for the report.")
-    if os.path.lexists(path) and not path.is_dir():
-        raise ReportError(f"{out}: --out exists and is not a directory.")
-    for parent in path.parents:  # the nearest one that exists must be a folder
-        if parent.exists():
-            if not parent.is_dir():
-                raise ReportError(f"{out}: cannot be created, because {parent} is not a directory.")
-            break
-    return path
-
-
-@contextmanager
-def staged_output(out: Path) -> Iterator[Path]:
-    """Yield an empty staging folder; on success move its files into ``out``, on failure drop it.
-
-    A fresh ``out`` appears in one rename. Into an existing ``out`` every destination is checked
-    before the first file moves, the files that were there are kept until every new one is in
-    place, and a move that still fails puts them back: ``out`` holds the old report or the new
-    one. A file system error (a full disk, say) becomes a :class:`ReportError` naming ``out``.
-    """
-    out = check_out_dir(out)
-    fresh = not out.exists()
-    made = []  # folders created for a fresh --out, removed again if nothing lands in them
-    try:
-        if fresh:
-            made = [p for p in reversed(Path(os.path.abspath(out)).parents) if not p.exists()]
-            out.parent.mkdir(parents=True, exist_ok=True)
-        # Inside an existing --out (the same file system, and it may be the only writable place);
-        # beside a fresh one, which then appears in one rename.
-        stage = _make_stage(out.parent if fresh else out, out.name)
-    except OSError as err:
-        _remove_empty(made)
-        raise _cannot_write(out, err) from None
-    done = False
-    try:
-        try:
-            yield stage
-        except Exception as err:  # noqa: BLE001 - only file system errors are translated
-            cause = _os_error(err)
-            if cause is None or isinstance(cause, ReportError):
-                raise
-            raise _cannot_write(out, cause) from err
-        if fresh and not out.exists():
-            try:
-                os.replace(stage, out)  # one rename: --out appears complete or not at all
-                done = True
-                return
-            except OSError as err:
-                if not out.is_dir():
-                    raise _cannot_write(out, err) from None
-        _move_into(stage, out)
-        done = True
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-        if not done:
-            _remove_empty(made)
-
-
-def _make_stage(folder: Path, name: str) -> Path:
-    while True:
-        stage = folder / f".{name}.nctools-{secrets.token_hex(4)}.tmp"
-        try:
-            stage.mkdir()
-        except FileExistsError:  # astronomically rare: draw again
-            continue
-        return stage
-
-
-def _move_into(stage: Path, out: Path) -> None:
-    """Move the staged files into the existing folder ``out``, all of them or none."""
-    items = sorted(stage.iterdir())
-    for item in items:  # every destination is checked before anything moves
-        dest = out / item.name
-        if dest.is_dir() and not dest.is_symlink():
-            raise ReportError(f"{dest}: is a directory, so the report cannot put its {item.name} there; "
-                              "nothing was written.")
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ReportError(f"{out}: cannot write the report ({os.strerror(errno.EACCES)}).")
-    previous = stage / ".previous"  # what --out held, kept until every new file is in place
-    previous.mkdir()
-    placed: list[tuple[Path, Path | None]] = []  # (destination, its previous file or None)
-    for item in items:
-        dest, old = out / item.name, None
-        try:
-            if os.path.lexists(dest):
-                old = previous / item.name
-                try:
-                    os.link(dest, old, follow_symlinks=False)  # dest stays readable meanwhile
-                except OSError:
-                    os.replace(dest, old)  # no hard links here: move it aside instead
-            os.replace(item, dest)
-        except OSError as err:
-            placed.append((dest, old))
-            failed = _roll_back(placed)
-            tail = f"; {failed} earlier files could not be restored" if failed else f"; {out} was left as it was"
-            raise ReportError(f"{dest}: cannot write the report ({os_reason(err) or one_line(err)}){tail}.") from None
-        placed.append((dest, old))
-
-
-def _roll_back(placed: list[tuple[Path, Path | None]]) -> int:
-    """Put back what ``out`` held before the moves; returns how many files could not be restored."""
-    failed = 0
-    for dest, old in reversed(placed):
-        try:
-            if old is not None and os.path.lexists(old):
-                os.replace(old, dest)
-            elif old is None and os.path.lexists(dest):
-                dest.unlink()
-        except OSError:
-            failed += 1
-    return failed
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    for folder in reversed(folders):
-        try:
-            folder.rmdir()
-        except OSError:
-            break
-
-
-def _os_error(err: BaseException) -> OSError | None:
-    """The OSError that ``err`` is, or that caused it: matplotlib, for one, hides a full disk behind
-    an AttributeError raised while it cleans up after the failed write."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def _cannot_write(out: Path, err: BaseException) -> ReportError:
-    return ReportError(f"{out}: cannot write the report ({os_reason(err) or one_line(err)}).")
-
 
 def _save(fig, folder: Path, stem: str, png: bool) -> list[Path]:
     paths = [folder / f"{stem}.pdf"]
@@ -222,9 +64,7 @@ def _write_json(data: dict, path: Path) -> None:
 
 def _plain(value):
     """JSON-safe (NaN -> None) via NCResult's own conversion rules."""
-    from ..core.result import _plain as plain
-
-    return plain(value)
+    return to_plain(value)
 
 
 # --------------------------------------------------------------------------- the summary table
@@ -296,7 +136,8 @@ def format_summary(result, header: Sequence[str] = ()) -> str:
     if result.verdict:
         lines += ["", f"verdict: {verdict_words(result.verdict['status'])}"]
         lines += [f"  - {reason}" for reason in result.verdict["reasons"]]
-    return "\n".join(lines)
+    # The header and the notes quote the input's metadata and names: shown, never obeyed by the terminal.
+    return "\n".join(escape_control(line) for line in lines)
 
 
 def _section_cells(summary: dict) -> list[tuple[str, tuple[str, ...], list[tuple[str, list[str]]]]]:
@@ -364,7 +205,7 @@ def write_analysis(out: Path, result, class_names: Sequence[str] | None, options
         table.insert(1, "name", [class_names[c] for c in table["class"]])
     with staged_output(out) as stage:
         _write_json(_plain(metrics), stage / "metrics.json")
-        table.to_csv(stage / "per_class.csv", index=False)
+        safe_table(table).to_csv(stage / "per_class.csv", index=False)
         _write_figures(figures, stage, png, front=front)
         written = _names(stage)
     return written
@@ -476,7 +317,7 @@ def write_compare(out: Path, tracks, labels: Sequence[str], png: bool = False) -
 def _write_table_and_figures(out: Path, table, csv_name: str, figures: dict[str, Any], png: bool) -> list[str]:
     """One CSV and its figures into ``out``, all or nothing; returns the file names."""
     with staged_output(out) as stage:
-        table.to_csv(stage / csv_name, index=False)
+        safe_table(table).to_csv(stage / csv_name, index=False)
         _write_figures(figures, stage, png)
         written = _names(stage)
     return written

@@ -130,27 +130,54 @@ def test_smoke_with_real_cifar10(tmp_path, cifar10_root):
     assert "| cifar10/allnc_lt_r10 | AllNC-LT | 10 |" in (out / "results.md").read_text()
 
 
-def test_cpu_profile_plans_every_method_and_extra_seeds(tmp_path):
-    plan = _run("--profile", "cpu", "--out", str(tmp_path), "--data", "/data/c10", "--dry-run", timeout=60)
+def test_cpu_v1_profile_plans_every_method_and_extra_seeds(tmp_path):
+    plan = _run("--profile", "cpu_v1", "--out", str(tmp_path), "--data", "/data/c10", "--dry-run", timeout=60)
     assert plan.returncode == 0, plan.stderr
-    assert plan.stdout.splitlines()[0].startswith("profile cpu: 12 runs")
+    assert plan.stdout.splitlines()[0].startswith("profile cpu_v1: 12 runs")
     for config in ("balanced_ce", "lt_r100_ce", "lt_r100_la", "lt_r100_etf", "lt_r100_etf_dr", "lt_r100_bbn",
                    "lt_r100_allnc"):
         assert f"--config cifar10_{config} " in plan.stdout, config
     assert "ce_lt_r100_s1" in plan.stdout and "allnc_lt_r100_s1" in plan.stdout and " seed=1" in plan.stdout
     assert "data.test_per_class" not in plan.stdout  # all 10,000 test images
     assert "data.n_max=124" in plan.stdout and "data.n_max=500" in plan.stdout  # the balanced run has the same N
+    assert "optim.weight_decay" not in plan.stdout  # the configs' own 2e-4
+
+
+def test_cpu_profile_is_the_evidence_study_three_seeds_controls_and_test_dumps(tmp_path):
+    plan = _run("--profile", "cpu", "--out", str(tmp_path), "--data", "/data/c10", "--dry-run", timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines()[0].startswith("profile cpu: 36 runs")
+    for config in ("balanced_ce", "lt_r100_ce", "lt_r100_la", "lt_r100_etf", "lt_r100_allnc",
+                   *(f"lt_r100_{c}" for c in paper_runs.CONTROLS)):
+        assert f"--config cifar10_{config} " in plan.stdout, config
+    assert "_etf_dr" not in plan.stdout and "_bbn" not in plan.stdout
+    assert plan.stdout.count("run.dump_test=true") == 36
+    assert f"optim.weight_decay={paper_runs.STUDY_WEIGHT_DECAY:g}" in plan.stdout
+    runs = sorted(paper_runs.plan_runs(paper_runs.profile_families("cpu", True), {"cifar10": "/d"}),
+                  key=paper_runs.priority)
+    assert [r.seed for r in runs] == [0] * 12 + [1] * 12 + [2] * 12
+    assert [r.kind for r in runs[:5]] == ["ce_lt", "allnc_lt", "ce_bal", "la", "etf"]  # the claims' runs first
+
+
+def test_cpu100_profile_is_cifar100_lt_width_2_two_seeds(tmp_path):
+    (fam,) = paper_runs.profile_families("cpu100", with_cifar=True)
+    runs = paper_runs.plan_runs([fam], {"cifar100": "/d"})
+    assert sorted({r.kind for r in runs}) == ["allnc_lt", "ce_bal", "ce_lt", "etf", "la"]
+    assert sorted({r.seed for r in runs}) == [0, 1] and len(runs) == 10
+    assert all(r.config.startswith("cifar100_") and "data.root=/d" in r.overrides for r in runs)
+    lt = next(r for r in runs if r.kind == "ce_lt")
+    assert "data.n_max=100" in lt.overrides and "d = 128" in fam.description
 
 
 def test_seeds_give_every_run_each_seed_and_train_seed_0_first(tmp_path):
-    fam = paper_runs.profile_families("cpu", with_cifar=True)[0]
+    fam = paper_runs.profile_families("cpu_v1", with_cifar=True)[0]
     fam.seeds, fam.default_seeds = {}, [0, 1]
     runs = sorted(paper_runs.plan_runs([fam], {"cifar10": "/data/c10"}), key=paper_runs.priority)
     assert len(runs) == 20 and [r.seed for r in runs] == [0] * 10 + [1] * 10
     assert [r.kind for r in runs[10:12]] == ["ce_lt", "allnc_lt"]  # the claims' runs first in each seed
-    plan = _run("--profile", "cpu", "--out", str(tmp_path), "--data", "/data/c10", "--seeds", "0,1", "--dry-run",
+    plan = _run("--profile", "cpu_v1", "--out", str(tmp_path), "--data", "/data/c10", "--seeds", "0,1", "--dry-run",
                 timeout=60)
-    assert plan.returncode == 0 and plan.stdout.splitlines()[0].startswith("profile cpu: 20 runs"), plan.stderr
+    assert plan.returncode == 0 and plan.stdout.splitlines()[0].startswith("profile cpu_v1: 20 runs"), plan.stderr
     refused = _run("--profile", "cpu", "--out", str(tmp_path), "--data", "/data/c10", "--seeds", "1", "--dry-run",
                    timeout=60)
     assert refused.returncode != 0 and "must include 0" in refused.stderr
@@ -173,10 +200,17 @@ def test_results_csv_rows_are_what_nctools_analyze_gives_on_the_copied_dump(tmp_
     labels = torch.arange(10).repeat_interleave(torch.tensor([50, 30, 18, 10, 6, 4, 3, 2, 2, 2]))
     means = torch.randn(10, 16, generator=g)
     feats = means[labels] + 0.3 * torch.randn(len(labels), 16, generator=g)
-    nctools.save_dump(dump_path(run_dir, "train", 3, "safetensors"), feats.half(), labels,
-                      weight=torch.randn(10, 16, generator=g), class_counts=torch.bincount(labels))
+    weight = torch.randn(10, 16, generator=g)
+    nctools.save_dump(dump_path(run_dir, "train", 3, "safetensors"), feats.half(), labels, weight=weight,
+                      class_counts=torch.bincount(labels))
+    test_labels = torch.arange(10).repeat_interleave(20)  # balanced, the training counts in the metadata
+    test_feats = means[test_labels] + 0.6 * torch.randn(len(test_labels), 16, generator=g)
+    (run_dir / DUMP_FOLDERS["test"]).mkdir(parents=True)
+    nctools.save_dump(dump_path(run_dir, "test", 3, "safetensors"), test_feats.half(), test_labels, weight=weight,
+                      class_counts=torch.bincount(labels))
     epochs = [{"epoch": 3, "train_time_s": 2.5, "train_top1": 99.5, "eval_top1": 61.0, "eval_many": 90.0,
-               "eval_medium": 60.0, "eval_few": 30.0, "dump": "dumps/epoch_0003.safetensors"}]
+               "eval_medium": 60.0, "eval_few": 30.0, "dump": "dumps/epoch_0003.safetensors",
+               "dump_test": "dumps-test/epoch_0003.safetensors"}]
     record_path(run_dir).write_text(json.dumps({"status": "finished", "epochs": epochs, "environment":
                                                   {"device": "cpu"}, "data": {"num_train": len(labels),
                                                                               "num_eval": 10000}}))
@@ -190,7 +224,19 @@ def test_results_csv_rows_are_what_nctools_analyze_gives_on_the_copied_dump(tmp_
     dump = nctools.load_dump(copied)
     summary = nctools.analyze(dump.features, dump.labels, weight=dump.weight, class_counts=dump.class_counts,
                               device="cpu").summary
-    for column, key in [(k, k) for k in ("nc1", "nc2_cos_std_means", "nc2_cos_std_classifier", "nc3_self_duality",
-                                         "tail_icpa_mean_deg_means", "tail_icpa_mean_deg_classifier")] + \
-            [("nc1_tail", "tail_nc1")]:
+    same = ("nc1", "nc2_cos_std_means", "nc2_cos_std_classifier", "nc3_self_duality", "tail_icpa_mean_deg_means",
+            "tail_icpa_mean_deg_classifier", "nc3_self_duality_sample_center", "tail_icpa_mean_deg_means_sample_center")
+    for column, key in [(k, k) for k in same] + [("nc1_tail", "tail_nc1")]:
         assert float(row[column]) == pytest.approx(summary[key], rel=1e-6), column
+    assert row["nc3_self_duality_sample_center"] != row["nc3_self_duality"]  # imbalanced: the centrings differ
+    test_copy = Path(row["test_dump"])
+    assert test_copy.name == "cifar10_allnc_b100_s1_test.safetensors"
+    test = nctools.load_dump(test_copy)
+    test_summary = nctools.analyze(test.features, test.labels, weight=test.weight, class_counts=test.class_counts,
+                                   device="cpu").summary
+    for column, key in [("test_nc1", "nc1"), ("test_nc1_tail", "tail_nc1"),
+                        ("test_nc4_ncc_mismatch", "nc4_ncc_mismatch"),
+                        ("test_tail_icpa_mean_deg_means", "tail_icpa_mean_deg_means"),
+                        ("test_nc3_self_duality", "nc3_self_duality")]:
+        assert float(row[column]) == pytest.approx(test_summary[key], rel=1e-6), column
+    assert float(row["test_nc1"]) > float(row["nc1"])  # the test features are the noisier ones

@@ -174,3 +174,58 @@ def test_gbbn_two_heads_average_to_the_inference_classifier():
     assert not hasattr(build_model(_cfg("bbn"), 4, 6), "head_delta")  # bbn: BBN's own model, one classifier
     with pytest.raises(ConfigError, match="gbbn.heads"):
         _cfg("etf", "gbbn.enabled=true", "gbbn.heads=2")
+
+
+# ----------------------------------------------------------------------------- the controls
+
+def _image_cfg(*over: str):
+    return resolve({"data": {"dataset": "cifar10"}, "method": {"name": "allnc"},
+                    "model": {"proj_hidden": 8, "proj_dim": 4}}, list(over))
+
+
+def test_no_hycon_views_control_takes_ce_on_every_view_with_the_views_made():
+    from allnc_train.schema import conventional_views
+
+    torch.manual_seed(0)
+    cfg = _image_cfg("hycon.enabled=false", "hycon.views_to_ce=true", "gbbn.enabled=false", "p2p.enabled=false")
+    assert conventional_views(cfg) == 2  # HyCon's views are made though its loss is off
+    assert conventional_views(_image_cfg("hycon.enabled=false")) == 1
+    model = build_model(cfg, 10, 4).eval()  # eval: batch norm does not mix the views' statistics
+    x, y = torch.randn(4, 2, 3, 32, 32), torch.tensor([0, 3, 3, 7])
+    loss, parts, _ = step_loss(model, cfg, (x, y))
+    assert "hycon" not in parts
+    per_view = [F.cross_entropy(model(x[:, v]), y) for v in range(2)]
+    assert loss.item() == pytest.approx(sum(per_view).item() / 2, rel=1e-5)  # every view is a CE sample
+    only_first, _, _ = step_loss(model, _image_cfg("hycon.enabled=false", "gbbn.enabled=false", "p2p.enabled=false"),
+                                 (x[:, :1], y))
+    assert only_first.item() == pytest.approx(per_view[0].item(), rel=1e-5)
+
+
+def test_views_to_ce_is_refused_where_views_are_one_vector_or_the_method_has_its_own_loss():
+    with pytest.raises(ConfigError, match="hycon.views_to_ce"):
+        _cfg("allnc", "hycon.enabled=false", "hycon.views_to_ce=true")
+    with pytest.raises(ConfigError, match="hycon.views_to_ce"):
+        _image_cfg("method.name=bbn", "hycon.enabled=false", "p2p.enabled=false", "hycon.views_to_ce=true")
+
+
+def test_p2p_align_only_control_leaves_the_cosine_and_norm_terms_out():
+    torch.manual_seed(0)
+    cfg = _cfg("allnc", "hycon.enabled=false", "gbbn.enabled=false", "p2p.angle_weight=0", "p2p.norm_weight=0")
+    model = build_model(cfg, 4, 8)
+    batch = (torch.arange(8)[:, None], torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+    full, parts, _ = step_loss(model, _cfg("allnc", "hycon.enabled=false", "gbbn.enabled=false"), batch)
+    align, align_parts, _ = step_loss(model, cfg, batch)
+    assert align_parts["p2p"].item() == pytest.approx(align_parts["p2p_align"].item(), abs=1e-6)
+    assert parts["p2p"].item() > align_parts["p2p"].item()  # the angle and norm terms were in the full loss
+
+
+def test_bundled_controls_are_the_recipe_with_only_their_keys_changed():
+    from allnc_train import make_configs
+    from allnc_train.methods.allnc import CONTROLS
+    from allnc_train.schema import flatten
+
+    blocks = make_configs.method_blocks()
+    base = flatten(blocks["allnc"][1])
+    for control, (_, changes) in CONTROLS.items():
+        block = flatten(blocks[f"allnc_{control}"][1])
+        assert {k: v for k, v in block.items() if base[k] != v} == dict(changes)

@@ -7,6 +7,7 @@ summary end to end.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import sysconfig
@@ -118,8 +119,31 @@ def test_console_script_and_module_exit_with_mains_status():
 
 def test_list_configs(invoke):
     code, out, err = invoke(["--list-configs"])
-    assert code == 0 and err == "" and out.split() == bundled_configs()
-    assert "ufm_lt_r100_ce" in out.split() and "cifar10_lt_r100_allnc" in out.split()
+    assert code == 0 and err == ""
+    lines = {line.split()[0]: " ".join(line.split()[1:]) for line in out.splitlines()}
+    assert list(lines) == bundled_configs()  # one line per config, in name order
+    assert lines["cifar10_lt_r100_allnc_no_p2p"] == "cifar10 ratio 100 allnc without p2p"
+    assert lines["cifar100_balanced_ce"].startswith("cifar100 balanced ce: cross-entropy")
+    assert lines["imagenet_lt_ce"].startswith("imagenet_lt natural ce")  # its split files fix the imbalance
+    assert lines["ufm_lt_r100_ce"].startswith("synthetic ratio 100 ce")
+
+
+def test_version_is_the_distributions(invoke):
+    import nctools
+
+    code, out, err = invoke(["--version"])
+    assert code == 0 and err == "" and out == f"allnc-train, version {nctools.__version__}\n"
+
+
+def test_missing_trainer_dependencies_are_one_line(invoke, monkeypatch):
+    """The light install has the command but not the trainer's own dependencies: say so and how to add them."""
+    import allnc_train.cli as cli_module
+
+    monkeypatch.setitem(cli_module._TRAIN_NEEDS, "no_such_module_for_the_test", "SomeDist")
+    code, out, err = invoke([*UFM, "--print-config"])
+    assert code == 2 and out == "" and _one_error_line(err)
+    assert "the trainer needs SomeDist (not installed here); pip install 'neural-collapse-tools[train]'" in err
+    assert invoke(["--help"])[0] == 0  # help and --version still work
 
 
 def test_bundled_config_lookup_stays_importable():
@@ -231,7 +255,9 @@ def test_training_errors_and_interrupts(invoke, stub_train, tmp_path):
     stub_train(KeyboardInterrupt())
     code, out, err = invoke([*UFM, "--out", out_dir])
     assert code == 130 and out == ""
-    assert err == f"allnc-train: interrupted; continue with: allnc-train --out {out_dir} --resume\n"
+    # no epoch was saved, so the hint starts the run again (a --resume would fail), the path shell-quoted
+    assert err == (f"allnc-train: interrupted before the first epoch was saved; start it again with: allnc-train "
+                   f"--config {UFM[1]} --out {shlex.quote(out_dir)}\n")
 
 
 def test_resume_passes_the_flag_and_the_runs_own_config(invoke, stub_train, tmp_path, monkeypatch):

@@ -220,3 +220,16 @@ def test_compiled_run_trains_the_same_weights(tmp_path):
     for a, b in zip(plain["epochs"], compiled["epochs"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     assert set(final_state(tmp_path / "plain")) == set(final_state(tmp_path / "compiled"))  # same keys
+
+
+def test_a_run_begun_before_a_config_key_existed_resumes_with_its_default(tmp_path):
+    """A key added to the schema after a run began (here ``hycon.views_to_ce``) is absent from the run's
+    checkpoint: resuming reads it as its default, the behaviour the run was trained with, not as a change."""
+    cfg = _ufm("ce", "optim.epochs=3")
+    train(cfg, tmp_path / "run", stop_after=1)
+    (ckpt_file,) = (tmp_path / "run" / "checkpoints").iterdir()
+    ckpt = torch.load(ckpt_file, weights_only=True)
+    del ckpt["config"]["hycon"]["views_to_ce"]  # as a checkpoint written before the key existed
+    torch.save(ckpt, ckpt_file)
+    record = train(cfg, tmp_path / "run", resume=True)
+    assert record["status"] == "finished" and [e["epoch"] for e in record["epochs"]] == [1, 2, 3]

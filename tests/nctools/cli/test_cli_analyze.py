@@ -33,7 +33,7 @@ def test_analyze_dump_writes_the_full_report(dump, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["summary"]) == list(nctools.SUMMARY_KEYS)
     assert metrics["options"]["center"] == "class" and metrics["options"]["groups"] == [100.0, 20.0]
-    assert metrics["source"]["metadata"]["epoch"] == "5"
+    assert metrics["source"]["metadata"]["epoch"] == 5  # with its JSON type
     per_class = pd.read_csv(out / "per_class.csv")
     assert per_class["name"].tolist() == NAMES and per_class["count"].tolist() == list(COUNTS)
     assert {"group", "mean_norm", "classifier_norm", "self_duality_cos", "ncc_accuracy"} <= set(per_class)
@@ -141,7 +141,7 @@ def test_allnc_train_checkpoint_is_rebuilt_from_its_config(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert metrics["summary"]["num_samples"] == sum(data.class_counts) and metrics["summary"]["dim"] == 6
-    assert metrics["source"]["metadata"]["epoch"] == "3" and metrics["source"]["metadata"]["method"] == "ce"
+    assert metrics["source"]["metadata"]["epoch"] == 3 and metrics["source"]["metadata"]["method"] == "ce"
     table = torch.load(ckpt, weights_only=True)["model"]["backbone.table"]
     per_class = pd.read_csv(tmp_path / "out" / "per_class.csv")
     assert per_class["train_count"].tolist() == data.class_counts

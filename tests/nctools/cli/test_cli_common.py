@@ -88,3 +88,33 @@ def test_console_script_runs_every_command(tmp_path):
     bad = _console("analyze", tmp_path / "missing.pt", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [f"Error: {tmp_path / 'missing.pt'}: no such file."]
+
+
+# --------------------------------------------------------------------------- one version, one JSON shape
+
+
+def test_version_is_the_packages():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout == f"nctools, version {nctools.__version__}\n"
+
+
+def test_help_of_shared_options_is_specific_to_each_command():
+    """--split and --format mean something different for one input, one run and several runs."""
+    helps = {name: " ".join(invoke(name, "--help").stdout.split()) for name in ("analyze", "track", "compare")}
+    assert "the split to extract features on" in helps["analyze"] and "metrics.json" in helps["analyze"]
+    assert "Track RUN_DIR/dumps/ (train)" in helps["track"] and "rows of track.csv" in helps["track"]
+    assert "Compare the runs' dumps/" in helps["compare"] and "rows of compare.csv" in helps["compare"]
+    assert "nctools-track-test" in helps["track"]
+
+
+@pytest.mark.parametrize("command", ["analyze", "demo"])
+def test_analyze_and_demo_json_is_metrics_json_under_the_common_keys(tmp_path, command):
+    args = [make_dump(tmp_path / "d.safetensors")] if command == "analyze" else []
+    result = invoke(command, *args, "--out", tmp_path / "out", "--format", "json", "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    head = {"command": command, "nctools_version": nctools.__version__, "out": str(tmp_path / "out")}
+    assert {k: report.pop(k) for k in head} == head
+    assert report == json.loads((tmp_path / "out" / "metrics.json").read_text())
+    metadata = report["source"]["metadata"]
+    assert isinstance(metadata["epoch"], int) and isinstance(metadata["class_names"], list)  # typed, not text

@@ -27,7 +27,9 @@ def test_compare_same_ratio_has_no_ratio_figure(tmp_path):
     runs = [make_run(tmp_path / "a" / "run", ratio=50), make_run(tmp_path / "b" / "run", ratio=50)]
     result = invoke("compare", *runs, "--out", tmp_path / "cmp", "--format", "json", "--png", "--quiet")
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)
+    report = json.loads(result.stdout)
+    assert list(report) == ["command", "nctools_version", "out", "runs"] and report["command"] == "compare"
+    rows = report["runs"]
     assert [r["label"] for r in rows] == ["a/run", "b/run"]  # same folder names: the parents tell them apart
     assert not (tmp_path / "cmp" / "vs_ratio.pdf").exists()
     assert pdf_pages(tmp_path / "cmp" / "report.pdf") == 3 and (tmp_path / "cmp" / "icpa_grid.png").is_file()

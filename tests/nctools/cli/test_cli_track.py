@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 import nctools
 from tests.helpers.cli import invoke, leftovers, make_dump, make_run, pdf_pages
@@ -36,9 +37,39 @@ def test_track_options_and_json(tmp_path):
     result = invoke("track", run, "--split", "test", "--out", tmp_path / "trk", "--center", "sample", "--png",
                     "--format", "json", "--quiet")
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)
+    report = json.loads(result.stdout)
+    assert list(report) == ["command", "nctools_version", "out", "run", "epochs", "skipped"]
+    assert report["command"] == "track" and report["nctools_version"] == nctools.__version__
+    assert report["out"] == str(tmp_path / "trk") and report["skipped"] == []
+    assert report["run"] == {"path": str(run), "split": "test", "method": "ce", "imbalance_ratio": None}
+    rows = report["epochs"]
     assert [r["epoch"] for r in rows] == [1, 2] and {r["center"] for r in rows} == {"sample"}
+    csv = pd.read_csv(tmp_path / "trk" / "track.csv")  # the same rows as the file
+    assert list(rows[0]) == list(csv.columns) and [r["nc1"] for r in rows] == pytest.approx(csv["nc1"].tolist())
     assert (tmp_path / "trk" / "cos_std.png").is_file() and result.stderr == ""
+
+
+def test_the_test_split_has_its_own_default_folder(tmp_path):
+    """Tracking dumps-test/ must not replace the training track beside it."""
+    run = make_run(tmp_path / "run", epochs=(1, 2))
+    for e in (1, 2):
+        make_dump(run / "dumps-test" / f"epoch_{e:04d}.safetensors", epoch=e, split="test", noise=0.5)
+    assert invoke("track", run, "--quiet").exit_code == 0
+    assert invoke("track", run, "--split", "test", "--quiet").exit_code == 0
+    train = pd.read_csv(run / "nctools-track" / "track.csv")
+    test = pd.read_csv(run / "nctools-track-test" / "track.csv")
+    assert len(train) == len(test) == 2 and not train["nc1"].equals(test["nc1"])
+
+
+def test_skipped_epochs_are_in_the_json(tmp_path):
+    run = make_run(tmp_path / "run", epochs=(1, 2))
+    (run / "dumps" / "epoch_0003.safetensors").write_bytes(b"not a dump")
+    result = invoke("track", run, "--skip-bad", "--format", "json", "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [r["epoch"] for r in report["epochs"]] == [1, 2]
+    (skipped,) = report["skipped"]
+    assert skipped["file"].endswith("epoch_0003.safetensors") and skipped["problem"]
 
 
 def test_track_takes_a_folder_of_epoch_files(tmp_path):

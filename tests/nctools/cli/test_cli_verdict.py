@@ -53,7 +53,7 @@ def test_class_counts_of_the_wrong_length_are_one_sentence(tmp_path):
 
 
 def test_squeeze_deg_moves_the_verdict(tmp_path):
-    ce_lt = REPO / "docs" / "results" / "dumps" / "cifar10_ce_b100_s0.safetensors"  # few-shot angles 80.7 / 81.2
+    ce_lt = REPO / "docs" / "results" / "v1" / "dumps" / "cifar10_ce_b100_s0.safetensors"  # few-shot angles 80.7 / 81.2
     statuses = {}
     for deg in ("5", "16"):
         result = invoke("analyze", ce_lt, "--out", tmp_path / deg, "--quiet", "--format", "json", "--squeeze-deg", deg)

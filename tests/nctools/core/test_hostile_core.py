@@ -229,11 +229,16 @@ def _table(out):
 def test_track_takes_the_epoch_from_the_file_name(tmp_path):
     run = make_run(tmp_path / "run", epochs=(1, 2))
     late = make_dump(run / "dumps" / "epoch_0003.safetensors", epoch=1, noise=1 / 3, seed=3)
-    result = invoke("track", run, "--out", tmp_path / "out", "--quiet")
+    result = invoke("track", run, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert _table(tmp_path / "out")["epoch"].tolist() == [1, 2, 3]
-    assert result.stderr.splitlines() == [
-        f"Warning: {late}: its metadata says epoch 1; using epoch 3 from the file name"]
+    assert _warnings(result) == [f"Warning: {late}: its metadata says epoch 1; using epoch 3 from the file name"]
+    quiet = invoke("track", run, "--out", tmp_path / "out", "--quiet")  # -q: the result alone
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def _warnings(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
 
 
 def test_track_refuses_a_run_whose_classes_change(tmp_path):
@@ -278,10 +283,10 @@ def test_track_skip_bad_leaves_out_unusable_epochs(tmp_path):
     plain = invoke("track", run, "--out", out, "--quiet")  # without the flag: the first bad epoch stops it
     assert plain.exit_code == 2 and plain.stderr.startswith(f"Error: {nan}: features must be finite")
     assert not out.exists()
-    result = invoke("track", run, "--out", out, "--quiet", "--skip-bad")
+    result = invoke("track", run, "--out", out, "--skip-bad")
     assert result.exit_code == 0, result.output
     assert _table(out)["epoch"].tolist() == [1, 3]
-    lines = result.stderr.splitlines()
+    lines = _warnings(result)
     assert len(lines) == 2
     assert lines[0].startswith(f"Warning: skipped {nan}: features must be finite, but 1 entry is NaN or Inf")
     assert lines[1].startswith(f"Warning: skipped {corrupt}: truncated or corrupt")
@@ -290,6 +295,8 @@ def test_track_skip_bad_leaves_out_unusable_epochs(tmp_path):
     assert listed[1] == lines[1].removeprefix("Warning: skipped ")
     text = invoke("track", run, "--out", out, "--skip-bad")
     assert "(2 epochs, 2 skipped," in text.stdout and "skipped.txt" in text.stderr
+    quiet = invoke("track", run, "--out", out, "--skip-bad", "--quiet")  # -q: no warnings, the list still written
+    assert quiet.exit_code == 0 and quiet.stderr == "" and len((out / "skipped.txt").read_text().splitlines()) == 2
     # Repaired: a clean track leaves no stale list behind.
     make_dump(corrupt, epoch=4, seed=4)
     nan.unlink()
@@ -303,7 +310,7 @@ def test_track_skip_bad_with_nothing_usable_is_an_error(tmp_path):
     (run / "dumps").mkdir(parents=True)
     for e in (1, 2):
         (run / "dumps" / f"epoch_{e:04d}.pt").write_bytes(b"garbage")
-    result = invoke("track", run, "--out", tmp_path / "out", "--quiet", "--skip-bad")
+    result = invoke("track", run, "--out", tmp_path / "out", "--skip-bad")
     assert result.exit_code == 2
     assert result.stderr.splitlines()[-1] == f"Error: {run}: every epoch dump was skipped (2 unreadable or unusable)."
     assert sum(line.startswith("Warning: skipped ") for line in result.stderr.splitlines()) == 2

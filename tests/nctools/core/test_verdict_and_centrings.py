@@ -14,7 +14,7 @@ from tests.helpers.bruteforce import brute_force
 from tests.helpers.datagen import as_numpy64, lt_counts, make_features
 from tests.helpers.paths import REPO
 
-DUMPS = REPO / "docs" / "results" / "dumps"
+DUMPS = REPO / "docs" / "results" / "v1" / "dumps"
 
 
 def _analyze_dump(name: str, **kw):

@@ -1,7 +1,6 @@
 """Dump I/O: exact round trips, atomic writes, and one clear DumpError for every bad file."""
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import random
@@ -65,15 +64,7 @@ def test_round_trip_keeps_values_dtypes_and_metadata(tmp_path, suffix, dtype):
     assert torch.equal(dump.weight, t["classifier.weight"])
     assert torch.equal(dump.bias, t["classifier.bias"])
     assert dump.class_counts.dtype == torch.int64 and torch.equal(dump.class_counts, t["class_counts"])
-    assert dump.metadata == {
-        "epoch": "12",
-        "split": "test",
-        "dataset": "cifar10_lt",
-        "imbalance_ratio": "100",
-        "method": "allnc",
-        "class_names": json.dumps(METADATA["class_names"]),
-        "format_version": FORMAT_VERSION,
-    }
+    assert dump.metadata == {**METADATA, "format_version": FORMAT_VERSION}  # read back with its JSON types
     assert (dump.num_samples, dump.dim, dump.num_classes) == (6, 4, 3)
     assert (dump.epoch, dump.imbalance_ratio, dump.split, dump.dataset, dump.method) == (
         12, 100.0, "test", "cifar10_lt", "allnc",
@@ -89,6 +80,46 @@ def test_optional_keys_absent_load_as_none(tmp_path, suffix):
     assert dump.weight is None and dump.bias is None and dump.class_counts is None
     assert dump.metadata == {"format_version": "1"}
     assert dump.epoch is None and dump.class_names is None and dump.num_classes == 2
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_metadata_types_survive_the_file(tmp_path, suffix):
+    """Files hold text; load_dump gives each value back with its JSON type, names stay text."""
+    given = {"epoch": 3, "lr": 0.05, "augment": True, "groups": {"many": [0, 1]}, "note": "kept as text",
+             "method": "2", "layer": "7"}
+    dump = load_dump(save_dump(tmp_path / f"d{suffix}", torch.randn(4, 2), torch.tensor([0, 1, 1, 0]),
+                               metadata=given))
+    assert dump.metadata == {**given, "layer": 7, "format_version": "1"}  # text that reads as JSON is JSON
+    assert dump.method == "2" and dump.epoch == 3
+
+
+def test_old_text_metadata_reads_with_types(tmp_path):
+    """A file written before metadata kept its types (every value text) reads the same way."""
+    path = tmp_path / "old.safetensors"
+    save_file(good_tensors(), str(path), metadata={"epoch": "12", "imbalance_ratio": "100.0", "split": "train",
+                                                   "class_names": '["a", "b", "c"]', "format_version": "1"})
+    dump = load_dump(path)
+    assert dump.metadata == {"epoch": 12, "imbalance_ratio": 100.0, "split": "train", "class_names": ["a", "b", "c"],
+                             "format_version": "1"}
+
+
+def test_repr_is_short_and_names_shapes_classes_and_metadata(tmp_path):
+    dump = load_dump(save_good(tmp_path / "epoch_0012.safetensors"))
+    text = repr(dump)
+    assert text.splitlines() == [
+        f"Dump of {tmp_path / 'epoch_0012.safetensors'}",
+        "  features      6 x 4, float32",
+        "  labels        6, 3 classes: airplane, automobile, bird",
+        "  classifier    3 x 4, float32, with bias",
+        "  class_counts  3 training counts",
+        "  metadata      class_names, dataset, epoch, format_version, imbalance_ratio, method, split",
+    ]
+    html = dump._repr_html_()
+    assert html.startswith("<div>") and "<td style='text-align:right'>6 x 4, float32</td>" in html
+    big = load_dump(save_dump(tmp_path / "big.safetensors", torch.zeros(5000, 64), torch.arange(5000) % 100,
+                              metadata={"class_names": [f"class {i}" for i in range(100)]}), lazy=True)
+    assert len(repr(big)) < 500 and "class 0, class 1, class 2, ..., class 99" in repr(big)
+    assert "on disk" in repr(big)
 
 
 def test_numpy_inputs_are_accepted_and_labels_become_int64(tmp_path):

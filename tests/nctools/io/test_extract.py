@@ -48,7 +48,7 @@ def test_features_are_the_classifier_inputs_in_eval_mode(setup):
     assert torch.equal(dump.labels, y)
     assert torch.equal(dump.weight, net.head.weight.detach()) and torch.equal(dump.bias, net.head.bias.detach())
     assert not dump.features.requires_grad
-    assert dump.metadata == {"layer": "head", "split": "test", "class_names": '["a", "b", "c"]'}
+    assert dump.metadata == {"layer": "head", "split": "test", "class_names": ["a", "b", "c"]}
     assert dump.class_names == ["a", "b", "c"]
 
 

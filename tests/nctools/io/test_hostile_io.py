@@ -403,7 +403,7 @@ def test_a_directory_in_the_way_is_refused_before_anything_moves(tmp_path):
 
 @pytest.mark.parametrize("hard_links", [True, False])
 def test_a_move_that_fails_half_way_is_rolled_back(tmp_path, monkeypatch, hard_links):
-    import nctools.report.writer as writer
+    import nctools.report.staging as writer  # where the staged files are moved into place
 
     out = tmp_path / "out"
     before = _old_report(out)

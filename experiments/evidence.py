@@ -1,0 +1,266 @@
+"""The evidence study's claims, each a paired difference over seeds with a 95 % interval.
+
+    python -m experiments.evidence --csv docs/results/cifar10_lt.csv --claims docs/results/cifar10_lt_claims.csv
+    python -m experiments.evidence --csv docs/results/cifar100_lt.csv --classes 100
+    python -m experiments.evidence --list        # the claims alone, as docs/RESULTS.md pre-registers them
+
+Every claim of docs/RESULTS.md is written below, before the runs it is measured on (the pre-registration:
+what decides it, in which direction). A claim compares two runs of the results CSV seed by seed, d_s =
+f(A_s) - f(B_s) on the seeds both have, or measures one run, d_s = f(A_s), and says that the mean of d
+is above zero; it **holds** when the 95 % interval of that mean (Student t over seeds, n - 1 degrees of
+freedom) lies wholly above zero, **fails** when it lies wholly below, and is **open** otherwise.
+Fewer than two seeds give no interval: **pending**.
+
+Each claim says what it is measured on, because what a loss optimises cannot count as evidence that the
+loss works:
+
+* ``train``: the final training-set features, class-mean centring. P2P's cosine, norm and alignment
+  terms optimise exactly these angles, NC3 and cos-Std (on batch means), and HyCon pulls the training
+  features to their prototypes: on this split such claims hold *by construction*.
+* ``train, sample centre``: the same features centred at the sample mean (Papyan's mu_G); no loss of ours
+  uses that centre, and under imbalance it differs from the class-mean one.
+* ``test``: the final features of the 10,000 test images, which no loss saw.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from experiments.cifar10_lt_summary import load, method_table
+from experiments.csv_rows import write_rows
+
+# Student's t, 97.5 % quantile, by degrees of freedom (any standard table, e.g. NIST/SEMATECH e-Handbook 1.3.6.7.2).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def optimum_deg(num_classes: int) -> float:
+    """The angle between two vertices of a simplex ETF: arccos(-1 / (C - 1)), in degrees."""
+    return math.degrees(math.acos(-1.0 / (num_classes - 1)))
+
+
+def interval(d: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the 95 % t interval of the mean of ``d`` (two or more values)."""
+    x = np.asarray(d, float)
+    half = T975[len(x) - 1] * x.std(ddof=1) / math.sqrt(len(x))
+    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+
+
+def verdict(d: list[float]) -> str:
+    """holds / fails / open / pending for the claim that the mean of ``d`` is above zero."""
+    if len(d) < 2:
+        return "pending"
+    _, low, high = interval(d)
+    return "holds" if low > 0 else "fails" if high < 0 else "open"
+
+
+Row = dict[str, float]
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str  # a short stable name
+    group: str
+    text: str  # what is claimed, in words
+    on: str  # train | train, sample centre | test | accuracy
+    a: tuple[str, int]  # (method, beta) of the CSV
+    b: tuple[str, int] | None  # None: a one-run claim
+    measure: Callable[[Row, float], float]  # (row, optimum) -> f; the claim is mean(f(A) - f(B)) > 0 (or f(A) > 0)
+    circular: str = ""  # what of ours optimises the measured quantity, if anything
+
+    def differences(self, runs: dict, optimum: float) -> tuple[list[int], list[float]]:
+        sides = [self.a] if self.b is None else [self.a, self.b]
+        if any(s not in runs for s in sides):
+            return [], []
+        seeds = sorted(set.intersection(*(set(runs[s]) for s in sides)))
+        d = []
+        for seed in seeds:
+            value = self.measure(runs[self.a][seed], optimum)
+            if self.b is not None:
+                value -= self.measure(runs[self.b][seed], optimum)
+            d.append(value)
+        keep = [i for i, v in enumerate(d) if not math.isnan(v)]
+        return [seeds[i] for i in keep], [d[i] for i in keep]
+
+
+def col(name: str, scale: float = 1.0) -> Callable[[Row, float], float]:
+    """A column of the CSV (NaN where the row has none: an older study without test dumps)."""
+    return lambda r, _: r.get(name, math.nan) * scale
+
+
+def squeeze(name: str) -> Callable[[Row, float], float]:
+    """Degrees below the simplex angle (positive: squeezed)."""
+    return lambda r, opt: opt - r.get(name, math.nan)
+
+
+def off(name: str) -> Callable[[Row, float], float]:
+    """Degrees away from the simplex angle, either way."""
+    return lambda r, opt: abs(opt - r.get(name, math.nan))
+
+
+CE, CE_BAL, LA, ETF, ALLNC = ("ce", 100), ("ce", 1), ("la", 100), ("etf", 100), ("allnc", 100)
+P2P_OPTIMISES = "P2P's cosine and norm terms (class-mean centred training means and rows)"
+P2P_ALIGNS = "P2P's alignment term, and HyCon with the rows as prototypes (class-mean centred training NC3)"
+HYCON_OPTIMISES = "HyCon (training features pulled to their prototypes)"
+CLAIMS = [
+    # --- minority collapse under CE, and what a classifier-only fix leaves
+    Claim("ce_tail_means_squeezed", "Minority collapse", "CE-LT squeezes the few-shot class means below the simplex "
+          "angle", "test", CE, None, squeeze("test_tail_icpa_mean_deg_means")),
+    Claim("ce_tail_rows_squeezed", "Minority collapse", "CE-LT squeezes the few-shot classifier rows below the "
+          "simplex angle", "train", CE, None, squeeze("tail_icpa_mean_deg_classifier")),
+    Claim("etf_tail_means_squeezed", "Minority collapse", "with a fixed ETF classifier the few-shot means stay "
+          "squeezed", "test", ETF, None, squeeze("test_tail_icpa_mean_deg_means")),
+    # --- what AllNC restores
+    Claim("allnc_tail_means_test", "AllNC vs CE-LT", "AllNC puts the few-shot means closer to the simplex angle",
+          "test", CE, ALLNC, off("test_tail_icpa_mean_deg_means")),
+    Claim("allnc_tail_means_sample", "AllNC vs CE-LT", "AllNC puts the few-shot means closer to the simplex angle",
+          "train, sample centre", CE, ALLNC, off("tail_icpa_mean_deg_means_sample_center")),
+    Claim("allnc_tail_means_train", "AllNC vs CE-LT", "AllNC puts the few-shot means closer to the simplex angle",
+          "train", CE, ALLNC, off("tail_icpa_mean_deg_means"), circular=P2P_OPTIMISES),
+    Claim("allnc_tail_rows", "AllNC vs CE-LT", "AllNC puts the few-shot rows closer to the simplex angle",
+          "train", CE, ALLNC, off("tail_icpa_mean_deg_classifier"), circular=P2P_OPTIMISES),
+    Claim("allnc_nc3_test", "AllNC vs ETF", "AllNC's self-duality (NC3) is better than the fixed ETF's", "test",
+          ETF, ALLNC, col("test_nc3_self_duality")),
+    Claim("allnc_nc3_sample", "AllNC vs ETF", "AllNC's self-duality (NC3) is better than the fixed ETF's",
+          "train, sample centre", ETF, ALLNC, col("nc3_self_duality_sample_center")),
+    Claim("allnc_nc3_train", "AllNC vs ETF", "AllNC's self-duality (NC3) is better than the fixed ETF's", "train",
+          ETF, ALLNC, col("nc3_self_duality"), circular=P2P_ALIGNS),
+    Claim("allnc_tail_nc1_test", "AllNC vs CE-LT", "AllNC's few-shot classes are more compact (tail NC1)", "test",
+          CE, ALLNC, col("test_nc1_tail")),
+    Claim("allnc_tail_nc1_train", "AllNC vs CE-LT", "AllNC's few-shot classes are more compact (tail NC1)", "train",
+          CE, ALLNC, col("nc1_tail"), circular=HYCON_OPTIMISES),
+    Claim("allnc_ncc_test", "AllNC vs CE-LT", "AllNC's classifier agrees more with nearest class centre (NC4)",
+          "test", CE, ALLNC, col("test_nc4_ncc_mismatch")),
+    # --- accuracy
+    Claim("acc_vs_ce", "Accuracy", "AllNC's test accuracy is above CE-LT's (points)", "accuracy", ALLNC, CE,
+          col("test_acc", 100)),
+    Claim("acc_vs_la", "Accuracy", "AllNC's test accuracy is above LA's (points)", "accuracy", ALLNC, LA,
+          col("test_acc", 100)),
+    Claim("acc_vs_etf", "Accuracy", "AllNC's test accuracy is above the fixed ETF's (points)", "accuracy", ALLNC, ETF,
+          col("test_acc", 100)),
+    Claim("few_vs_ce", "Accuracy", "AllNC's few-shot accuracy is above CE-LT's (points)", "accuracy", ALLNC, CE,
+          col("few_acc", 100)),
+    # --- ablations: each part does what the paper says
+    Claim("hycon_nc1", "Ablations", "without HyCon, the test features are less compact (NC1)", "test",
+          ("allnc_no_hycon", 100), ALLNC, col("test_nc1")),
+    Claim("p2p_nc3", "Ablations", "without P2P, self-duality is worse (NC3)", "test", ("allnc_no_p2p", 100), ALLNC,
+          col("test_nc3_self_duality")),
+    Claim("p2p_tail_means", "Ablations", "without P2P, the few-shot means are further from the simplex angle",
+          "test", ("allnc_no_p2p", 100), ALLNC, off("test_tail_icpa_mean_deg_means")),
+    Claim("gbbn_few", "Ablations", "without GBBN, few-shot accuracy is lower (points)", "accuracy", ALLNC,
+          ("allnc_no_gbbn", 100), col("few_acc", 100)),
+    # --- controls: what the ablations mix up
+    Claim("views_nc1", "Controls", "HyCon's NC1 gain is not its views: HyCon off with its views fed to CE is less "
+          "compact than AllNC", "test", ("allnc_no_hycon_views", 100), ALLNC, col("test_nc1")),
+    Claim("targets_tail_means", "Controls", "P2P's cosine and norm targets matter: alignment alone leaves the "
+          "few-shot means further from the simplex angle", "test", ("allnc_p2p_align_only", 100), ALLNC,
+          off("test_tail_icpa_mean_deg_means")),
+    Claim("align_only_nc3", "Controls", "P2P's alignment term alone still gives better NC3 than no P2P", "test",
+          ("allnc_no_p2p", 100), ("allnc_p2p_align_only", 100), col("test_nc3_self_duality")),
+    Claim("prototypes_nc3", "Controls", "HyCon with running class means as prototypes (not the rows) leaves "
+          "self-duality worse", "test", ("allnc_running_prototypes", 100), ALLNC, col("test_nc3_self_duality")),
+    Claim("decoupling_acc", "Controls", "progressive decoupling (eta-scaled encoder gradient) lifts test accuracy "
+          "(points)", "accuracy", ALLNC, ("allnc_no_decoupling", 100), col("test_acc", 100)),
+    Claim("resampling_few", "Controls", "GBBN's few-shot gain is more than re-sampling: without decoupling, few-shot "
+          "accuracy is lower (points)", "accuracy", ALLNC, ("allnc_no_decoupling", 100), col("few_acc", 100)),
+]
+# The per-method table of the study: accuracy, then geometry on training features (class-mean and sample-mean
+# centring) and on test features.
+TABLE = [("test", "test_acc", 100), ("few", "few_acc", 100), ("NC1", "nc1", 1), ("test NC1", "test_nc1", 1),
+         ("test tail NC1", "test_nc1_tail", 1), ("cos-Std M", "nc2_cos_std_means", 1),
+         ("test cos-Std M", "test_nc2_cos_std_means", 1), ("NC3", "nc3_self_duality", 1),
+         ("NC3 sample", "nc3_self_duality_sample_center", 1), ("test NC3", "test_nc3_self_duality", 1),
+         ("tail ICPA M", "tail_icpa_mean_deg_means", 1), ("test tail ICPA M", "test_tail_icpa_mean_deg_means", 1),
+         ("tail ICPA W", "tail_icpa_mean_deg_classifier", 1), ("test NC4", "test_nc4_ncc_mismatch", 1)]
+COLUMNS = ["key", "group", "claim", "on", "a", "b", "seeds", "n", "mean", "ci_low", "ci_high", "verdict",
+           "optimised_by"]
+
+
+def _name(side: tuple[str, int] | None) -> str:
+    return "" if side is None else f"{side[0]}@{side[1]}"
+
+
+def evaluate(runs: dict, num_classes: int) -> list[dict]:
+    """One row per claim (the CSV's columns)."""
+    optimum = optimum_deg(num_classes)
+    rows = []
+    for c in CLAIMS:
+        seeds, d = c.differences(runs, optimum)
+        mean, low, high = interval(d) if len(d) >= 2 else (float(np.mean(d)) if d else float("nan"), math.nan,
+                                                           math.nan)
+        rows.append({"key": c.key, "group": c.group, "claim": c.text, "on": c.on, "a": _name(c.a), "b": _name(c.b),
+                     "seeds": ",".join(map(str, seeds)), "n": len(d),
+                     "mean": mean, "ci_low": low, "ci_high": high,
+                     "verdict": verdict(d) if d else "not run", "optimised_by": c.circular})
+    return rows
+
+
+def _fmt(v: float) -> str:
+    return "-" if v != v else f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| claim | measured on | d = A - B (claimed > 0) | seeds | mean d | 95 % interval | verdict | "
+             "optimised by |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        pair = r["a"] if not r["b"] else f"{r['a']} - {r['b']}"
+        ci = "-" if r["ci_low"] != r["ci_low"] else f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+        lines.append(f"| {r['claim']} | {r['on']} | {pair} | {r['seeds'] or '-'} | {_fmt(r['mean'])} | "
+                     f"{ci} | {r['verdict']} | {r['optimised_by'] or 'nothing'} |")
+    return "\n".join(lines)
+
+
+TRACKED = ("test_nc1", "test_nc1_tail", "test_nc2_cos_std_means", "test_nc3_self_duality", "test_nc4_ncc_mismatch",
+           "nc1", "nc2_cos_std_means", "nc2_cos_std_classifier", "nc3_self_duality", "nc3_self_duality_sample_center")
+
+
+def tracking(runs: dict) -> str:
+    """Spearman's rank correlation of each metric with test accuracy over every long-tailed run (no verdict)."""
+    import pandas as pd
+
+    rows = [values for (_, beta), seeds in runs.items() if beta != 1 for values in seeds.values()]
+    table = pd.DataFrame(rows)
+    lines = ["| metric | Spearman with test accuracy | runs |", "|---|---|---|"]
+    for metric in TRACKED:
+        if metric not in table or table[metric].notna().sum() < 3:
+            continue
+        pair = table[[metric, "test_acc"]].dropna()
+        lines.append(f"| {metric} | {pair[metric].corr(pair['test_acc'], method='spearman'):+.2f} | {len(pair)} |")
+    return "\n".join(lines)
+
+
+def preregistration() -> str:
+    """The claims as a table, before any result: what decides each one."""
+    lines = ["| key | claim | measured on | d = A - B, claimed > 0 | optimised by |", "|---|---|---|---|---|"]
+    for c in CLAIMS:
+        pair = _name(c.a) if c.b is None else f"{_name(c.a)} - {_name(c.b)}"
+        lines.append(f"| `{c.key}` | {c.text} | {c.on} | {pair} | {c.circular or 'nothing'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--csv", type=Path, default=Path("docs/results/cifar10_lt.csv"))
+    p.add_argument("--classes", type=int, default=10, help="number of classes (the simplex angle) [10]")
+    p.add_argument("--claims", type=Path, help="also write the claims as CSV here")
+    p.add_argument("--list", action="store_true", help="print the pre-registered claims and exit")
+    args = p.parse_args(argv)
+    if args.list:
+        print(preregistration())
+        return 0
+    runs = load(args.csv)
+    rows = evaluate(runs, args.classes)
+    print(method_table(runs, TABLE) + "\n\n" + markdown(rows) + "\n\n" + tracking(runs))
+    if args.claims:
+        write_rows(args.claims, COLUMNS, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

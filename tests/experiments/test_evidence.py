@@ -1,0 +1,93 @@
+"""The evidence study's statistics (experiments.evidence) and the regime rule (experiments.regime_search)."""
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from experiments import evidence, regime_search
+
+
+def test_interval_is_the_student_t_interval_of_the_mean():
+    d = [1.0, 2.0, 4.0]
+    mean, low, high = evidence.interval(d)
+    half = 4.303 * np.std(d, ddof=1) / math.sqrt(3)  # t(0.975, 2 df) = 4.303
+    assert (mean, low, high) == pytest.approx((7 / 3, 7 / 3 - half, 7 / 3 + half))
+
+
+@pytest.mark.parametrize("d,expected", [([1.0, 1.1, 0.9], "holds"), ([-1.0, -1.1, -0.9], "fails"),
+                                        ([1.0, -0.5, 2.0], "open"), ([3.0], "pending"),
+                                        ([3.0, 3.1], "holds"), ([3.0, -1.0], "open")])
+def test_verdict_needs_the_whole_interval_on_one_side(d, expected):
+    assert evidence.verdict(d) == expected
+
+
+def test_optimum_is_the_simplex_angle():
+    assert evidence.optimum_deg(10) == pytest.approx(96.379, abs=1e-3)
+    assert evidence.optimum_deg(100) == pytest.approx(90.579, abs=1e-3)
+
+
+def _write(path, rows):
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_claims_pair_seeds_and_skip_what_was_not_run(tmp_path):
+    rows = []
+    for seed, (ce, allnc) in enumerate([(80.0, 95.0), (84.0, 97.0), (82.0, 99.0)]):
+        rows.append({"method": "ce", "beta": 100, "seed": seed, "test_acc": 0.30 + 0.01 * seed,
+                     "few_acc": 0.05, "test_tail_icpa_mean_deg_means": ce})
+        rows.append({"method": "allnc", "beta": 100, "seed": seed, "test_acc": 0.33 + 0.01 * seed,
+                     "few_acc": 0.06, "test_tail_icpa_mean_deg_means": allnc})
+    rows.append({"method": "la", "beta": 100, "seed": 0, "test_acc": 0.5, "few_acc": 0.2,
+                 "test_tail_icpa_mean_deg_means": 90.0})
+    _write(tmp_path / "r.csv", rows)
+    out = {r["key"]: r for r in evidence.evaluate(evidence.load(tmp_path / "r.csv"), 10)}
+    opt = evidence.optimum_deg(10)
+    closer = out["allnc_tail_means_test"]  # |opt - CE| - |opt - AllNC|, seed by seed
+    expected = [abs(opt - c) - abs(opt - a) for c, a in [(80, 95), (84, 97), (82, 99)]]
+    assert closer["seeds"] == "0,1,2" and closer["mean"] == pytest.approx(np.mean(expected))
+    assert closer["verdict"] == "holds"
+    assert out["acc_vs_ce"]["mean"] == pytest.approx(3.0) and out["acc_vs_ce"]["verdict"] == "holds"
+    assert out["acc_vs_la"]["seeds"] == "0" and out["acc_vs_la"]["verdict"] == "pending"
+    assert out["hycon_nc1"]["verdict"] == "not run"
+    assert out["allnc_tail_means_train"]["optimised_by"]  # a claim that a loss optimises says which
+    assert not out["allnc_tail_means_test"]["optimised_by"]
+
+
+def test_every_claim_names_runs_the_study_trains():
+    from experiments.paper_runs import METHOD, STUDY_ORDER
+
+    trained = {(METHOD.get(k, k), 1 if k == "ce_bal" else 100) for k in STUDY_ORDER}
+    for claim in evidence.CLAIMS:
+        assert claim.a in trained and (claim.b is None or claim.b in trained), claim.key
+    assert len({c.key for c in evidence.CLAIMS}) == len(evidence.CLAIMS)
+
+
+def test_regime_rule_takes_the_lowest_nc1_near_the_best_validation_accuracy():
+    rows = [{"candidate": "a", "train_acc": 1.0, "val_acc": 0.50, "nc1": 0.30},
+            {"candidate": "b", "train_acc": 1.0, "val_acc": 0.49, "nc1": 0.10},
+            {"candidate": "c", "train_acc": 1.0, "val_acc": 0.45, "nc1": 0.01},  # too far below the best
+            {"candidate": "d", "train_acc": 0.90, "val_acc": 0.60, "nc1": 0.001}]  # not in the terminal phase
+    assert regime_search.choose(rows) == "b"
+    assert regime_search.choose([rows[3]]) is None
+
+
+def test_results_page_preregisters_exactly_the_claims_the_code_evaluates():
+    from tests.helpers.paths import REPO
+
+    page = (REPO / "docs" / "RESULTS.md").read_text()
+    assert evidence.preregistration() in page  # the table, as printed by --list, word for word
+
+
+def test_tracking_ranks_each_metric_against_test_accuracy_over_the_long_tailed_runs():
+    # ranks of accuracy 1..6 against NC1 ranks 6, 5, 4, 2, 3, 1: rho = 1 - 6 * (25 + 9 + 1 + 4 + 4 + 25) / 210
+    acc, nc1 = [0.30, 0.31, 0.32, 0.40, 0.41, 0.42], [1.0, 0.9, 0.8, 0.5, 0.6, 0.3]
+    runs = {("ce", 100): {s: {"test_acc": acc[s], "nc1": nc1[s]} for s in range(3)},
+            ("allnc", 100): {s: {"test_acc": acc[3 + s], "nc1": nc1[3 + s]} for s in range(3)},
+            ("ce", 1): {0: {"test_acc": 0.9, "nc1": 5.0}}}  # balanced: left out
+    assert "| nc1 | -0.94 | 6 |" in evidence.tracking(runs)
