@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..extras import install_hint
+from ..io.images import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from .options import analysis_options, out_option, parse_rgb, show_progress, status
 from .output import json_object
 
@@ -82,7 +83,7 @@ SHORT_HELP = "Metrics and figures of one dump, checkpoint or model."
                    "DIR/test of those) or a CIFAR root; for a checkpoint, overrides the dataset it names.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
               help="Images per forward pass when extracting features.")
-@click.option("--image-size", type=click.IntRange(min=8), default=None, metavar="N",
+@click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE, max=MAX_IMAGE_SIZE), default=None, metavar="N",
               help="Side of the square images the model was trained on: each image is resized to N and "
                    "centre-cropped to N x N [default: the architecture's own: 32 for resnet32; torchvision's "
                    "documented resize and crop of the model's weights (224 of 256 for resnet18); timm's "

@@ -135,6 +135,9 @@ def _load_shards(folder: Path, *, validate: bool, lazy: bool) -> Dump:
         if part.epoch != first.epoch:
             raise dump_error(part.path, f"it is from epoch {part.epoch}, but {first.path.name} is from epoch "
                                         f"{first.epoch}")
+        if part.features.dtype != first.features.dtype:  # as the lazy reader does: no silent promotion
+            raise dump_error(part.path, f"its features are {part.features.dtype}, but those of {first.path.name} are "
+                                        f"{first.features.dtype}: shards of one dump must share the dtype")
     features = ConcatRows([p.features for p in parts]) if lazy else torch.cat([p.features for p in parts])
     labels = torch.cat([p.labels for p in parts])
     try:

@@ -8,6 +8,7 @@ to ``save_dump``) are checked and assembled into a :class:`Dump`.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
@@ -140,7 +141,7 @@ class Dump:
 
     @property
     def imbalance_ratio(self) -> float | None:
-        return _parse_optional(self.metadata, "imbalance_ratio", float)
+        return _parse_optional(self.metadata, "imbalance_ratio", imbalance_ratio)
 
     @property
     def split(self) -> str | None:
@@ -233,8 +234,24 @@ def _check_metadata(metadata: Any) -> dict[str, str]:
         raise ValueError(f"unknown format_version {version!r}; this nctools reads format_version {FORMAT_VERSION!r}")
     # Parsed here once so that the Dump properties never fail on a loaded dump.
     _parse_optional(metadata, "epoch", int)
-    _parse_optional(metadata, "imbalance_ratio", float)
+    _parse_optional(metadata, "imbalance_ratio", imbalance_ratio)
     return dict(metadata)
+
+
+def imbalance_ratio(text: str) -> float:
+    """An imbalance ratio n_max / n_min: a finite number of at least 1 (track and compare plot it on a log
+    axis, where nan, 0 or a negative ratio has no place).
+
+    >>> imbalance_ratio("100")
+    100.0
+    """
+    value = float(text)
+    if not (math.isfinite(value) and value >= 1):
+        raise ValueError(text)
+    return value
+
+
+_KINDS = {int: "an integer", imbalance_ratio: "a finite number of at least 1 (n_max / n_min)"}
 
 
 def _parse_optional(metadata: dict[str, Any], key: str, parse: Callable[[str], Any]):
@@ -244,8 +261,7 @@ def _parse_optional(metadata: dict[str, Any], key: str, parse: Callable[[str], A
     try:  # the stored text is parsed, so that "40.5" is no epoch even though int(40.5) would be 40
         return parse(value if isinstance(value, str) else json.dumps(value))
     except ValueError:
-        kind = "an integer" if parse is int else "a number"
-        raise ValueError(f"metadata {key} must be {kind}, got {short(value)}") from None
+        raise ValueError(f"metadata {key} must be {_KINDS.get(parse, 'a number')}, got {short(value)}") from None
 
 
 def _parse_class_names(metadata: dict[str, Any]) -> list[str] | None:

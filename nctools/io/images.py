@@ -125,6 +125,11 @@ def import_torchvision(error: Callable[[str], Exception]) -> ModuleType:
     return torchvision
 
 
+# The side of the square images a model is fed: no classifier in use takes more than a few hundred pixels, and
+# a batch of 128 images of 4096 x 4096 is already 25 GB of floats.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 4096
+
+
 def image_dataset(root: Path, split: str, preprocessing: Preprocessing, error) -> tuple[object, Sequence[str]]:
     """(dataset, class names) from a CIFAR root (torchvision layout) or an image folder, each image
     passed through ``preprocessing``.
@@ -148,7 +153,22 @@ def image_dataset(root: Path, split: str, preprocessing: Preprocessing, error) -
     if (root / split).is_dir():
         root = root / split
     try:
-        ds = torchvision.datasets.ImageFolder(str(root), transform=transform)
+        ds = torchvision.datasets.ImageFolder(str(root), transform=transform, loader=_image_loader(error))
     except (FileNotFoundError, OSError) as err:
         raise error(root, f"is not an image folder of <class>/<image> files ({first_line(err)})") from None
     return ds, list(ds.classes)
+
+
+def _image_loader(error) -> Callable[[str], object]:
+    """ImageFolder's loader (the file as an RGB PIL image), with a problem in one file (truncated, not an
+    image, a decompression bomb: PIL's guard against images of absurd size) raised as ``error(file, ...)``."""
+    from PIL import Image
+
+    def load(path: str):
+        try:
+            with open(path, "rb") as fh:
+                image = Image.open(fh)
+                return image.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            raise error(Path(path), f"is not a readable image ({type(err).__name__}: {first_line(err)})") from None
+    return load

@@ -39,7 +39,15 @@ from ..errors import first_line
 from ..extras import install_hint
 from .dump import load_dump
 from .dump_contents import Dump, DumpError, metadata_values
-from .images import IMAGENET_STATS, Preprocessing, Stats, image_dataset, import_torchvision
+from .images import (
+    IMAGENET_STATS,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    Preprocessing,
+    Stats,
+    image_dataset,
+    import_torchvision,
+)
 from .rows import shard_paths
 from .safe_files import check_regular_file, load_pt
 from .state_dicts import TOP, Reading, ambiguous, choose, readings
@@ -85,6 +93,8 @@ class SourceOptions:
     strip_prefix: str | None = None  # the prefix to remove from the weights' keys ("model.")
 
     def __post_init__(self) -> None:
+        if self.image_size is not None and not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels, got {self.image_size!r}")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if value is None:

@@ -103,6 +103,18 @@ def test_old_text_metadata_reads_with_types(tmp_path):
                              "format_version": "1"}
 
 
+@pytest.mark.parametrize("ratio", ["nan", "0", "-5", "0.5", "inf"])
+def test_an_imbalance_ratio_below_1_or_not_finite_is_refused_naming_the_file(tmp_path, ratio):
+    """track and compare put the ratio on a log axis: nan, 0, a negative or a ratio below 1 is no ratio."""
+    path = tmp_path / "bad.safetensors"
+    save_file(good_tensors(), str(path), metadata={"imbalance_ratio": ratio, "format_version": "1"})
+    with pytest.raises(DumpError, match=r"bad.safetensors.*imbalance_ratio must be a finite number of at least 1"):
+        load_dump(path)
+    with pytest.raises(ValueError, match="imbalance_ratio"):
+        save_dump(tmp_path / "out.safetensors", torch.zeros(3, 2), torch.tensor([0, 1, 2]),
+                  metadata={"imbalance_ratio": float(ratio)})
+
+
 def test_repr_is_short_and_names_shapes_classes_and_metadata(tmp_path):
     dump = load_dump(save_good(tmp_path / "epoch_0012.safetensors"))
     text = repr(dump)

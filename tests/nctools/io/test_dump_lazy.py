@@ -51,6 +51,19 @@ def test_shards_must_agree(tmp_path):
         nctools.load_dump(write_shards(tmp_path / "b", weights=(W, W, W * 2)))
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_shards_of_mixed_dtypes_are_refused_eagerly_as_lazily(tmp_path, lazy):
+    """Eager loading used to promote float16 and float32 shards to one dtype that the lazy reader (and the CLI)
+    refused: both now refuse them, naming the shard."""
+    folder = write_shards(tmp_path / "mixed")
+    a, b = SPLITS[1]
+    nctools.save_dump(folder / "part-0001.safetensors", FEATS[a:b].half(), LABELS[a:b], W, B,
+                      metadata={"epoch": 3})
+    with pytest.raises(nctools.DumpError, match=r"part-0001.safetensors: its features are torch.float16, but those "
+                                                r"of part-0000.safetensors are torch.float32"):
+        nctools.load_dump(folder, lazy=lazy)
+
+
 def test_nan_in_a_lazy_dump_is_found_while_reading(tmp_path):
     feats = FEATS.clone()
     feats[50, 3] = float("nan")
