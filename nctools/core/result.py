@@ -145,6 +145,10 @@ class NCResult:
         return names
 
 
+# Below this feature scale, squares (1e-36) approach float32's smallest normal number (1.2e-38).
+TINY_FEATURES = 1e-18
+
+
 def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -258,6 +262,11 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
                            counts_known=counts_known or class_counts is not None,
                            tail_means_sample_center=tail_sample)
 
+    scale = float(plan.means.abs().max()) if plan.means.numel() else 0.0
+    if 0.0 < scale < TINY_FEATURES:
+        notes.append(f"the features are tiny (largest class-mean entry {scale:.1e}): their squares fall below the "
+                     "normal range of float32, so within- and between-class scatter lose their digits or vanish; "
+                     "multiply the features by a constant (every NC metric is scale-invariant)")
     for key, value in s.items():
         if isinstance(value, float) and not math.isfinite(value):
             s[key] = None

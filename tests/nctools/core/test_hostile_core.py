@@ -324,3 +324,18 @@ def test_track_run_library_warns_through_python_warnings(tmp_path):
     with pytest.warns(UserWarning, match="its metadata says epoch 5; using epoch 2 from the file name"):
         track = track_run(run, device="cpu")
     assert track.table["epoch"].tolist() == [1, 2] and track.skipped == []
+
+
+def test_subnormal_features_say_why_nc1_is_null():
+    """Features of scale 1e-40 (subnormal in float32) square to zero: nc1 is null, and a note says why and what
+    to do, where before it was null without a word; features of a normal scale get no such note."""
+    import nctools
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(4).repeat_interleave(10)
+    x = torch.randn(40, 6, generator=g) + 3 * torch.eye(6)[y]
+    tiny = nctools.analyze(x * 1e-40, y, device="cpu", progress=False)
+    assert tiny.summary["nc1"] is None
+    assert any(n.startswith("the features are tiny (largest class-mean entry 3") and "scale-invariant" in n
+               for n in tiny.notes)
+    assert not any("tiny" in n for n in nctools.analyze(x, y, device="cpu", progress=False).notes)
