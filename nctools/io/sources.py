@@ -460,8 +460,21 @@ def extract_features(model: torch.nn.Module, dataset, options: SourceOptions) ->
 
     from .extraction import extract
 
-    loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False)
+    loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False, collate_fn=_same_size_batch)
     return extract(model, loader, device=options.device, progress=options.progress)
+
+
+def _same_size_batch(batch):
+    """torch's default collation, with images of different sizes (a transform that does not resize) said in
+    one sentence instead of torch.stack's error."""
+    from torch.utils.data import default_collate
+
+    shapes = sorted({tuple(image.shape) for image, _ in batch})
+    if len(shapes) > 1:
+        sizes = " and ".join("x".join(map(str, shape)) for shape in shapes[:2])
+        raise ValueError(f"the images of one batch have different sizes after preprocessing ({sizes}): give an image "
+                         "size (--image-size N) or a transform that resizes every image to one size")
+    return default_collate(batch)
 
 
 def with_classifier(dump: Dump, weight, bias, class_counts, metadata: dict[str, Any]) -> Dump:

@@ -57,3 +57,23 @@ def test_the_cli_refuses_an_absurd_image_size_in_one_line(tmp_path):
     result = invoke("analyze", tmp_path / "w.pt", "--arch", "resnet18", "--data", tmp_path, "--image-size", "100000")
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "--image-size" in result.stderr and "100000" in result.stderr
+
+
+def test_images_of_different_sizes_are_one_sentence(tmp_path):
+    """A transform that does not resize leaves images of different sizes: torch.stack's error used to end the
+    command as an internal error; now the sentence says what to give."""
+    import torch
+
+    from nctools.io.sources import SourceOptions, extract_features
+
+    class Sized(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return torch.zeros(3, 8 + 4 * i, 8 + 4 * i), i
+
+    with pytest.raises(ValueError, match=r"different sizes after preprocessing \(3x8x8 and 3x12x12\): give an image "
+                                         r"size \(--image-size N\)"):
+        net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
+        extract_features(net, Sized(), SourceOptions(batch_size=2, device="cpu", progress=False))
