@@ -150,7 +150,7 @@ def analyze_in_phases(h, y, w, b, device: str, timer: PhaseTimer):
 
 
 def previous_frame_summary(vectors: torch.Tensor) -> dict:
-    """The class-vector geometry as the previous version (nctools 0.x before issue 23) computed it: one
+    """The class-vector geometry as the previous version (before the blocked geometry) computed it: one
     (C, C) float64 Gram matrix, its ETF gap, then cosines and angles in place, and the pair statistics
     over masked blocks of the upper triangle. Kept here as the reference the new one is timed against."""
     def upper(square):

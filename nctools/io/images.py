@@ -163,12 +163,11 @@ def _image_loader(error) -> Callable[[str], object]:
     """ImageFolder's loader (the file as an RGB PIL image), with a problem in one file (truncated, not an
     image, a decompression bomb: PIL's guard against images of absurd size) raised as ``error(file, ...)``."""
     from PIL import Image
+    from torchvision.datasets.folder import default_loader
 
     def load(path: str):
         try:
-            with open(path, "rb") as fh:
-                image = Image.open(fh)
-                return image.convert("RGB")
+            return default_loader(path)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             raise error(Path(path), f"is not a readable image ({type(err).__name__}: {first_line(err)})") from None
     return load

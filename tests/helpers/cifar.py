@@ -27,7 +27,7 @@ from tests.helpers.paths import REPO
 TARBALL_ENV = "NCTOOLS_CIFAR10_TARBALL"
 ROOT_ENV = "NCTOOLS_CIFAR10_ROOT"
 CACHED_TARBALL = REPO / ".cache" / "cifar10-jpeg.tar.gz"
-TORCHVISION_FOLDER = "cifar-10-batches-py"  # what torchvision.datasets.CIFAR10(download=True) leaves in its root
+TORCHVISION_FOLDER = "cifar-10-batches-py"  # the folder of python batches a torchvision CIFAR-10 root holds
 MISSING = (f"needs the CIFAR-10 copy: set {TARBALL_ENV} to cifar10-jpeg.tar.gz, or {ROOT_ENV} to an image folder "
            "or torchvision's CIFAR-10 download (README, 'Tests')")
 

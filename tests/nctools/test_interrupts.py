@@ -1,4 +1,4 @@
-"""Signals and closed pipes end a command with one line and 128 + n (issue 23, item 7)."""
+"""Signals and closed pipes end a command with one line and 128 + n."""
 from __future__ import annotations
 
 import os

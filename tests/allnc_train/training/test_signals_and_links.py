@@ -1,5 +1,4 @@
-"""The trainer under SIGTERM / SIGHUP, links inside its run folder, and epochs past 9999 (issue 23,
-items 1, 4 and 7)."""
+"""The trainer under SIGTERM / SIGHUP, links inside its run folder, and epochs past 9999."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Configs are untrusted input (issue 23, item 3): bounded size, depth and aliases, no key written
+"""Configs are untrusted input: bounded size, depth and aliases, no key written
 twice, finite floats, ranges and sizes checked before any work, and messages that quote at most a
 short prefix of a bad value. Each case goes through ``allnc-train --print-config``, which resolves
 the config exactly as a run does and trains nothing."""

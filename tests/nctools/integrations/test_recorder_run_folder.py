@@ -1,4 +1,4 @@
-"""The callbacks' run folder is kept as carefully as the trainer's (issue 23, item 2): checked when
+"""The callbacks' run folder is kept as carefully as the trainer's: checked when
 made, locked, merged by epoch on resume, tidy, never written through a link, whole epochs only, and
 the model's own dtype. Each test is a regression test for one hostile case."""
 from __future__ import annotations

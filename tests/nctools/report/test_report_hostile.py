@@ -1,4 +1,4 @@
-"""Reports written as carefully as they are computed (issue 23, items 4, 6, 7 and 8): no writes through
+"""Reports written as carefully as they are computed: no writes through
 a symbolic link, stale staging folders removed, CSV cells that a spreadsheet would evaluate
 neutralised, control characters escaped, and figures of many classes pooled rather than drawn cell by cell."""
 from __future__ import annotations
