@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from .pair_angles import PairAngles
+
 __all__ = [
     "simplex_etf",
     "frame_summary",
@@ -124,12 +126,14 @@ def _square_sum(t: torch.Tensor) -> float:
     return float(torch.dot(flat, flat))
 
 
-def frame_summary(vectors: torch.Tensor) -> dict:
+def frame_summary(vectors: torch.Tensor, keep_angles: bool = True) -> dict:
     """Every NC2 / ICPA number of one set of class vectors, from one pass over row blocks of the Gram matrix.
 
     Keys: ``equinorm``, ``cos_std``, ``max_angle``, ``etf_error``, ``icpa`` (the (k, k) angle
-    matrix in degrees: float64 up to :data:`FLOAT64_ANGLES_UP_TO` classes, float32 above),
-    ``icpa_mean``, ``icpa_min``, ``norms``.
+    matrix in degrees: float64 up to :data:`FLOAT64_ANGLES_UP_TO` classes, float32 above; with
+    ``keep_angles=False`` a :class:`~nctools.core.pair_angles.PairAngles` that makes its rows when
+    read), ``icpa_mean``, ``icpa_min``, ``nearest`` (per row, the angle to the nearest other row),
+    ``norms``.
 
     No (k, k) temporary is made beside the angle matrix itself. The pair statistics are sums over
     the off-diagonal entries of each block (the matrix is symmetric, so half of them is the sum over
@@ -140,13 +144,14 @@ def frame_summary(vectors: torch.Tensor) -> dict:
     k = v.shape[0]
     norms = v.square().sum(1).sqrt()
     target = -1.0 / (k - 1)
-    whole = k <= FLOAT64_ANGLES_UP_TO  # the float64 angle matrix holds the Gram matrix first, then its angles
-    icpa = torch.empty(k, k, dtype=torch.float64 if whole else torch.float32, device=v.device)
+    # the float64 angle matrix holds the Gram matrix first, then its angles
+    whole = keep_angles and k <= FLOAT64_ANGLES_UP_TO
+    icpa = torch.empty(k, k, dtype=torch.float64 if whole else torch.float32, device=v.device) if keep_angles else None
+    nearest = torch.empty(k, dtype=torch.float64, device=v.device)
     if whole:
         torch.mm(v, v.T, out=icpa)
     scale = float(icpa.norm()) if whole else _gram_norm(v, v)
     gap = shift = shift_sq = shift_abs = angle_sum = 0.0
-    angle_min = math.inf
     step = rows_per_block(k)
     for start in range(0, k, step):
         rows = torch.arange(min(step, k - start), device=v.device)
@@ -161,10 +166,10 @@ def frame_summary(vectors: torch.Tensor) -> dict:
         del dev
         angles = cos.arccos_().rad2deg_()  # (b, k), in place of the cosines
         angles[rows, rows + start] = math.inf
-        angle_min = min(angle_min, float(angles.min()))
+        nearest[start:start + step] = angles.amin(dim=1)
         angles[rows, rows + start] = 0.0
         angle_sum += float(angles.sum())
-        if not whole:
+        if keep_angles and not whole:
             icpa[start:start + step] = angles
     pairs = k * (k - 1)  # ordered pairs: each unordered one is counted twice above
     mean_shift = shift / pairs
@@ -174,9 +179,10 @@ def frame_summary(vectors: torch.Tensor) -> dict:
         "cos_std": math.sqrt(max(shift_sq / pairs - mean_shift ** 2, 0.0)),
         "max_angle": shift_abs / pairs,
         "etf_error": math.sqrt(gap),
-        "icpa": icpa,
+        "icpa": icpa if keep_angles else PairAngles(v),
         "icpa_mean": angle_sum / pairs,
-        "icpa_min": angle_min,
+        "icpa_min": float(nearest.min()) if k else math.inf,
+        "nearest": nearest,
     }
 
 

@@ -16,6 +16,7 @@ from . import geometry as geo
 from . import keys as K
 from .audit import BALANCED, audit_group_names, audit_groups, check_groups, check_squeeze, judge
 from .keys import ETF_GAPS, SUMMARY_KEYS, Summary
+from .pair_angles import KEEP_ANGLES_UP_TO, PairAngles
 from .plain import to_plain
 from .residuals import centre_of, mismatch_rate, nc1_balanced_value, nc1_per_class, nc1_value
 from .validation import check_class_counts
@@ -36,8 +37,12 @@ class NCResult:
         summary: the summary keys of :mod:`nctools.core.keys` (floats, ints, strings or ``None`` where a key cannot be
             computed for this input; ``notes`` says why).
         per_class: one row per class (identifiers first).
-        icpa_means: (C, C) angles in degrees between centred class means (NaN for absent classes).
-        icpa_classifier: (C, C) angles in degrees between classifier rows, or ``None``.
+        icpa_means: (C, C) angles in degrees between centred class means (NaN for absent classes); above
+            :data:`~nctools.core.pair_angles.KEEP_ANGLES_UP_TO` classes a
+            :class:`~nctools.core.pair_angles.PairAngles`, which makes the rows asked for when indexed
+            (``icpa_means[rows]``; ``.full()`` makes the whole matrix).
+        icpa_classifier: (C, C) angles in degrees between classifier rows, or ``None``; a ``PairAngles``
+            above that many classes, like ``icpa_means``.
         audit: the many / medium / few minority-collapse table.
         notes: plain sentences about what could not be computed.
         options: the options the numbers were computed with.
@@ -47,8 +52,8 @@ class NCResult:
 
     summary: Summary
     per_class: pd.DataFrame
-    icpa_means: torch.Tensor
-    icpa_classifier: torch.Tensor | None
+    icpa_means: torch.Tensor | PairAngles
+    icpa_classifier: torch.Tensor | PairAngles | None
     audit: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
@@ -182,8 +187,9 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
     rows = None if weight is None else weight if c_used == num_classes else weight[ids]
     # NC3 first: its (C', C') cross-Gram is gone before the two angle matrices are made.
     dual = geo.duality_summary(rows, centred) if rows is not None else None
-    means_geo = geo.frame_summary(centred)
-    rows_geo = geo.frame_summary(rows) if rows is not None else None
+    keep = c_used <= KEEP_ANGLES_UP_TO  # above: PairAngles, rows of the angle matrices made when read
+    means_geo = geo.frame_summary(centred, keep_angles=keep)
+    rows_geo = geo.frame_summary(rows, keep_angles=keep) if rows is not None else None
     icpa_m = means_geo["icpa"]
     icpa_w = rows_geo["icpa"] if rows is not None else None
     optimum = geo.icpa_optimum_deg(c_used)
@@ -222,13 +228,13 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
     per_class["group"] = group_of
     _put = lambda col, values: per_class.__setitem__(col, _scatter(values, ids, num_classes))  # noqa: E731
     _put("mean_norm", mean_norms)
-    _put("nearest_angle_means", _nearest(icpa_m))
+    _put("nearest_angle_means", means_geo["nearest"])
     if rows is not None:
         _put("classifier_norm", rows_geo["norms"])
         if bias is not None:
             _put("bias", bias[ids])
         _put("self_duality_cos", duality)
-        _put("nearest_angle_classifier", _nearest(icpa_w))
+        _put("nearest_angle_classifier", rows_geo["nearest"])
 
     nc1_class = None
     if "pass2_counts" in stats:
@@ -271,13 +277,7 @@ def build_result(stats, plan, weight, bias, *, center, class_counts=None, groups
         if isinstance(value, float) and not math.isfinite(value):
             s[key] = None
             notes.append(f"{key} is not finite for this input (coinciding vectors?) and is reported as null")
-    icpa_means_full = icpa_m.cpu() if c_used == num_classes else _scatter_square(icpa_m, ids, num_classes)
-    if weight is None:
-        icpa_w_full = None
-    elif c_used == num_classes:
-        icpa_w_full = icpa_w.cpu()
-    else:  # rows of absent classes still have angles
-        icpa_w_full = geo.icpa_degrees(weight).cpu()
+    icpa_means_full, icpa_w_full = _full_angles(icpa_m, icpa_w, plan, weight, num_classes)
     options = {K.CENTER: center, "groups": list(check_groups(groups)), "squeeze_deg": squeeze_deg,
                "class_counts_given": class_counts is not None}
     return NCResult(s, per_class, icpa_means_full, icpa_w_full, audit, notes, options, result_verdict)
@@ -331,11 +331,22 @@ def _pass2_metrics(stats, plan, s, per_class, has_classifier: bool, notes: list[
     return nc1_class
 
 
-def _nearest(angles: torch.Tensor) -> torch.Tensor:
-    """Angle to the nearest other vector, per row (the diagonal is masked in place, then restored)."""
-    nearest = angles.fill_diagonal_(float("inf")).min(dim=1).values
-    angles.fill_diagonal_(0.0)
-    return nearest
+def _full_angles(icpa_m, icpa_w, plan, weight, num_classes: int):
+    """The result's (C, C) angle matrices over every class (NaN for the means of absent classes; the rows
+    of absent classes still have angles), whole or as PairAngles like the analysed ones."""
+    ids, c_used = plan.present_ids, len(plan.present_ids)
+    if c_used == num_classes:
+        return _on_host(icpa_m), None if icpa_w is None else _on_host(icpa_w)
+    if isinstance(icpa_m, PairAngles):
+        centred = torch.full((num_classes, plan.centred.shape[1]), float("nan"), dtype=torch.float64)
+        centred[ids.cpu()] = plan.centred.double().cpu()
+        return PairAngles(centred), None if weight is None else PairAngles(weight.cpu())
+    return (_scatter_square(icpa_m, ids, num_classes),
+            None if weight is None else geo.icpa_degrees(weight).cpu())
+
+
+def _on_host(angles):
+    return angles.cpu()  # a tensor or PairAngles
 
 
 def _scatter(values: torch.Tensor, ids: torch.Tensor, size: int) -> np.ndarray:

@@ -123,6 +123,7 @@ def test_smoke_runs_every_step_on_the_cpu(cifar10_root, cifar100_root, tmp_path)
     assert not any(re.fullmatch(r"runs/[^/]+/dumps(-test)?/.+", m) for m in members), sorted(members)
 
 
+@pytest.mark.slow  # 35 s of real training; the launcher's deadline test (test_launcher.py) stays in the default run
 def test_runs_past_the_deadline_are_cut_and_resumable(tmp_path):
     out = tmp_path / "runs"
     helper = [sys.executable, "-m", "experiments.gpu_runs"]

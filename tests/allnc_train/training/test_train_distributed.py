@@ -202,6 +202,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # 25 s under torchrun; the DDP runs of this file stay in the default run
 def test_cli_under_torchrun_trains_and_resumes(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

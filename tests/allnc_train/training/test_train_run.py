@@ -61,7 +61,8 @@ def test_one_epoch_smoke_run_writes_loadable_dumps(cifar10_root, tmp_path, metho
     assert not list((tmp_path / "run").rglob(".*tmp*"))  # atomic writes leave no temporary files
 
 
-@pytest.mark.parametrize("pipeline", ["batched", "loader"])
+# The loader pipeline's run (20 s) is slow; the batched one and the killed CLI run below stay in the default run.
+@pytest.mark.parametrize("pipeline", ["batched", pytest.param("loader", marks=pytest.mark.slow)])
 def test_stopped_and_resumed_run_is_bitwise_identical(cifar10_root, tmp_path, pipeline):
     cfg = small_cifar("allnc", cifar10_root, "optim.epochs=2", "run.dump_every=0", "optim.warmup_epochs=1",
                       f"data.pipeline={pipeline}")
@@ -130,6 +131,7 @@ def tail_angles(out: Path, counts: list[int]) -> tuple[float, float]:
     return _mean_pairwise_angle_deg(W[tail]), _mean_pairwise_angle_deg(centred[tail])
 
 
+@pytest.mark.slow  # 30 s; the short claims test (tests/experiments/test_ufm_claims.py) stays in the default run
 def test_unconstrained_features_show_minority_collapse_under_ce_and_allnc_counters_it(tmp_path):
     optimum = icpa_optimum_deg(10)  # 96.38 degrees
     record = train(_ufm("ce"), tmp_path / "ce")

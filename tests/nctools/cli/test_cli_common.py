@@ -72,22 +72,27 @@ def _console(*args, cwd):
     return subprocess.run([exe, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=240)
 
 
-def test_console_script_runs_every_command(tmp_path):
-    run_a = make_run(tmp_path / "run_a", ratio=10)
-    run_b = make_run(tmp_path / "run_b", ratio=100)
-    dump = run_a / "dumps" / "epoch_0003.safetensors"
+def test_console_script_analyzes_and_refuses(tmp_path):
+    """The installed ``nctools`` script in a real process: one analysis, one refused input."""
+    dump = make_dump(tmp_path / "d.safetensors")
     done = _console("analyze", dump, "--out", "rep", "--quiet", "--format", "json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)["summary"]) == set(nctools.SUMMARY_KEYS) and done.stderr == ""
+    bad = _console("analyze", tmp_path / "missing.pt", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines() == [f"Error: {tmp_path / 'missing.pt'}: no such file."]
+
+
+@pytest.mark.slow  # 35 s: every command's figures in its own process; in-process, each is in the default run
+def test_console_script_runs_every_command(tmp_path):
+    run_a = make_run(tmp_path / "run_a", ratio=10)
+    run_b = make_run(tmp_path / "run_b", ratio=100)
     done = _console("track", run_a, "--out", "trk", cwd=tmp_path)
     assert done.returncode == 0 and (tmp_path / "trk" / "track.csv").is_file(), done.stderr
     done = _console("compare", run_a, run_b, "--out", "cmp", "--quiet", cwd=tmp_path)
     assert done.returncode == 0 and (tmp_path / "cmp" / "vs_ratio.pdf").is_file(), done.stderr
     done = _console("demo", "--quiet", cwd=tmp_path)
     assert done.returncode == 0 and (tmp_path / "nctools-demo" / "report.pdf").is_file(), done.stderr
-    bad = _console("analyze", tmp_path / "missing.pt", cwd=tmp_path)
-    assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr.strip().splitlines() == [f"Error: {tmp_path / 'missing.pt'}: no such file."]
 
 
 # --------------------------------------------------------------------------- one version, one JSON shape
