@@ -265,18 +265,22 @@ def duality_cosines(weight: torch.Tensor, centred_means: torch.Tensor) -> torch.
     return duality_summary(weight, centred_means)["cosines"]
 
 
-def _distance_block(v: torch.Tensor, sq: torch.Tensor, start: int) -> torch.Tensor:
-    """Squared distances from rows start.. of v (a block) to every row, float64."""
-    rows = slice(start, start + _BLOCK)
+def distance_rows(v: torch.Tensor, sq: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(len(rows), k) squared distances from the rows ``rows`` of ``v`` (k, d) to every row, in ``v``'s
+    dtype (float64); ``sq`` holds each row's squared norm."""
     scale = sq[rows].unsqueeze(1) + sq.unsqueeze(0)
     block = (scale - 2.0 * (v[rows] @ v.T)).clamp_min_(0.0)
     # ||a||^2 + ||b||^2 - 2 a.b cancels for pairs much closer than their norms: recompute those
     # as ||a - b||^2 (relative error of the Gram form there > ~1e-13).
     i, j = torch.nonzero(block < 1e-3 * scale, as_tuple=True)
-    block[i, j] = (v[i + start] - v[j]).square().sum(1)
-    diag = torch.arange(block.shape[0], device=v.device)
-    block[diag, diag + start] = 0.0
+    block[i, j] = (v[rows[i]] - v[j]).square().sum(1)
+    block[torch.arange(len(rows), device=v.device), rows] = 0.0
     return block
+
+
+def _distance_block(v: torch.Tensor, sq: torch.Tensor, start: int) -> torch.Tensor:
+    """Squared distances from rows start.. of v (a block of ``_BLOCK``) to every row, float64."""
+    return distance_rows(v, sq, torch.arange(start, min(start + _BLOCK, v.shape[0]), device=v.device))
 
 
 def squared_distances(vectors: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
-from .geometry import squared_distances
+from .geometry import distance_rows
 from .reducer import Entry, State, StateSpec
 from .sums import Scratch
 
@@ -78,8 +78,9 @@ class Pass2Plan:
     # Decisions are scored against the sample's own class, so that float32 rounding scales with
     # the gaps between classes, not with the size of the features (two nearly merged tail means
     # stay apart; a large common offset cancels). These three tables are in the scaled units:
-    logit_gap: torch.Tensor | None  # (C', C) (w_c - w_y).mu_y + b_c - b_y: logits - own logit at h = mu_y
-    mean_dist_sq: torch.Tensor | None  # (C', C') ||mu_c - mu_y||^2 (None: no nearest-centre tables)
+    # Above WHOLE_TABLES_UP_TO classes the first two are TableRows: the rows a chunk's labels need.
+    logit_gap: torch.Tensor | TableRows | None  # (C', C) (w_c - w_y).mu_y + b_c - b_y: logits - own logit at h = mu_y
+    mean_dist_sq: torch.Tensor | TableRows | None  # (C', C') ||mu_c - mu_y||^2 (None: no nearest-centre tables)
     to_scores: torch.Tensor | None  # (k, C') (U S)^T = V^T M~^T: projections -> dot products with M~
     inv_singular: torch.Tensor  # (k,) 1/s, float64 when the means are too ill-conditioned for float32
     # Pass 2 measures r = h - round(mu_y); these undo the rounding, per class and exactly, since
@@ -88,6 +89,41 @@ class Pass2Plan:
     delta_sq: torch.Tensor  # (C',) float64 ||mu - round(mu)||^2
     nc1_offset_sq: torch.Tensor  # (C',) float64 ||S^-1 V^T (mu - round(mu))||^2
     delta_sum: torch.Tensor  # (C',) float64 sum_j (mu - round(mu))_j: a class's checksum is n_c times it
+
+
+# Above this many present classes pass 2 does not hold its (C', C') and (C', C) look-up tables (float32:
+# 1.6 GB each at 20,000 classes, 10 GB at 50,000) but makes, per chunk, the rows its labels need.
+WHOLE_TABLES_UP_TO = 8192
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """A look-up table of pass 2 made a few rows at a time: for each chunk, the rows of its labels (the
+    same values as the whole table's rows)."""
+
+    make: Callable[[torch.Tensor], torch.Tensor]  # positions among the present classes (u,) -> rows (u, width)
+
+    def gather(self, positions: torch.Tensor) -> torch.Tensor:
+        """``table[positions]``, each distinct row made once."""
+        distinct, inverse = torch.unique(positions, return_inverse=True)
+        return self.make(distinct)[inverse]
+
+
+def _table(make: Callable[[torch.Tensor], torch.Tensor], count: int, width: int, dtype: torch.dtype,
+           device: torch.device) -> torch.Tensor | TableRows:
+    """The (count, width) table whose rows ``make`` gives: whole, filled 1024 rows at a time (a float64
+    block of C'^2 is 530 MB at iNaturalist's size), or above WHOLE_TABLES_UP_TO rows a TableRows."""
+    if count > WHOLE_TABLES_UP_TO:
+        return TableRows(make)
+    table = torch.empty(count, width, dtype=dtype, device=device)
+    for start in range(0, count, 1024):
+        table[start:start + 1024] = make(torch.arange(start, min(start + 1024, count), device=device))
+    return table
+
+
+def _table_rows(scratch: Scratch, name: str, table: torch.Tensor | TableRows, positions: torch.Tensor) -> torch.Tensor:
+    """Rows ``positions`` of a pass-2 table, in the scratch tensor ``name`` when the table is whole."""
+    return table.gather(positions) if isinstance(table, TableRows) else scratch.gather(name, table, positions)
 
 
 # Eigenvalues of the Gram matrix M~ M~^T are exact to about eps64 * lambda_max, so the Gram route
@@ -166,14 +202,19 @@ def make_plan(counts, sums, weight, bias, center: str, compute_dtype: torch.dtyp
     means_c = (means if scale == 1.0 else means * scale).to(compute_dtype)
     rounded = means_c.to(_F64) if scale == 1.0 else means_c.to(_F64) / scale  # round(mu), unscaled
     delta = means - rounded  # (C', d) round-off of the means
-    logit_gap = None
-    if weight is not None:  # (C', C), a block of classes at a time (C'^2 float64 is 530 MB for iNat)
-        logit_gap = torch.empty(len(present_ids), weight.shape[0], dtype=compute_dtype, device=means.device)
-        for start in range(0, len(present_ids), 1024):
-            rows = slice(start, start + 1024)
+    count, device = len(present_ids), means.device
+    logit_gap = mean_dist_sq = None
+    if weight is not None:
+        def gap_rows(rows: torch.Tensor) -> torch.Tensor:
             logits = rounded[rows] @ weight.T + (0.0 if bias is None else bias)  # at the rounded means
             gap = logits - logits.gather(1, present_ids[rows].unsqueeze(1))
-            logit_gap[rows] = gap if scale * weight_scale == 1.0 else gap * (scale * weight_scale)
+            return (gap if scale * weight_scale == 1.0 else gap * (scale * weight_scale)).to(compute_dtype)
+
+        logit_gap = _table(gap_rows, count, weight.shape[0], compute_dtype, device)
+    if nearest:
+        norms_sq = centred_s.square().sum(1)
+        mean_dist_sq = _table(lambda rows: distance_rows(centred_s, norms_sq, rows).to(compute_dtype),
+                              count, count, compute_dtype, device)
     rows_t = None if weight is None else weight.T if weight_scale == 1.0 else weight.T * weight_scale
     return Pass2Plan(
         present=present,
@@ -190,7 +231,7 @@ def make_plan(counts, sums, weight, bias, center: str, compute_dtype: torch.dtyp
         means_c=means_c,
         projector=(basis if weight is None else torch.cat([basis, rows_t], dim=1)).to(compute_dtype).contiguous(),
         logit_gap=logit_gap,
-        mean_dist_sq=squared_distances(centred_s, dtype=compute_dtype) if nearest else None,
+        mean_dist_sq=mean_dist_sq,
         to_scores=(centred_s @ basis).T.to(compute_dtype).contiguous() if nearest else None,
         inv_singular=(1.0 / singular_s).to(compute_dtype if _well_conditioned(singular_s) else _F64),
         delta_sq=delta.square().sum(1),
@@ -244,7 +285,7 @@ def add_residuals(state: State, plan: Pass2Plan, h: torch.Tensor, y: torch.Tenso
         if decisions:
             # ||h - mu_c||^2 = ||r||^2 + 2 r.(mu~_y - mu~_c) + ||mu_y - mu_c||^2, and r.mu~_c = (V^T r).(V^T mu~_c):
             # minus a per-sample constant, the score is ||mu_y - mu_c||^2 - 2 (V^T r).(V^T mu~_c).
-            scores = scratch.gather("scores", plan.mean_dist_sq, yp).addmm_(proj, plan.to_scores, alpha=-2.0)
+            scores = _table_rows(scratch, "scores", plan.mean_dist_sq, yp).addmm_(proj, plan.to_scores, alpha=-2.0)
             nearest = scores.argmin(1)
         add = lambda name, values: state[name].index_add_(0, y, values.to(_F64))  # noqa: E731
         unscaled = lambda values, power: values.to(_F64).mul_(1.0 / plan.scale ** power)  # noqa: E731 - exact
@@ -264,7 +305,7 @@ def add_residuals(state: State, plan: Pass2Plan, h: torch.Tensor, y: torch.Tenso
             add("ncc_hits", nearest == yp)
         if logits:
             # W h + b minus the sample's own-class logit (a per-sample constant): W r + gap[y].
-            predicted = out[:, k:].add_(scratch.gather("logits", plan.logit_gap, yp)).argmax(1)
+            predicted = out[:, k:].add_(_table_rows(scratch, "logits", plan.logit_gap, yp)).argmax(1)
             if "hits" in state:
                 add("hits", predicted == y)
             if "mismatch" in state:

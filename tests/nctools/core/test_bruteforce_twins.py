@@ -9,6 +9,8 @@ import torch
 
 import nctools
 from nctools import functional
+from nctools.core.keys import ETF_GAPS
+from nctools.core.pair_angles import PairAngles
 from tests.helpers.bruteforce import SUMMARY_TWINS, brute_force
 from tests.helpers.datagen import as_numpy64, lt_counts, make_features
 
@@ -71,6 +73,32 @@ def test_float32_inputs_match_twin(case):
     feats, labels, w, b = make_features(spec.pop("counts"), spec.pop("dim"), dtype=torch.float32, **spec)
     result, twin = run_both(feats, labels, w, b, chunk_size=37)
     assert_matches_twin(result, twin, rtol=1e-6, atol=1e-9)
+
+
+MANY_CLASS_CASES = {
+    **CASES,
+    "absent_class": dict(counts=[30, 0, 25, 9, 12, 0, 22], dim=12, spread=4.0),
+    "d_below_c_minus_1": dict(counts=lt_counts(40, 12, 20), dim=5, spread=2.0),
+    "near_collapsed": dict(counts=[60, 30, 20, 12, 8], dim=32, spread=3e-4, offset=20.0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MANY_CLASS_CASES))
+def test_the_many_class_path_matches_twin(case, monkeypatch):
+    """What runs above 8,192 classes, forced at 3: pass 2 makes its look-up table rows per chunk and the
+    angle matrices are made when read (PairAngles); every number still matches the float64 twin."""
+    from nctools.core import residuals
+    from nctools.core import result as result_module
+
+    monkeypatch.setattr(residuals, "WHOLE_TABLES_UP_TO", 3)
+    monkeypatch.setattr(result_module, "KEEP_ANGLES_UP_TO", 3)
+    spec = dict(MANY_CLASS_CASES[case])
+    counts = spec.pop("counts")
+    feats, labels, w, b = make_features(counts, spec.pop("dim"), dtype=torch.float32, **spec)
+    result, twin = run_both(feats, labels, w, b, num_classes=len(counts), chunk_size=37)
+    assert isinstance(result.icpa_means, PairAngles)
+    skip = ETF_GAPS if case == "d_below_c_minus_1" else ()
+    assert_matches_twin(result, twin, rtol=1e-6, atol=1e-9, skip=skip)
 
 
 def test_cifar_lt_sized_input_matches_twin():
