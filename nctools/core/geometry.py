@@ -298,9 +298,10 @@ def cdnv_mean(within_var: torch.Tensor, centred_means: torch.Tensor) -> float:
     """Mean over unordered pairs of (V_c + V_c') / (2 ||mu_c - mu_c'||^2) (CDNV, Galanti et al. 2022)."""
     v = centred_means.double()
     k, sq, total = v.shape[0], v.square().sum(1), 0.0
-    for start in range(0, k, _BLOCK):
-        block = _distance_block(v, sq, start)
-        ratio = (within_var[start:start + _BLOCK].unsqueeze(1) + within_var.unsqueeze(0)) / (2.0 * block)
+    step = rows_per_block(k)  # a block's float64 temporaries near 64 MB each, however many classes
+    for start in range(0, k, step):
+        block = distance_rows(v, sq, torch.arange(start, min(start + step, k), device=v.device))
+        ratio = (within_var[start:start + step].unsqueeze(1) + within_var.unsqueeze(0)) / (2.0 * block)
         upper = torch.ones_like(ratio, dtype=torch.bool).triu_(start + 1)  # the pairs c < c'
         total += float(ratio[upper].sum())
     return total / (k * (k - 1) / 2)
