@@ -99,7 +99,8 @@ def _two_passes(features, checked: CheckedInputs, spec: StateSpec, center: str,
 
 def nc2(vectors: torch.Tensor) -> dict[str, object]:
     """NC2 of a set of class vectors (centred means or classifier rows), (k, d): ``equinorm``,
-    ``cos_std``, ``max_angle``, ``etf_error``, ``icpa`` (degrees), ``icpa_mean``, ``icpa_min``."""
+    ``cos_std``, ``max_angle``, ``etf_error``, ``icpa`` (degrees), ``icpa_mean``, ``icpa_min``,
+    ``nearest`` (per vector, the angle to its nearest other one) and ``norms``."""
     return frame_summary(vectors)
 
 
