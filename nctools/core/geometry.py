@@ -269,10 +269,10 @@ def distance_rows(v: torch.Tensor, sq: torch.Tensor, rows: torch.Tensor) -> torc
     """(len(rows), k) squared distances from the rows ``rows`` of ``v`` (k, d) to every row, in ``v``'s
     dtype (float64); ``sq`` holds each row's squared norm."""
     scale = sq[rows].unsqueeze(1) + sq.unsqueeze(0)
-    block = (scale - 2.0 * (v[rows] @ v.T)).clamp_min_(0.0)
+    block = torch.addmm(scale, v[rows], v.T, alpha=-2.0).clamp_min_(0.0)  # one pass: no temporaries
     # ||a||^2 + ||b||^2 - 2 a.b cancels for pairs much closer than their norms: recompute those
     # as ||a - b||^2 (relative error of the Gram form there > ~1e-13).
-    i, j = torch.nonzero(block < 1e-3 * scale, as_tuple=True)
+    i, j = torch.nonzero(block < scale.mul_(1e-3), as_tuple=True)
     block[i, j] = (v[rows[i]] - v[j]).square().sum(1)
     block[torch.arange(len(rows), device=v.device), rows] = 0.0
     return block

@@ -206,8 +206,9 @@ def make_plan(counts, sums, weight, bias, center: str, compute_dtype: torch.dtyp
     logit_gap = mean_dist_sq = None
     if weight is not None:
         def gap_rows(rows: torch.Tensor) -> torch.Tensor:
-            logits = rounded[rows] @ weight.T + (0.0 if bias is None else bias)  # at the rounded means
-            gap = logits - logits.gather(1, present_ids[rows].unsqueeze(1))
+            # logits at the rounded means
+            logits = rounded[rows] @ weight.T if bias is None else torch.addmm(bias, rounded[rows], weight.T)
+            gap = logits.sub_(logits.gather(1, present_ids[rows].unsqueeze(1)))
             return (gap if scale * weight_scale == 1.0 else gap * (scale * weight_scale)).to(compute_dtype)
 
         logit_gap = _table(gap_rows, count, weight.shape[0], compute_dtype, device)
