@@ -139,6 +139,33 @@ def group_order(groups: Sequence[str] | None, counts: Sequence[float] | None) ->
     return np.lexsort((np.arange(len(rank)), size, np.asarray(rank)))
 
 
+_ORDER_NOTE = "classes ordered by training count, largest first; lines split the many / medium / few groups"
+
+
+def _arranged(icpa_means, icpa_classifier, groups, counts, class_names):
+    """The two angle matrices as drawn, the group blocks, the class names in that order and the notes.
+
+    With ``groups`` the classes are ordered by group and training count (``counts``); above
+    :data:`MAX_HEATMAP_CLASSES` classes each matrix is pooled (a block of rows at a time); the diagonal
+    is blank."""
+    c = icpa_means.shape[0]
+    order = group_order(groups, counts) if groups is not None and len(groups) == c else None
+    blocks = _group_blocks([str(groups[i]) for i in order]) if order is not None else []
+    notes = [_ORDER_NOTE] if order is not None else []
+    if c > MAX_HEATMAP_CLASSES:
+        means, rows = pooled(icpa_means, order), None if icpa_classifier is None else pooled(icpa_classifier, order)
+        cells = means.shape[0]
+        blocks = [(name, round(start * cells / c), round(end * cells / c)) for name, start, end in blocks]
+        return means, rows, blocks, None, [*notes, pooled_note(c, cells)]
+    means, rows = _off_diagonal(_as_numpy(icpa_means)), _as_numpy(icpa_classifier)
+    rows = None if rows is None else _off_diagonal(rows)
+    if order is not None:
+        means = means[np.ix_(order, order)]
+        rows = None if rows is None else rows[np.ix_(order, order)]
+        class_names = None if class_names is None else [class_names[i] for i in order]
+    return means, rows, blocks, class_names, notes
+
+
 def icpa_heatmaps(icpa_means, icpa_classifier, optimum: float, class_names: Sequence[str] | None = None,
                   title: str | None = None, groups: Sequence[str] | None = None,
                   counts: Sequence[float] | None = None) -> Figure:
@@ -148,23 +175,7 @@ def icpa_heatmaps(icpa_means, icpa_classifier, optimum: float, class_names: Sequ
     training count (``counts``), largest first, with lines between the groups and their names on top.
     Above :data:`MAX_HEATMAP_CLASSES` classes each matrix is pooled into that many cells a side (the
     mean angle of the pairs in a cell), read a block of rows at a time, and the figure says so."""
-    c = icpa_means.shape[0]
-    order = group_order(groups, counts) if groups is not None and len(groups) == c else None
-    blocks: list[tuple[str, int, int]] = []
-    if order is not None:
-        blocks = _group_blocks([str(groups[i]) for i in order])
-    if c > MAX_HEATMAP_CLASSES:
-        means, rows = pooled(icpa_means, order), None if icpa_classifier is None else pooled(icpa_classifier, order)
-        cells = means.shape[0]
-        blocks = [(name, round(start * cells / c), round(end * cells / c)) for name, start, end in blocks]
-        class_names = None
-    else:
-        means, rows = _off_diagonal(_as_numpy(icpa_means)), _as_numpy(icpa_classifier)
-        rows = None if rows is None else _off_diagonal(rows)
-        if order is not None:
-            means = means[np.ix_(order, order)]
-            rows = None if rows is None else rows[np.ix_(order, order)]
-            class_names = None if class_names is None else [class_names[i] for i in order]
+    means, rows, blocks, class_names, notes = _arranged(icpa_means, icpa_classifier, groups, counts, class_names)
     fig = Figure(figsize=PAGE_SIZE, layout="constrained")
     axes = fig.subplots(1, 2)
     norm = _icpa_norm([means, rows], optimum)
@@ -176,41 +187,38 @@ def icpa_heatmaps(icpa_means, icpa_classifier, optimum: float, class_names: Sequ
         _heatmap(axes[1], rows, norm, "classifier rows", class_names, blocks)
     fig.colorbar(image, ax=list(axes), label=f"angle (degrees); ETF optimum {optimum:.2f}", shrink=0.9)
     fig.suptitle(literal(title or "Inter-class pairwise angles (ICPA)"))
-    notes = []
-    if order is not None:
-        notes.append("classes ordered by training count, largest first; lines split the many / medium / few groups")
-    if c > MAX_HEATMAP_CLASSES:
-        notes.append(pooled_note(c, means.shape[0]))
     if notes:
         fig.supxlabel("\n".join(notes), fontsize=8)
     return fig
 
 
-def icpa_grid(runs: Sequence[tuple[str, object, object]], optimum: float,
+def icpa_grid(runs: Sequence[tuple], optimum: float,
               class_names: Sequence[str] | None = None, title: str | None = None) -> Figure:
-    """Runs x {means, classifier rows} ICPA heatmaps on one colour scale (``runs``: (label, means, rows))."""
-    mats = [(label, _shown_matrix(m), None if w is None else _shown_matrix(w)) for label, m, w in runs]
-    norm = _icpa_norm([m for _, a, b in mats for m in (a, b)], optimum)
-    fig = Figure(figsize=(8.0, 3.6 * len(mats) + 0.6), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(len(mats), 2))
+    """Runs x {means, classifier rows} ICPA heatmaps on one colour scale. ``runs``: tuples (label, means,
+    rows) or (label, means, rows, groups, counts); with groups, each run's classes are ordered and split
+    by its own many / medium / few groups, as in :func:`icpa_heatmaps`."""
+    shown, notes = [], []
+    for label, means, rows, *grouping in runs:
+        groups, counts = (list(grouping) + [None, None])[:2]
+        m, w, blocks, names, run_notes = _arranged(means, rows, groups, counts, class_names)
+        shown.append((label, m, w, blocks, names))
+        notes += [n for n in run_notes if n not in notes]
+    norm = _icpa_norm([m for _, a, b, _, _ in shown for m in (a, b)], optimum)
+    fig = Figure(figsize=(8.0, 3.6 * len(shown) + 0.6), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(shown), 2))
     image = None
-    for (label, means, rows), (ax_m, ax_w) in zip(mats, axes):
+    for (label, means, rows, blocks, names), (ax_m, ax_w) in zip(shown, axes):
         label = label if len(label) <= 28 else "..." + label[-25:]  # keep long run paths from eating the axes
-        image = _heatmap(ax_m, means, norm, literal(f"{label}: means"), class_names)
+        image = _heatmap(ax_m, means, norm, literal(f"{label}: means"), names, blocks)
         if rows is None:
             ax_w.axis("off")
         else:
-            _heatmap(ax_w, rows, norm, literal(f"{label}: classifier"), class_names)
+            _heatmap(ax_w, rows, norm, literal(f"{label}: classifier"), names, blocks)
     fig.colorbar(image, ax=axes.ravel().tolist(), label=f"angle (degrees); ETF optimum {optimum:.2f}", shrink=0.6)
     fig.suptitle(literal(title or "ICPA at the last epoch"))
+    if notes:
+        fig.supxlabel("\n".join(notes), fontsize=8)
     return fig
-
-
-def _shown_matrix(matrix) -> np.ndarray:
-    """A heatmap's matrix as drawn: the diagonal blank, pooled above :data:`MAX_HEATMAP_CLASSES` classes."""
-    if matrix.shape[0] > MAX_HEATMAP_CLASSES:
-        return pooled(matrix)
-    return _off_diagonal(_as_numpy(matrix))
 
 
 def per_class_bars(per_class, class_names: Sequence[str] | None = None, title: str | None = None) -> Figure:

@@ -156,17 +156,22 @@ def verdict_words(status: str) -> str:
 # --------------------------------------------------------------------------- nctools analyze
 
 
+def _grouping(per_class) -> tuple[list, list]:
+    """A per-class table's group names and the counts the groups were drawn from (training counts if given)."""
+    size = "train_count" if "train_count" in per_class else "count"
+    return per_class["group"].tolist(), per_class[size].tolist()
+
+
 def analysis_figures(result, class_names: Sequence[str] | None = None, label: str = "") -> dict[str, Any]:
     """``{file stem: Figure}`` of one analysis, in report order."""
     from . import plots
 
     suffix = f" ({label})" if label else ""
-    table = result.per_class
-    size = "train_count" if "train_count" in table else "count"  # the counts the groups were drawn from
+    groups, counts = _grouping(result.per_class)
     return {
         "icpa": plots.icpa_heatmaps(result.icpa_means, result.icpa_classifier, result.summary[K.ICPA_OPTIMUM_DEG],
                                     class_names, title=f"Inter-class pairwise angles (ICPA){suffix}",
-                                    groups=table["group"].tolist(), counts=table[size].tolist()),
+                                    groups=groups, counts=counts),
         "per_class": plots.per_class_bars(result.per_class, class_names,
                                           title=f"Per-class norms and self-duality against class size{suffix}"),
         "cosines": plots.cosine_histogram(result.icpa_means, result.icpa_classifier, result.summary[K.NUM_CLASSES],
@@ -259,7 +264,7 @@ def compare_figures(tracks, labels: Sequence[str]) -> dict[str, Any]:
     from .plots import Panel, curves, icpa_grid
 
     optimum = tracks[0].last.summary[K.ICPA_OPTIMUM_DEG]
-    figures = {"icpa_grid": icpa_grid([(lab, t.last.icpa_means, t.last.icpa_classifier)
+    figures = {"icpa_grid": icpa_grid([(lab, t.last.icpa_means, t.last.icpa_classifier, *_grouping(t.last.per_class))
                                        for lab, t in zip(labels, tracks)], optimum, tracks[0].class_names)}
 
     def over_epochs(key):

@@ -165,6 +165,30 @@ def test_heatmap_draws_one_boundary_per_group_change():
     assert _boundaries(plain.axes[0]) == [] and plain.axes[0].child_axes == []  # no groups given: as before
 
 
+def test_compare_grid_orders_and_marks_each_run_by_its_own_groups():
+    """Two runs of different imbalance in compare's grid: each row of panels in its own group order,
+    with its own boundaries; a run given without groups is drawn as before."""
+    skewed = _analyze(counts=(15, 150, 4, 60, 8, 30))
+    flat = _analyze(counts=(150, 120, 110, 130, 140, 125))
+    grouping = lambda r: (r.per_class["group"].tolist(), r.per_class["count"].tolist())  # noqa: E731
+    fig = plots.icpa_grid([("skewed", skewed.icpa_means, skewed.icpa_classifier, *grouping(skewed)),
+                           ("flat", flat.icpa_means, flat.icpa_classifier, *grouping(flat)),
+                           ("plain", flat.icpa_means, flat.icpa_classifier)],
+                          skewed.summary["icpa_optimum_deg"], ["c0", "c1", "c2", "c3", "c4", "c5"])
+    means_a, rows_a, means_b, _, means_c, _ = fig.axes[:6]
+    for ax in (means_a, rows_a):
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["c1", "c3", "c5", "c0", "c4", "c2"]
+        assert len(_boundaries(ax)) == 4 and _group_names(ax) == ["many (1)", "medium (2)", "few (3)"]
+    assert [t.get_text() for t in means_b.get_yticklabels()] == ["c0", "c4", "c3", "c5", "c1", "c2"]
+    assert _boundaries(means_b) == [] and _group_names(means_b) == ["many (6)"]
+    assert _boundaries(means_c) == [] and means_c.child_axes == []
+    order = [1, 3, 5, 0, 4, 2]
+    off = ~np.eye(6, dtype=bool)
+    image = np.asarray(means_a.images[0].get_array())
+    assert np.allclose(image[off], skewed.icpa_means.numpy()[np.ix_(order, order)][off])
+    assert "training count" in fig.get_supxlabel()
+
+
 def test_analyze_command_report_opens_with_the_summary_page(tmp_path):
     dump = make_dump(tmp_path / "epoch_0005.safetensors", epoch=5)
     out = tmp_path / "report"
