@@ -7,8 +7,9 @@
 #   card         GPU name, memory, driver; python, torch, CUDA versions                 -> card.txt
 #   install      pip install -e . (no deps, no network): the entry points                -> install.txt
 #   gpu_tests    pytest -m gpu                                                           -> gpu_tests.txt
-#   core_tests   the core's tests with the GPU visible (device="auto" picks it)           -> core_tests.txt
-#   bench_core   bench_core.py on CUDA, N=100k d=2048 C=1000 (target <= 0.15 s, H100/H200) -> bench_core.txt
+#   bench_core   bench_core.py on CUDA, N=100k d=2048 C=1000 (target <= 0.15 s, H100/H200), with --profile:
+#                where analyze's time goes (phases, the copy and product floors, torch.profiler's top ops)
+#                                                                                         -> bench_core.txt
 #   bench_train  the throughput probe, about a minute: bench_train.py --device cuda --json, images/s of ce
 #                and allnc on this card, what the runs' wall times are read against   -> bench_train.jsonl
 #   data         the JPEGs of each dataset the runs train on (CIFAR-100 only when a CIFAR-100 run is asked for):
@@ -28,6 +29,8 @@
 #                accuracies, the nctools metrics of the final training-set dump and test_* of the final
 #                test-set dump, wall_s, the dumps' names) and those two dumps (float16); a cut run gets no row
 #                                  -> cifar10_lt_full.csv, cifar100_lt_full.csv, dumps/, analyze/ (their reports)
+#   core_tests   the core's tests with the GPU visible (device="auto" picks it), in whatever time the runs
+#                left: the runs come first                                                -> core_tests.txt
 #   pack         all of $OUT in device-check.tar.gz (15 MiB parts when larger), intermediate dumps left out
 # summary.txt: every step with its exit status, seconds and limit, or why it was skipped; then the runs
 # (finished, cut at which epoch, skipped and why), the table rows and the benchmark figures.
@@ -225,12 +228,10 @@ note "device_check.sh ($MODE) started $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(h
 # 1. The card and the versions.
 step card 30 bash -c card
 
-# 2. The GPU tests and the core's tests.
+# 2. The GPU tests (the core's other tests come after the runs, in the time they leave).
 if [[ $SMOKE == 1 ]]; then
     skip install "smoke: the code is read through PYTHONPATH, the environment is left alone"
     step gpu_tests 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/nctools/core/test_gpu.py
-    step core_tests 60 "$PY" -m pytest -q -p no:cacheprovider tests/nctools/core/test_reducer.py \
-        tests/nctools/core/test_inputs.py
 else
     # The entry points (checkpoint readers, console scripts) need the package installed; no network, so no
     # build isolation and no dependencies. Without it the code is still read through PYTHONPATH.
@@ -238,11 +239,6 @@ else
     "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null \
         || note "warning: torch sees no CUDA device; the CUDA steps below will fail"
     step gpu_tests 100 "$PY" -m pytest -q -p no:cacheprovider -m gpu
-    XDIST=()
-    "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n 8)
-    step core_tests 120 "$PY" -m pytest -q -p no:cacheprovider "${XDIST[@]}" tests/nctools/core/test_functional.py \
-        tests/nctools/core/test_reducer.py tests/nctools/core/test_bruteforce_twins.py \
-        tests/nctools/core/test_hostile_core.py tests/nctools/core/test_inputs.py
 fi
 
 # 3. bench_core on the device.
@@ -251,7 +247,7 @@ if [[ $SMOKE == 1 ]]; then
         --no-textbook
 else
     step bench_core 100 "$PY" benchmarks/bench_core.py --device cuda --n 100000 --dim 2048 --classes 1000 \
-        --no-textbook
+        --no-textbook --profile
 fi
 
 # 4. bench_train: the JSON lines (stdout) in bench_train.jsonl, the rest in bench_train.txt.
@@ -311,6 +307,15 @@ else
     step results 15 "$PY" -m experiments.gpu_runs results --out "$OUT/runs" --csv "$OUT/results.csv"
     step tables "$TABLES" "$PY" -m experiments.gpu_runs tables --out "$OUT" --seconds $(( TABLES - 5 ))
 fi
+
+# 5b. The core's tests with the device visible, in the time the runs left (skipped when they took it all).
+CORE_TESTS=(tests/nctools/core/test_reducer.py tests/nctools/core/test_inputs.py) XDIST=()
+if [[ $SMOKE == 0 ]]; then
+    CORE_TESTS+=(tests/nctools/core/test_functional.py tests/nctools/core/test_bruteforce_twins.py
+                 tests/nctools/core/test_hostile_core.py)
+    "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n 8)
+fi
+step core_tests 120 "$PY" -m pytest -q -p no:cacheprovider "${XDIST[@]}" "${CORE_TESTS[@]}"
 
 # 6. The summary: the runs, the tables and the figures, then the archive.
 {
