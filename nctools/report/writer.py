@@ -7,6 +7,7 @@ folder and moved into place only once all of them were written (:mod:`nctools.re
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,9 +49,13 @@ def _save_book(figures: dict[str, Any], path: Path) -> Path:
 def _write_figures(figures: dict[str, Any], folder: Path, png: bool, book: str = "report.pdf",
                    front: Sequence[Any] = ()) -> None:
     """Each figure as its own PDF (and PNG), and all of them in ``book`` after the ``front`` pages."""
-    for stem, fig in figures.items():
-        _save(fig, folder, stem, png)
-    _save_book({**{f" front {i}": page for i, page in enumerate(front)}, **figures}, folder / book)
+    with warnings.catch_warnings():
+        # matplotlib warns when placing a legend at loc="best" took over a second: on a loaded machine,
+        # not for lack of room. Nothing for the user to do, and it made the command's output depend on load.
+        warnings.filterwarnings("ignore", message='Creating legend with loc="best" can be slow')
+        for stem, fig in figures.items():
+            _save(fig, folder, stem, png)
+        _save_book({**{f" front {i}": page for i, page in enumerate(front)}, **figures}, folder / book)
 
 
 def _names(folder: Path) -> list[str]:
