@@ -278,11 +278,6 @@ def distance_rows(v: torch.Tensor, sq: torch.Tensor, rows: torch.Tensor) -> torc
     return block
 
 
-def _distance_block(v: torch.Tensor, sq: torch.Tensor, start: int) -> torch.Tensor:
-    """Squared distances from rows start.. of v (a block of ``_BLOCK``) to every row, float64."""
-    return distance_rows(v, sq, torch.arange(start, min(start + _BLOCK, v.shape[0]), device=v.device))
-
-
 def squared_distances(vectors: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """(k, k) squared distances between rows, computed in float64 (a block of rows at a time)
     and returned in ``dtype``."""
@@ -290,7 +285,8 @@ def squared_distances(vectors: torch.Tensor, dtype: torch.dtype = torch.float64)
     sq = v.square().sum(1)
     out = torch.empty(v.shape[0], v.shape[0], dtype=dtype, device=v.device)
     for start in range(0, v.shape[0], _BLOCK):
-        out[start:start + _BLOCK] = _distance_block(v, sq, start)
+        out[start:start + _BLOCK] = distance_rows(v, sq, torch.arange(start, min(start + _BLOCK, v.shape[0]),
+                                                                      device=v.device))
     return out
 
 

@@ -336,17 +336,13 @@ def _full_angles(icpa_m, icpa_w, plan, weight, num_classes: int):
     of absent classes still have angles), whole or as PairAngles like the analysed ones."""
     ids, c_used = plan.present_ids, len(plan.present_ids)
     if c_used == num_classes:
-        return _on_host(icpa_m), None if icpa_w is None else _on_host(icpa_w)
+        return icpa_m.cpu(), None if icpa_w is None else icpa_w.cpu()  # tensors or PairAngles
     if isinstance(icpa_m, PairAngles):
         centred = torch.full((num_classes, plan.centred.shape[1]), float("nan"), dtype=torch.float64)
         centred[ids.cpu()] = plan.centred.double().cpu()
         return PairAngles(centred), None if weight is None else PairAngles(weight.cpu())
     return (_scatter_square(icpa_m, ids, num_classes),
             None if weight is None else geo.icpa_degrees(weight).cpu())
-
-
-def _on_host(angles):
-    return angles.cpu()  # a tensor or PairAngles
 
 
 def _scatter(values: torch.Tensor, ids: torch.Tensor, size: int) -> np.ndarray:

@@ -199,7 +199,7 @@ def icpa_grid(runs: Sequence[tuple], optimum: float,
     by its own many / medium / few groups, as in :func:`icpa_heatmaps`."""
     shown, notes = [], []
     for label, means, rows, *grouping in runs:
-        groups, counts = (list(grouping) + [None, None])[:2]
+        groups, counts = grouping or (None, None)
         m, w, blocks, names, run_notes = _arranged(means, rows, groups, counts, class_names)
         shown.append((label, m, w, blocks, names))
         notes += [n for n in run_notes if n not in notes]
