@@ -2,6 +2,7 @@
 
     python -m experiments.evidence --csv docs/results/cifar10_lt.csv --claims docs/results/cifar10_lt_claims.csv
     python -m experiments.evidence --csv docs/results/cifar100_lt.csv --classes 100
+    python -m experiments.evidence --csv docs/results/cifar10_lt.csv --figure docs/figures/claims_cifar10_lt.pdf
     python -m experiments.evidence --list        # the claims alone, as docs/RESULTS.md pre-registers them
 
 Every claim of docs/RESULTS.md is written below, before the runs it is measured on (the pre-registration:
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +70,7 @@ class Claim:
     on: str  # train | train, sample centre | test | accuracy
     a: tuple[str, int]  # (method, beta) of the CSV
     b: tuple[str, int] | None  # None: a one-run claim
-    measure: Callable[[Row, float], float]  # (row, optimum) -> f; the claim is mean(f(A) - f(B)) > 0 (or f(A) > 0)
+    measure: Measure  # (row, optimum) -> f; the claim is mean(f(A) - f(B)) > 0 (or f(A) > 0)
     circular: str = ""  # what of ours optimises the measured quantity, if anything
 
     def differences(self, runs: dict, optimum: float) -> tuple[list[int], list[float]]:
@@ -88,19 +88,45 @@ class Claim:
         return [seeds[i] for i in keep], [d[i] for i in keep]
 
 
-def col(name: str, scale: float = 1.0) -> Callable[[Row, float], float]:
-    """A column of the CSV (NaN where the row has none: an older study without test dumps)."""
-    return lambda r, _: r.get(name, math.nan) * scale
+@dataclass(frozen=True)
+class Measure:
+    """f(row, optimum) of a claim: a CSV column as it is (``value``, times ``scale``), or in degrees from the
+    simplex angle: below it (``squeeze``, positive when squeezed) or either way (``off``). A column a row
+    lacks (an older study without test dumps) gives NaN."""
+    column: str
+    how: str = "value"  # value | squeeze | off
+    scale: float = 1.0
+
+    def __call__(self, row: Row, optimum: float) -> float:
+        v = row.get(self.column, math.nan)
+        return v * self.scale if self.how == "value" else optimum - v if self.how == "squeeze" else abs(optimum - v)
+
+    @property
+    def unit(self) -> str:
+        """What d is counted in: the panel of the claims figure."""
+        if self.how != "value":
+            return "degrees"
+        if self.column.endswith("_acc"):
+            return "accuracy points"
+        for part, unit in (("nc1", "NC1"), ("nc3", "NC3"), ("nc4", "NC4 mismatch")):
+            if part in self.column:
+                return unit
+        return self.column
 
 
-def squeeze(name: str) -> Callable[[Row, float], float]:
+def col(name: str, scale: float = 1.0) -> Measure:
+    """A column of the CSV."""
+    return Measure(name, "value", scale)
+
+
+def squeeze(name: str) -> Measure:
     """Degrees below the simplex angle (positive: squeezed)."""
-    return lambda r, opt: opt - r.get(name, math.nan)
+    return Measure(name, "squeeze")
 
 
-def off(name: str) -> Callable[[Row, float], float]:
+def off(name: str) -> Measure:
     """Degrees away from the simplex angle, either way."""
-    return lambda r, opt: abs(opt - r.get(name, math.nan))
+    return Measure(name, "off")
 
 
 CE, CE_BAL, LA, ETF, ALLNC = ("ce", 100), ("ce", 1), ("la", 100), ("etf", 100), ("allnc", 100)
@@ -249,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", type=Path, default=Path("docs/results/cifar10_lt.csv"))
     p.add_argument("--classes", type=int, default=10, help="number of classes (the simplex angle) [10]")
     p.add_argument("--claims", type=Path, help="also write the claims as CSV here")
+    p.add_argument("--figure", type=Path, help="also draw the claims (per-seed d, mean, 95 %% interval) as a PDF "
+                   "here, with a PNG twin beside it")
     p.add_argument("--list", action="store_true", help="print the pre-registered claims and exit")
     args = p.parse_args(argv)
     if args.list:
@@ -259,6 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     print(method_table(runs, TABLE) + "\n\n" + markdown(rows) + "\n\n" + tracking(runs))
     if args.claims:
         write_rows(args.claims, COLUMNS, rows)
+    if args.figure:
+        from experiments.evidence_figure import claims_figure, save_figure
+
+        try:
+            fig = claims_figure(runs, args.classes, title=f"{args.csv}: the claims, per seed and over seeds")
+        except ValueError as err:
+            print(f"error: {args.csv}: {err}", file=sys.stderr)
+            return 1
+        save_figure(fig, args.figure)
     return 0
 
 

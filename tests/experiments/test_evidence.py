@@ -91,3 +91,57 @@ def test_tracking_ranks_each_metric_against_test_accuracy_over_the_long_tailed_r
             ("allnc", 100): {s: {"test_acc": acc[3 + s], "nc1": nc1[3 + s]} for s in range(3)},
             ("ce", 1): {0: {"test_acc": 0.9, "nc1": 5.0}}}  # balanced: left out
     assert "| nc1 | -0.94 | 6 |" in evidence.tracking(runs)
+
+
+def _three_seed_csv(path):
+    rows = []
+    for seed, (ce, allnc) in enumerate([(80.0, 95.0), (84.0, 97.0), (82.0, 99.0)]):
+        rows.append({"method": "ce", "beta": 100, "seed": seed, "test_acc": 0.30 + 0.01 * seed,
+                     "few_acc": 0.05, "test_tail_icpa_mean_deg_means": ce})
+        rows.append({"method": "allnc", "beta": 100, "seed": seed, "test_acc": 0.33 + 0.01 * seed,
+                     "few_acc": 0.06 - 0.02 * (seed == 1), "test_tail_icpa_mean_deg_means": allnc})
+    _write(path, rows)
+    return path
+
+
+def test_measures_say_their_unit():
+    assert evidence.off("test_tail_icpa_mean_deg_means").unit == "degrees"
+    assert evidence.col("test_acc", 100).unit == "accuracy points"
+    assert evidence.col("test_nc3_self_duality").unit == "NC3"
+    assert evidence.col("nc1_tail").unit == "NC1"
+    assert evidence.col("test_nc4_ncc_mismatch").unit == "NC4 mismatch"
+    assert evidence.squeeze("x")({"x": 90.0}, 96.0) == pytest.approx(6.0)
+    assert math.isnan(evidence.col("absent")({}, 96.0))
+
+
+def test_claims_figure_draws_each_claim_with_runs_in_its_units_panel(tmp_path):
+    from experiments.evidence_figure import claims_figure
+
+    runs = evidence.load(_three_seed_csv(tmp_path / "r.csv"))
+    fig = claims_figure(runs, 10)
+    panels = {ax.get_xlabel().split(", ")[1].split(" (")[0]: [t.get_text() for t in ax.get_yticklabels()]
+              for ax in fig.axes}
+    # the CE-only claim, the AllNC-vs-CE angle claim; the accuracy claims; nothing of runs never made
+    assert panels == {"degrees": ["ce_tail_means_squeezed", "allnc_tail_means_test"],
+                      "accuracy points": ["acc_vs_ce", "few_vs_ce"]}
+    accuracy = fig.axes[1]
+    means = [line for line in accuracy.lines if line.get_marker() == "D"]
+    # acc_vs_ce holds (filled), few_vs_ce is open (hollow): d = +1, -1, +1 points
+    assert [evidence.verdict(d) for d in ([3.0] * 3, [1.0, -1.0, 1.0])] == ["holds", "open"]
+    assert means[0].get_markerfacecolor() != "white" and means[1].get_markerfacecolor() == "white"
+    bars = {line.get_ydata()[0]: tuple(line.get_xdata()) for line in accuracy.lines if line.get_linestyle() == "-"}
+    low, high = evidence.interval([1.0, -1.0, 1.0])[1:]
+    assert bars[1] == pytest.approx((low, high))  # few_vs_ce, the second row: its 95 % t interval
+
+
+def test_evidence_figure_option_writes_pdf_and_png_and_refuses_an_unrelated_csv(tmp_path, capsys):
+    csv_path = _three_seed_csv(tmp_path / "r.csv")
+    assert evidence.main(["--csv", str(csv_path), "--figure", str(tmp_path / "fig" / "claims.pdf")]) == 0
+    assert (tmp_path / "fig" / "claims.pdf").read_bytes()[:4] == b"%PDF"
+    assert (tmp_path / "fig" / "claims.png").read_bytes()[:4] == b"\x89PNG"
+    _write(tmp_path / "other.csv", [{"method": "sgd", "beta": 1, "seed": 0, "test_acc": 0.5}])
+    capsys.readouterr()
+    assert evidence.main(["--csv", str(tmp_path / "other.csv"), "--figure", str(tmp_path / "o.pdf")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("no claim has a run in this results CSV: nothing to draw") and "\n" not in err
+    assert not (tmp_path / "o.pdf").exists()
