@@ -23,7 +23,9 @@ with the record on disk, so a resumed run keeps the epochs before it; nothing is
 symbolic link inside ``out``. Floating inputs are cast to the model's dtype (a half-precision model).
 
 Under ``torch.distributed`` every rank measures its share of the batches (batch ``i`` on rank
-``i % world``) and the statistics are all-reduced; rank 0 alone writes. Without ``out`` nothing is
+``i % world``) and the statistics are all-reduced; rank 0 alone writes. A rank whose own part fails (its
+batches, the model on them) tells the others before the next collective, and every rank gives up that
+epoch (:class:`RankFailed` on the ranks that did not fail), instead of waiting for it. Without ``out`` nothing is
 kept: the model runs over the loader twice, one pass per statistics pass, so the loader must give
 the same samples both times (no random augmentation; shuffling is fine).
 
@@ -38,6 +40,7 @@ the same samples both times (no random augmentation; shuffling is fine).
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -228,33 +231,48 @@ class EpochRecorder:
 
     # ------------------------------------------------------------------------------------------
     def _measure(self, model: torch.nn.Module, epoch: int):
-        """The result, and what ``_write`` needs (None without ``out``); every generator put back."""
+        """The result, and what ``_write`` needs (None without ``out``); every generator put back.
+
+        Under ``torch.distributed`` each rank's own work (its batches through the model, its updates) ends
+        in :func:`_together` before the next collective: a rank that failed tells the others, and every
+        rank raises instead of waiting for it in an all-reduce it will never join."""
         state = _rng_state()
+        device = _device_of(model)
         try:
-            with FeatureTap(model, self.layer) as tap:
-                device = _device_of(tap.net)
-                weight, bias = tap.classifier()
-                c = self.num_classes or (weight.shape[0] if weight is not None else None)
-                if c is None:
-                    raise ValueError(f"layer {tap.name!r} has no weight; pass num_classes")
-                acc = NeuralCollapse(c, weight, bias, center=self.center, device=device)
-                kept = None
-                if self.out is not None:  # device memory stays at one batch; measured on the features as dumped
-                    kept = [(h.cpu(), y.cpu()) for h, y in self._batches(tap, device)]
+            with contextlib.ExitStack() as stack:
+                def start():
+                    tap = stack.enter_context(FeatureTap(model, self.layer))
+                    weight, bias = tap.classifier()
+                    c = self.num_classes or (weight.shape[0] if weight is not None else None)
+                    if c is None:
+                        raise ValueError(f"layer {tap.name!r} has no weight; pass num_classes")
+                    acc = NeuralCollapse(c, weight, bias, center=self.center, device=device)
+                    # with out, device memory stays at one batch and the metrics are of the features as dumped
+                    kept = None if self.out is None else [(h.cpu(), y.cpu()) for h, y in self._batches(tap, device)]
+                    return tap, weight, bias, acc, kept
+
+                tap, weight, bias, acc, kept = _together(start, device)
+                if kept is not None:
                     dtype = self._dump_dtype_for(kept, epoch, device)
                     kept = [(h.to(dtype), y) for h, y in kept]
-                for second in (False, True):  # without out the model runs once per pass: nothing is kept
-                    if second:
-                        acc.next_pass()
-                    batches = self._batches(tap, device) if kept is None else kept
+
+                def one_pass() -> int:  # without out the model runs once per pass: nothing is kept
                     seen = 0
-                    for h, y in batches:
+                    for h, y in self._batches(tap, device) if kept is None else kept:
                         acc.update(h.to(device), y.to(device))
                         seen += len(y)
-                    if not _any_rank(seen, device):
-                        raise ValueError("the data loader gave no samples to measure")
-                counts = self.class_counts if self.class_counts is not None else acc.statistics()["counts"].cpu()
-                result = acc.compute(class_counts=counts, groups=self.groups)
+                    return seen
+
+                if _together(one_pass, device, count=True) == 0:
+                    raise ValueError("the data loader gave no samples to measure")
+                acc.next_pass()
+                _together(one_pass, device)
+
+                def finish():
+                    counts = self.class_counts if self.class_counts is not None else acc.statistics()["counts"].cpu()
+                    return counts, acc.compute(class_counts=counts, groups=self.groups)
+
+                counts, result = _together(finish, device)  # no rank goes on to _write's gather alone
                 layer = tap.name
         finally:
             _set_rng_state(state)
@@ -292,9 +310,8 @@ class EpochRecorder:
         self.history.append({"epoch": epoch, **{k: result.summary[k] for k in K.SUMMARY_KEYS}})
 
     def _write(self, epoch: int, result: NCResult, kept, weight, bias, counts, layer: str) -> None:
-        feats = torch.cat([h for h, _ in kept])  # (n_rank, d), already in the dump's dtype
-        labels = torch.cat([y for _, y in kept])
-        feats, labels = _gather_to_main(feats, labels)
+        mine = (torch.cat([h for h, _ in kept]), torch.cat([y for _, y in kept])) if kept else None  # dump's dtype
+        feats, labels = _gather_to_main(mine)
         if feats is None:  # not rank 0
             return
         self.open()
@@ -324,13 +341,34 @@ def _class_indices(labels: torch.Tensor, index: int) -> torch.Tensor:
     return labels.long()
 
 
-def _any_rank(count: int, device: torch.device) -> bool:
-    """Whether any rank saw a sample (every rank takes part when ``torch.distributed`` is set up)."""
-    if _rank_world()[1] == 1:
-        return count > 0
-    total = torch.tensor([count], dtype=torch.int64, device=device)
-    torch.distributed.all_reduce(total)
-    return int(total) > 0
+class RankFailed(RuntimeError):
+    """Another process of the group failed its part of a measurement (this one did not)."""
+
+
+def _together(step: Callable[[], Any], device: torch.device, count: bool = False) -> Any:
+    """``step()`` on this rank, then, under ``torch.distributed``, one all-reduce in which every rank says
+    whether its step raised (and, with ``count``, adds the int it returned): a failure anywhere raises
+    everywhere, the failed rank's own error there and :class:`RankFailed` naming it elsewhere. Without it a
+    rank whose loader or model failed would leave the others waiting in the next collective. With ``count``
+    the sum over ranks is returned, else this rank's value."""
+    rank, world = _rank_world()
+    if world == 1:
+        return step()
+    error, value = None, None
+    try:
+        value = step()
+    except Exception as err:  # noqa: BLE001 - re-raised below, once every rank knows
+        error = err
+    flags = torch.zeros(world + 1, dtype=torch.int64, device=device)
+    flags[rank] = error is not None
+    flags[world] = int(value) if count and error is None else 0
+    torch.distributed.all_reduce(flags)
+    if error is not None:
+        raise error
+    failed = [r for r in range(world) if flags[r]]
+    if failed:
+        raise RankFailed(f"rank {failed[0]} of {world} failed to measure, so no rank measures this epoch")
+    return int(flags[world]) if count else value
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -345,15 +383,17 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _gather_to_main(feats: torch.Tensor, labels: torch.Tensor):
-    """Every rank's features and labels on rank 0 (``(None, None)`` elsewhere); as they are on one process."""
+def _gather_to_main(mine: tuple[torch.Tensor, torch.Tensor] | None):
+    """Every rank's (features, labels) on rank 0, as on one process (``(None, None)`` elsewhere); a rank that
+    had no batch sends None."""
     rank, world = _rank_world()
     if world == 1:
-        return feats, labels
+        return mine if mine is not None else (None, None)
     parts = [None] * world if rank == 0 else None
-    torch.distributed.gather_object((feats, labels), parts, dst=0)
+    torch.distributed.gather_object(mine, parts, dst=0)
     if rank != 0:
         return None, None
+    parts = [p for p in parts if p is not None]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 

@@ -311,3 +311,42 @@ def test_recorder_under_two_processes_equals_one(tmp_path):
             assert ranks[0][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
     dump = nctools.load_dump(out / "dumps" / "epoch_0001.safetensors")  # rank 0 gathered every sample
     assert dump.num_samples == sum(COUNTS) and sorted(dump.labels.tolist()) == sorted(y.tolist())
+
+
+def _batches(x, y, size):
+    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
+
+
+def _uneven_ranks_worker(rank: int, world: int, out: str) -> dict:
+    import warnings
+
+    torch.manual_seed(0)
+    net = mlp()
+    x, y = imbalanced()
+    # one batch in all: rank 1 has none to measure, and rank 0 must still write the whole dump
+    EpochRecorder([(x, y)], f"{out}/idle", dump_dtype="float32", class_counts=COUNTS).record(net, epoch=1)
+    good = _batches(x, y, 16)
+    bad = [(h, t.float() if i == 1 else t) for i, (h, t) in enumerate(good)]  # batch 1 is rank 1's
+    recorder = EpochRecorder(bad, f"{out}/fails", dump_dtype="float32", class_counts=COUNTS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        failed = recorder.try_record(net, epoch=1)
+    step = torch.ones(1)
+    torch.distributed.all_reduce(step)  # the training's own next collective still pairs up on every rank
+    recorder.dataloader = good
+    later = recorder.try_record(net, epoch=2)
+    return {"failed": failed is None, "warnings": [str(w.message) for w in caught], "step": float(step),
+            "later": later.summary["num_samples"]}
+
+
+def test_ranks_with_failing_or_no_batches_neither_hang_nor_lose_samples(tmp_path):
+    out = tmp_path / "run"
+    # rank 0's view; a rank left waiting fails after 60 s with a gloo error instead
+    got = run_processes(_uneven_ranks_worker, str(out), tmp_path=tmp_path, threads=1, timeout_s=60)
+    assert nctools.load_dump(out / "idle" / "dumps" / "epoch_0001.safetensors").num_samples == sum(COUNTS)
+    # a failure on rank 1 alone: every rank warns and goes on, and the next epoch measures again
+    assert got["failed"] and got["step"] == 2.0 and got["later"] == sum(COUNTS)
+    assert got["warnings"] == ["nctools: neural collapse was not measured at epoch 1: rank 1 of 2 failed to "
+                               "measure, so no rank measures this epoch; training goes on"]
+    assert not (out / "fails" / "dumps" / "epoch_0001.safetensors").exists()
+    assert (out / "fails" / "dumps" / "epoch_0002.safetensors").exists()
