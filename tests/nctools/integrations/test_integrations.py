@@ -285,44 +285,18 @@ def test_timm_bad_names_get_one_sentence(tmp_path, arch, message):
 # --------------------------------------------------------------------------- several processes
 
 
-def _recorder_worker(rank: int, world: int, out: str) -> None:
-    torch.manual_seed(0)
-    net = mlp()  # the same weights on every rank, as DDP keeps them
-    x, y = imbalanced()
-    recorder = EpochRecorder(DataLoader(TensorDataset(x, y), batch_size=16), out, dump_dtype="float32",
-                             class_counts=COUNTS)
-    result = recorder.record(net, epoch=1)
-    with open(f"{out}/rank{rank}.json", "w") as fh:
-        json.dump(result.summary, fh)
-
-
-def test_recorder_under_two_processes_equals_one(tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    run_processes(_recorder_worker, str(out), tmp_path=tmp_path)
-    torch.manual_seed(0)
-    net = mlp()
-    x, y = imbalanced()
-    single = EpochRecorder(DataLoader(TensorDataset(x, y), batch_size=16), class_counts=COUNTS).record(net, 1)
-    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
-    assert ranks[0] == ranks[1]  # every rank holds the all-reduced numbers
-    for key, value in single.summary.items():
-        if isinstance(value, float):
-            assert ranks[0][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
-    dump = nctools.load_dump(out / "dumps" / "epoch_0001.safetensors")  # rank 0 gathered every sample
-    assert dump.num_samples == sum(COUNTS) and sorted(dump.labels.tolist()) == sorted(y.tolist())
-
-
-def _batches(x, y, size):
-    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
-
-
-def _uneven_ranks_worker(rank: int, world: int, out: str) -> dict:
+def _recorder_worker(rank: int, world: int, out: str) -> dict:
+    """Everything the several-process tests check, in one pair of processes (spawning them costs seconds)."""
     import warnings
 
     torch.manual_seed(0)
-    net = mlp()
+    net = mlp()  # the same weights on every rank, as DDP keeps them
     x, y = imbalanced()
+    recorder = EpochRecorder(DataLoader(TensorDataset(x, y), batch_size=16), f"{out}/even", dump_dtype="float32",
+                             class_counts=COUNTS)
+    result = recorder.record(net, epoch=1)
+    with open(f"{out}/even/rank{rank}.json", "w") as fh:
+        json.dump(result.summary, fh)
     # one batch in all: rank 1 has none to measure, and rank 0 must still write the whole dump
     EpochRecorder([(x, y)], f"{out}/idle", dump_dtype="float32", class_counts=COUNTS).record(net, epoch=1)
     good = _batches(x, y, 16)
@@ -339,12 +313,38 @@ def _uneven_ranks_worker(rank: int, world: int, out: str) -> dict:
             "later": later.summary["num_samples"]}
 
 
-def test_ranks_with_failing_or_no_batches_neither_hang_nor_lose_samples(tmp_path):
-    out = tmp_path / "run"
-    # rank 0's view; a rank left waiting fails after 60 s with a gloo error instead
-    got = run_processes(_uneven_ranks_worker, str(out), tmp_path=tmp_path, threads=1, timeout_s=60)
+def _batches(x, y, size):
+    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """(run folder, rank 0's return) of one two-process gloo run of :func:`_recorder_worker`; a rank left
+    waiting fails after 60 s with a gloo error instead of hanging."""
+    tmp = tmp_path_factory.mktemp("ranks")
+    got = run_processes(_recorder_worker, str(tmp / "run"), tmp_path=tmp, threads=1, timeout_s=60)
+    return tmp / "run", got
+
+
+def test_recorder_under_two_processes_equals_one(two_ranks):
+    out = two_ranks[0] / "even"
+    torch.manual_seed(0)
+    net = mlp()
+    x, y = imbalanced()
+    single = EpochRecorder(DataLoader(TensorDataset(x, y), batch_size=16), class_counts=COUNTS).record(net, 1)
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1]  # every rank holds the all-reduced numbers
+    for key, value in single.summary.items():
+        if isinstance(value, float):
+            assert ranks[0][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    dump = nctools.load_dump(out / "dumps" / "epoch_0001.safetensors")  # rank 0 gathered every sample
+    assert dump.num_samples == sum(COUNTS) and sorted(dump.labels.tolist()) == sorted(y.tolist())
+
+
+def test_ranks_with_failing_or_no_batches_neither_hang_nor_lose_samples(two_ranks):
+    out, got = two_ranks
     assert nctools.load_dump(out / "idle" / "dumps" / "epoch_0001.safetensors").num_samples == sum(COUNTS)
-    # a failure on rank 1 alone: every rank warns and goes on, and the next epoch measures again
+    # a failure on rank 1 alone (rank 0's view): every rank warns and goes on, and the next epoch measures again
     assert got["failed"] and got["step"] == 2.0 and got["later"] == sum(COUNTS)
     assert got["warnings"] == ["nctools: neural collapse was not measured at epoch 1: rank 1 of 2 failed to "
                                "measure, so no rank measures this epoch; training goes on"]
