@@ -60,6 +60,7 @@ class Preprocessing:
     std: tuple[float, ...] | None = None
     resize: int | None = None
     interpolation: str = "bilinear"
+    crop: str = "center"  # center; or timm's squash / border, which its transform (make) carries out
     transform: Callable | None = field(default=None, compare=False, repr=False)
     make: Callable[[Preprocessing], Callable] | None = field(default=None, compare=False, repr=False)
     name: str | None = None
@@ -83,7 +84,7 @@ class Preprocessing:
         """What was used, as plain JSON values (for dump metadata and ``metrics.json``)."""
         if self.transform is not None:
             return {"transform": self.name}
-        out = {"size": self.size, "resize": self.resize or self.size, "crop": "center",
+        out = {"size": self.size, "resize": self.resize or self.size, "crop": self.crop,
                "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
         if self.name:
             out["transform"] = self.name
@@ -94,6 +95,11 @@ class Preprocessing:
     def describe(self) -> str:
         """One line: size, resize, crop, interpolation, mean and std (or the transform's name)."""
         return describe_preprocessing(self.record())
+
+
+# How the crop modes read in a report header (timm's names: a squash resize ignores the aspect ratio).
+CROP_WORDS = {"center": "centre crop", "squash": "squashed to a square, centre crop",
+              "border": "longest side resized, padded, centre crop"}
 
 
 def describe_preprocessing(record: dict) -> str:
@@ -108,7 +114,8 @@ def describe_preprocessing(record: dict) -> str:
     def numbers(values) -> str:
         return ",".join(f"{v:g}" for v in values)
 
-    text = (f"{record['size']} px (resize {record.get('resize', record['size'])}, centre crop, "
+    crop = CROP_WORDS.get(record.get("crop", "center"), f"{record.get('crop')} crop")
+    text = (f"{record['size']} px (resize {record.get('resize', record['size'])}, {crop}, "
             f"{record.get('interpolation', 'bilinear')}), mean {numbers(record['mean'])}, std {numbers(record['std'])}")
     if record.get("transform"):
         text += f", {record['transform']}"

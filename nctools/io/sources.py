@@ -321,7 +321,8 @@ def _timm_model(path: Path, found: list[Reading], name: str) -> tuple[Architectu
                                 crop_pct=1.0 if p.resize == p.size else crop_pct, crop_mode=mode, is_training=False)
 
     pre = Preprocessing(size, tuple(cfg["mean"]), tuple(cfg["std"]), resize=math.floor(size / crop_pct),
-                        interpolation=str(cfg["interpolation"]), make=make, name="timm create_transform", assumed=True)
+                        interpolation=str(cfg["interpolation"]), crop=str(mode), make=make,
+                        name="timm create_transform", assumed=True)
     return Architecture(model, size, (pre.mean, pre.std), pre), reading
 
 

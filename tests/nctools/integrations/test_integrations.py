@@ -265,6 +265,27 @@ def test_timm_state_dict_is_analysed_through_the_cli(tmp_path):
     assert metrics["options"]["arch"] == "timm:resnet18"
 
 
+def test_timm_records_the_crop_mode_its_transform_uses(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    import timm.data
+
+    from nctools.io.images import describe_preprocessing
+    from tests.helpers.cli import image_folder
+
+    resolve = timm.data.resolve_data_config
+    # dm_nfnet_f0 and other timm models default to crop_mode="squash"; resnet18 stands in for them (small)
+    monkeypatch.setattr(timm.data, "resolve_data_config", lambda *a, **k: {**resolve(*a, **k), "crop_mode": "squash"})
+    weights = tmp_path / "timm_resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict(), weights)
+    result = CliRunner().invoke(cli, ["analyze", str(weights), "--arch", "timm:resnet18", "--data",
+                                      str(image_folder(tmp_path / "imgs")), "--device", "cpu",
+                                      "--out", str(tmp_path / "out"), "--format", "json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)["options"]["preprocessing"]
+    assert record["crop"] == "squash" and record["transform"] == "timm create_transform"
+    assert "squashed to a square, centre crop" in describe_preprocessing(record)
+
+
 @pytest.mark.parametrize("arch, message", [
     ("timm:", "--arch timm: needs a model name after the colon"),
     ("timm:resnet9000", "unknown timm architecture 'resnet9000'"),
