@@ -97,6 +97,10 @@ class Measure:
     how: str = "value"  # value | squeeze | off
     scale: float = 1.0
 
+    def __post_init__(self):
+        if self.how not in ("value", "squeeze", "off"):
+            raise ValueError(f"how must be value, squeeze or off, got {self.how!r}")
+
     def __call__(self, row: Row, optimum: float) -> float:
         v = row.get(self.column, math.nan)
         return v * self.scale if self.how == "value" else optimum - v if self.how == "squeeze" else abs(optimum - v)
@@ -107,7 +111,7 @@ class Measure:
         if self.how != "value":
             return "degrees"
         if self.column.endswith("_acc"):
-            return "accuracy points"
+            return "accuracy points" if self.scale == 100 else "accuracy"
         for part, unit in (("nc1", "NC1"), ("nc3", "NC3"), ("nc4", "NC4 mismatch")):
             if part in self.column:
                 return unit
@@ -275,10 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", type=Path, default=Path("docs/results/cifar10_lt.csv"))
     p.add_argument("--classes", type=int, default=10, help="number of classes (the simplex angle) [10]")
     p.add_argument("--claims", type=Path, help="also write the claims as CSV here")
-    p.add_argument("--figure", type=Path, help="also draw the claims (per-seed d, mean, 95 %% interval) as a PDF "
-                   "here, with a PNG twin beside it")
+    p.add_argument("--figure", type=Path, help="also draw the claims (per-seed d, mean, 95 %% interval) as this "
+                   "PDF, with a PNG twin beside it")
     p.add_argument("--list", action="store_true", help="print the pre-registered claims and exit")
     args = p.parse_args(argv)
+    if args.figure and args.figure.suffix != ".pdf":
+        p.error(f"--figure {args.figure}: give a .pdf path (a .png twin is written beside it)")
     if args.list:
         print(preregistration())
         return 0

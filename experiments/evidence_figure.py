@@ -26,7 +26,7 @@ __all__ = ["claims_figure", "save_figure"]
 # What a claim is measured on -> its colour; the circular ones are drawn grey whatever they are on.
 ON_COLOUR = {"test": "tab:blue", "train, sample centre": "tab:green", "train": "tab:orange", "accuracy": "black"}
 CIRCULAR_COLOUR = "0.6"
-UNITS = ("degrees", "NC1", "NC3", "NC4 mismatch", "accuracy points")
+UNITS = ("degrees", "NC1", "NC3", "NC4 mismatch", "accuracy points", "accuracy")
 
 
 def _rows(runs: Mapping, num_classes: int, claims: Sequence[Claim]) -> dict[str, list[tuple[Claim, list[float]]]]:
@@ -73,7 +73,7 @@ def claims_figure(runs: Mapping, num_classes: int, claims: Sequence[Claim] = CLA
     handles = [Line2D([], [], marker="D", ls="-", color=c, label=on) for on, c in ON_COLOUR.items()]
     handles += [Line2D([], [], marker="D", ls="-", color=CIRCULAR_COLOUR, label="* optimised by our losses"),
                 Line2D([], [], marker="D", ls="none", color="0.2", mfc="white", label="open or pending (hollow)"),
-                Line2D([], [], marker="o", ls="none", color="0.2", alpha=0.45, ms=3.5, label="one seed")]
+                Line2D([], [], marker="o", ls="none", color="0.2", alpha=0.45, ms=3.5, label="d of each seed")]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=7.5, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)

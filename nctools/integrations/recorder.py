@@ -24,8 +24,11 @@ symbolic link inside ``out``. Floating inputs are cast to the model's dtype (a h
 
 Under ``torch.distributed`` every rank measures its share of the batches (batch ``i`` on rank
 ``i % world``) and the statistics are all-reduced; rank 0 alone writes. A rank whose own part fails (its
-batches, the model on them) tells the others before the next collective, and every rank gives up that
-epoch (:class:`RankFailed` on the ranks that did not fail), instead of waiting for it. Without ``out`` nothing is
+batches, the model on them, the local math after a reduction) tells the others before the next
+collective, and every rank gives up that epoch (:class:`RankFailed` on the ranks that did not fail) instead
+of waiting for it; every rank must be given the same ``out``, ``class_counts`` and ``dump_dtype`` (checked).
+Not covered: a rank failing inside a collective, one whose CUDA context is lost, and models whose forward
+communicates (FSDP, ZeRO-3: the ranks run different numbers of batches). Without ``out`` nothing is
 kept: the model runs over the loader twice, one pass per statistics pass, so the loader must give
 the same samples both times (no random augmentation; shuffling is fine).
 
@@ -52,6 +55,7 @@ import torch
 
 from ..core import keys as K
 from ..core.audit import DEFAULT_GROUPS
+from ..core.reducer import comm_device
 from ..core.result import NCResult
 from ..core.statistics import NeuralCollapse
 from ..errors import one_line
@@ -69,7 +73,7 @@ from ..io.run_folder import (
     remove_stale_temporaries,
 )
 
-__all__ = ["EpochRecorder", "LOGGED_KEYS", "run_pair", "run_keywords"]
+__all__ = ["EpochRecorder", "LOGGED_KEYS", "RankFailed", "run_pair", "run_keywords"]
 
 # The summary keys logged as scalars (``nc/<key>``) each time: the paper's curves.
 LOGGED_KEYS = (
@@ -233,9 +237,10 @@ class EpochRecorder:
     def _measure(self, model: torch.nn.Module, epoch: int):
         """The result, and what ``_write`` needs (None without ``out``); every generator put back.
 
-        Under ``torch.distributed`` each rank's own work (its batches through the model, its updates) ends
-        in :func:`_together` before the next collective: a rank that failed tells the others, and every
-        rank raises instead of waiting for it in an all-reduce it will never join."""
+        Under ``torch.distributed`` the work is cut into steps that :func:`_together` ends with one
+        all-reduce saying whether any rank failed: a rank's own work (its batches through the model, its
+        updates, the local math after a reduction) never stands between two collectives unannounced, so a
+        failure on one rank makes every rank raise instead of leaving the others waiting for it."""
         state = _rng_state()
         device = _device_of(model)
         try:
@@ -251,10 +256,10 @@ class EpochRecorder:
                     kept = None if self.out is None else [(h.cpu(), y.cpu()) for h, y in self._batches(tap, device)]
                     return tap, weight, bias, acc, kept
 
-                tap, weight, bias, acc, kept = _together(start, device)
+                tap, weight, bias, acc, kept = _together(start, device, same=self._settings())
                 if kept is not None:
                     dtype = self._dump_dtype_for(kept, epoch, device)
-                    kept = [(h.to(dtype), y) for h, y in kept]
+                    kept = _together(lambda: [(h.to(dtype), y) for h, y in kept], device)
 
                 def one_pass() -> int:  # without out the model runs once per pass: nothing is kept
                     seen = 0
@@ -265,18 +270,26 @@ class EpochRecorder:
 
                 if _together(one_pass, device, count=True) == 0:
                     raise ValueError("the data loader gave no samples to measure")
-                acc.next_pass()
+                _together(acc.next_pass, device)  # its reduction, then the class means' look-up tables
                 _together(one_pass, device)
 
                 def finish():
                     counts = self.class_counts if self.class_counts is not None else acc.statistics()["counts"].cpu()
-                    return counts, acc.compute(class_counts=counts, groups=self.groups)
+                    result = acc.compute(class_counts=counts, groups=self.groups)
+                    # this rank's share of the dump, made here so that nothing can fail before _write's gather
+                    mine = (torch.cat([h for h, _ in kept]), torch.cat([y for _, y in kept])) if kept else None
+                    return counts, result, mine
 
-                counts, result = _together(finish, device)  # no rank goes on to _write's gather alone
+                counts, result, mine = _together(finish, device)
                 layer = tap.name
         finally:
             _set_rng_state(state)
-        return result, None if kept is None else (kept, weight, bias, counts, layer)
+        return result, None if kept is None else (mine, weight, bias, counts, layer)
+
+    def _settings(self) -> int:
+        """What decides which collectives a measurement runs, as one small int: every rank must agree on it."""
+        return (self.out is None) + 2 * (self.class_counts is None) + 4 * list(_DTYPES).index(
+            str(self.dump_dtype).removeprefix("torch."))
 
     def _dump_dtype_for(self, kept, epoch: int, device: torch.device) -> torch.dtype:
         """The dump's dtype: the one asked for, or float32 when the features exceed its range (all ranks agree)."""
@@ -309,9 +322,8 @@ class EpochRecorder:
         self.history = [entry for entry in self.history if entry["epoch"] < epoch]
         self.history.append({"epoch": epoch, **{k: result.summary[k] for k in K.SUMMARY_KEYS}})
 
-    def _write(self, epoch: int, result: NCResult, kept, weight, bias, counts, layer: str) -> None:
-        mine = (torch.cat([h for h, _ in kept]), torch.cat([y for _, y in kept])) if kept else None  # dump's dtype
-        feats, labels = _gather_to_main(mine)
+    def _write(self, epoch: int, result: NCResult, mine, weight, bias, counts, layer: str) -> None:
+        feats, labels = _gather_to_main(mine)  # mine: this rank's (features, labels) in the dump's dtype, or None
         if feats is None:  # not rank 0
             return
         self.open()
@@ -345,12 +357,13 @@ class RankFailed(RuntimeError):
     """Another process of the group failed its part of a measurement (this one did not)."""
 
 
-def _together(step: Callable[[], Any], device: torch.device, count: bool = False) -> Any:
+def _together(step: Callable[[], Any], device: torch.device, count: bool = False, same: int | None = None) -> Any:
     """``step()`` on this rank, then, under ``torch.distributed``, one all-reduce in which every rank says
-    whether its step raised (and, with ``count``, adds the int it returned): a failure anywhere raises
-    everywhere, the failed rank's own error there and :class:`RankFailed` naming it elsewhere. Without it a
-    rank whose loader or model failed would leave the others waiting in the next collective. With ``count``
-    the sum over ranks is returned, else this rank's value."""
+    whether its step raised: a failure anywhere raises everywhere, the failed rank's own error there and
+    :class:`RankFailed` naming the failed ranks elsewhere. ``step`` must run no collective of its own before
+    its last one (then a rank failing early would meet the others in different all-reduces). With ``count``
+    the ints the ranks' steps return are summed and the sum returned, else this rank's value; ``same``, a
+    small int every rank must agree on, is checked in the same all-reduce."""
     rank, world = _rank_world()
     if world == 1:
         return step()
@@ -359,16 +372,24 @@ def _together(step: Callable[[], Any], device: torch.device, count: bool = False
         value = step()
     except Exception as err:  # noqa: BLE001 - re-raised below, once every rank knows
         error = err
-    flags = torch.zeros(world + 1, dtype=torch.int64, device=device)
+    # [failed flag per rank, the count, same, same squared]: ranks agree when world * sum(same^2) == sum(same)^2
+    mark = 0 if same is None else same
+    flags = torch.zeros(world + 3, dtype=torch.int64, device=comm_device(device))
     flags[rank] = error is not None
-    flags[world] = int(value) if count and error is None else 0
+    flags[world:] = torch.tensor([int(value) if count and error is None else 0, mark, mark * mark])
     torch.distributed.all_reduce(flags)
+    flags = flags.tolist()
+    if same is not None and world * flags[world + 2] != flags[world + 1] ** 2:
+        raise ValueError("the ranks measure with different settings (out, class_counts or dump_dtype given on "
+                         "some ranks only): give every rank the same ones, and rank 0 alone writes")
     if error is not None:
         raise error
     failed = [r for r in range(world) if flags[r]]
     if failed:
-        raise RankFailed(f"rank {failed[0]} of {world} failed to measure, so no rank measures this epoch")
-    return int(flags[world]) if count else value
+        names = ", ".join(map(str, failed))
+        raise RankFailed(f"rank{'s' * (len(failed) > 1)} {names} of {world} failed to measure, so no rank "
+                         "measures this epoch")
+    return flags[world] if count else value
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

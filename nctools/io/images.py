@@ -49,7 +49,8 @@ class Preprocessing:
 
     ``transform``, when set, is used as it is (a callable from a PIL image to a normalised float
     tensor, e.g. the user's own); ``make`` builds the transform from the fields instead of
-    torchvision's v2 pipeline (timm's ``create_transform``). ``name`` says where either came from.
+    torchvision's v2 pipeline (timm's ``create_transform``), and may crop otherwise (``crop``: timm's
+    ``squash`` or ``border``, recorded as such). ``name`` says where either came from.
 
     >>> Preprocessing(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).describe()
     '32 px (resize 32, centre crop, bilinear), mean 0.5,0.5,0.5, std 0.25,0.25,0.25'
@@ -65,6 +66,11 @@ class Preprocessing:
     make: Callable[[Preprocessing], Callable] | None = field(default=None, compare=False, repr=False)
     name: str | None = None
     assumed: bool = False  # a guess (not read from the weights, not given by the user)
+
+    def __post_init__(self):
+        if self.crop != "center" and self.make is None and self.transform is None:
+            raise ValueError(f"crop {self.crop!r} needs a make that carries it out; the built-in pipeline "
+                             "centre-crops only")
 
     def build(self) -> Callable:
         """The transform: image -> normalised float tensor (C, H, W)."""

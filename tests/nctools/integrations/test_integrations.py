@@ -267,14 +267,13 @@ def test_timm_state_dict_is_analysed_through_the_cli(tmp_path):
 
 def test_timm_records_the_crop_mode_its_transform_uses(tmp_path, monkeypatch):
     timm = pytest.importorskip("timm")
-    import timm.data
-
+    data = pytest.importorskip("timm.data")
     from nctools.io.images import describe_preprocessing
     from tests.helpers.cli import image_folder
 
-    resolve = timm.data.resolve_data_config
+    resolve = data.resolve_data_config
     # dm_nfnet_f0 and other timm models default to crop_mode="squash"; resnet18 stands in for them (small)
-    monkeypatch.setattr(timm.data, "resolve_data_config", lambda *a, **k: {**resolve(*a, **k), "crop_mode": "squash"})
+    monkeypatch.setattr(data, "resolve_data_config", lambda *a, **k: {**resolve(*a, **k), "crop_mode": "squash"})
     weights = tmp_path / "timm_resnet18.pth"
     torch.save(timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict(), weights)
     result = CliRunner().invoke(cli, ["analyze", str(weights), "--arch", "timm:resnet18", "--data",
@@ -307,7 +306,8 @@ def test_timm_bad_names_get_one_sentence(tmp_path, arch, message):
 
 
 def _recorder_worker(rank: int, world: int, out: str) -> dict:
-    """Everything the several-process tests check, in one pair of processes (spawning them costs seconds)."""
+    """Everything the several-process tests check, in one pair of processes (spawning them costs seconds);
+    each rank also writes what it saw to ``out/rank<r>.json``."""
     import warnings
 
     torch.manual_seed(0)
@@ -318,20 +318,33 @@ def _recorder_worker(rank: int, world: int, out: str) -> dict:
     result = recorder.record(net, epoch=1)
     with open(f"{out}/even/rank{rank}.json", "w") as fh:
         json.dump(result.summary, fh)
-    # one batch in all: rank 1 has none to measure, and rank 0 must still write the whole dump
-    EpochRecorder([(x, y)], f"{out}/idle", dump_dtype="float32", class_counts=COUNTS).record(net, epoch=1)
+    # one batch in all: rank 1 has none to measure (nor to find float16's range on), and rank 0 must still
+    # write the whole dump
+    EpochRecorder([(x, y)], f"{out}/idle", dump_dtype="float16", class_counts=COUNTS).record(net, epoch=1)
     good = _batches(x, y, 16)
     bad = [(h, t.float() if i == 1 else t) for i, (h, t) in enumerate(good)]  # batch 1 is rank 1's
+
+    def warned(recorder, epoch):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = recorder.try_record(net, epoch)
+        return result, [str(w.message) for w in caught if str(w.message).startswith("nctools:")]
+
+    seen = {}
     recorder = EpochRecorder(bad, f"{out}/fails", dump_dtype="float32", class_counts=COUNTS)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        failed = recorder.try_record(net, epoch=1)
+    failed, seen["fails"] = warned(recorder, 1)  # fails while the batches are kept for the dump
     step = torch.ones(1)
     torch.distributed.all_reduce(step)  # the training's own next collective still pairs up on every rank
     recorder.dataloader = good
     later = recorder.try_record(net, epoch=2)
-    return {"failed": failed is None, "warnings": [str(w.message) for w in caught], "step": float(step),
-            "later": later.summary["num_samples"]}
+    streamed, seen["streamed"] = warned(EpochRecorder(bad, class_counts=COUNTS), 1)  # fails in pass 1, no out
+    # the folder on rank 0 only: the ranks would run different collectives; every rank refuses instead
+    uneven, seen["uneven"] = warned(EpochRecorder(good, f"{out}/uneven" if rank == 0 else None), 1)
+    got = {"failed": [r is None for r in (failed, streamed, uneven)], "warnings": seen, "step": float(step),
+           "later": later.summary["num_samples"]}
+    with open(f"{out}/rank{rank}.json", "w") as fh:
+        json.dump(got, fh)
+    return got
 
 
 def _batches(x, y, size):
@@ -363,11 +376,25 @@ def test_recorder_under_two_processes_equals_one(two_ranks):
 
 
 def test_ranks_with_failing_or_no_batches_neither_hang_nor_lose_samples(two_ranks):
-    out, got = two_ranks
-    assert nctools.load_dump(out / "idle" / "dumps" / "epoch_0001.safetensors").num_samples == sum(COUNTS)
-    # a failure on rank 1 alone (rank 0's view): every rank warns and goes on, and the next epoch measures again
-    assert got["failed"] and got["step"] == 2.0 and got["later"] == sum(COUNTS)
-    assert got["warnings"] == ["nctools: neural collapse was not measured at epoch 1: rank 1 of 2 failed to "
-                               "measure, so no rank measures this epoch; training goes on"]
+    out = two_ranks[0]
+    idle = nctools.load_dump(out / "idle" / "dumps" / "epoch_0001.safetensors")
+    assert idle.num_samples == sum(COUNTS) and idle.features.dtype == torch.float16
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == two_ranks[1]
+    for got in ranks:  # every rank skipped the three failing measurements, then measured again
+        assert got["failed"] == [True, True, True] and got["step"] == 2.0 and got["later"] == sum(COUNTS)
+    # rank 1 says its own reason, rank 0 names rank 1; both in one warning each
+    own = ("nctools: neural collapse was not measured at epoch 1: batch 1 of the loader has torch.float32 labels; "
+           "neural collapse needs integer class indices; training goes on")
+    other = ("nctools: neural collapse was not measured at epoch 1: rank 1 of 2 failed to measure, so no rank "
+             "measures this epoch; training goes on")
+    for case in ("fails", "streamed"):
+        assert ranks[0]["warnings"][case] == [other] and ranks[1]["warnings"][case] == [own], case
+    for got in ranks:
+        assert got["warnings"]["uneven"] == [
+            "nctools: neural collapse was not measured at epoch 1: the ranks measure with different settings (out, "
+            "class_counts or dump_dtype given on some ranks only): give every rank the same ones, and rank 0 alone "
+            "writes; training goes on"]
     assert not (out / "fails" / "dumps" / "epoch_0001.safetensors").exists()
     assert (out / "fails" / "dumps" / "epoch_0002.safetensors").exists()
+    assert not (out / "uneven" / "dumps").exists()

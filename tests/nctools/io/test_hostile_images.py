@@ -77,3 +77,11 @@ def test_images_of_different_sizes_are_one_sentence(tmp_path):
                                          r"size \(--image-size N\)"):
         net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
         extract_features(net, Sized(), SourceOptions(batch_size=2, device="cpu", progress=False))
+
+
+def test_a_crop_mode_the_builtin_pipeline_cannot_carry_out_is_refused():
+    # only a make (timm's create_transform) squashes or pads; recording "squash" over a centre crop would lie
+    with pytest.raises(ValueError, match="crop 'squash' needs a make that carries it out"):
+        Preprocessing(16, (0.5,) * 3, (0.5,) * 3, crop="squash")
+    made = Preprocessing(16, (0.5,) * 3, (0.5,) * 3, crop="squash", make=lambda p: (lambda image: image))
+    assert made.record()["crop"] == "squash" and "squashed to a square" in made.describe()
