@@ -73,3 +73,22 @@ def test_row_is_nctools_analyze_on_its_committed_dumps(source, row):
         _check(row, _analyze(test), {f"test_{c}": SUMMARY_KEY.get(c, c) for c in TEST_METRICS})
     else:
         assert source.startswith("docs/results/v1/"), "every row of the evidence study has its test dump"
+
+
+@pytest.mark.parametrize("path", [p for p in RESULTS if p.with_name(p.stem + "_claims.csv").exists()],
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_committed_claims_are_what_the_committed_rows_give(path):
+    """docs/results/<study>_claims.csv is ``python -m experiments.evidence --claims`` on the rows beside it."""
+    from experiments import evidence
+
+    classes = 100 if "cifar100" in path.name else 10
+    want = evidence.evaluate(evidence.load(path), classes)
+    got = _rows(path.with_name(path.stem + "_claims.csv"))
+    assert [r["key"] for r in got] == [r["key"] for r in want]
+    for g, w in zip(got, want):
+        for column in evidence.COLUMNS:
+            if isinstance(w[column], float):
+                assert (g[column] == "nan") if w[column] != w[column] else float(g[column]) == pytest.approx(
+                    w[column], rel=1e-9), (w["key"], column)
+            else:
+                assert g[column] == str(w[column]), (w["key"], column)
