@@ -36,15 +36,26 @@ def _write(path, rows):
         writer.writerows(rows)
 
 
-def test_claims_pair_seeds_and_skip_what_was_not_run(tmp_path):
+def _three_seed_rows():
+    """CE-LT and AllNC, seeds 0-2: AllNC's few-shot means closer to the simplex angle and its accuracy 3 points
+    higher on every seed; its few-shot accuracy +1, -1, +1 points."""
     rows = []
     for seed, (ce, allnc) in enumerate([(80.0, 95.0), (84.0, 97.0), (82.0, 99.0)]):
         rows.append({"method": "ce", "beta": 100, "seed": seed, "test_acc": 0.30 + 0.01 * seed,
                      "few_acc": 0.05, "test_tail_icpa_mean_deg_means": ce})
         rows.append({"method": "allnc", "beta": 100, "seed": seed, "test_acc": 0.33 + 0.01 * seed,
-                     "few_acc": 0.06, "test_tail_icpa_mean_deg_means": allnc})
-    rows.append({"method": "la", "beta": 100, "seed": 0, "test_acc": 0.5, "few_acc": 0.2,
-                 "test_tail_icpa_mean_deg_means": 90.0})
+                     "few_acc": 0.06 - 0.02 * (seed == 1), "test_tail_icpa_mean_deg_means": allnc})
+    return rows
+
+
+def _three_seed_csv(path):
+    _write(path, _three_seed_rows())
+    return path
+
+
+def test_claims_pair_seeds_and_skip_what_was_not_run(tmp_path):
+    rows = _three_seed_rows() + [{"method": "la", "beta": 100, "seed": 0, "test_acc": 0.5, "few_acc": 0.2,
+                                  "test_tail_icpa_mean_deg_means": 90.0}]
     _write(tmp_path / "r.csv", rows)
     out = {r["key"]: r for r in evidence.evaluate(evidence.load(tmp_path / "r.csv"), 10)}
     opt = evidence.optimum_deg(10)
@@ -91,17 +102,6 @@ def test_tracking_ranks_each_metric_against_test_accuracy_over_the_long_tailed_r
             ("allnc", 100): {s: {"test_acc": acc[3 + s], "nc1": nc1[3 + s]} for s in range(3)},
             ("ce", 1): {0: {"test_acc": 0.9, "nc1": 5.0}}}  # balanced: left out
     assert "| nc1 | -0.94 | 6 |" in evidence.tracking(runs)
-
-
-def _three_seed_csv(path):
-    rows = []
-    for seed, (ce, allnc) in enumerate([(80.0, 95.0), (84.0, 97.0), (82.0, 99.0)]):
-        rows.append({"method": "ce", "beta": 100, "seed": seed, "test_acc": 0.30 + 0.01 * seed,
-                     "few_acc": 0.05, "test_tail_icpa_mean_deg_means": ce})
-        rows.append({"method": "allnc", "beta": 100, "seed": seed, "test_acc": 0.33 + 0.01 * seed,
-                     "few_acc": 0.06 - 0.02 * (seed == 1), "test_tail_icpa_mean_deg_means": allnc})
-    _write(path, rows)
-    return path
 
 
 def test_measures_say_their_unit():
