@@ -72,7 +72,7 @@ def write_results_md(runs: list[Run], out: Path, timings: dict[str, float], args
         parts += [f"## {fam.name}: {fam.description}", "",
                   _table(header, [_row(out, r, timings) for r in runs if r.family is fam and r.kind in LABELS
                                   and not r.kind.startswith("allnc_no")]), ""]
-        if fam.ablation_ratio is not None:
+        if fam.ablation_ratio is not None and fam.ablations:
             order = ["ce_lt", "allnc_lt", *ABLATIONS]
             abl = sorted([r for r in runs if r.family is fam and r.ratio == fam.ablation_ratio and r.kind in order],
                          key=lambda r: order.index(r.kind))

@@ -174,6 +174,13 @@ def test_cpu100_profile_is_cifar100_lt_width_2_two_seeds(tmp_path):
     assert "data.n_max=100" in lt.overrides and "d = 128" in fam.description
 
 
+def test_cpu100_analysis_has_no_ablation_group(tmp_path):
+    # cpu100 trains no ablations; planning its analysis once looked them up (a KeyError after all the training)
+    plan = _run("--profile", "cpu100", "--out", str(tmp_path), "--data100", "/data/c100", "--dry-run", timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    assert "compare/cifar100_r100 " in plan.stdout and "_ablation" not in plan.stdout
+
+
 def test_seeds_give_every_run_each_seed_and_train_seed_0_first(tmp_path):
     fam = paper_runs.profile_families("cpu_v1", with_cifar=True)[0]
     fam.seeds, fam.default_seeds = {}, [0, 1]
