@@ -5,7 +5,10 @@ docs/ALLNC.md), and the full-size runs on a lent GPU machine; run from the repos
 - ``reproduce_paper``: the paper's Figs. 2-5b, results.md and the CIFAR-10-LT results CSV, built from
   ``paper_runs`` (which runs), ``paper_analysis`` (nctools track / compare, the figures),
   ``paper_tables`` (results.md, the CSV) and ``paper_figures`` (the figures nctools does not draw);
-- ``cifar10_lt_summary``: the tables and pass criteria of docs/RESULTS.md from that CSV;
+- ``cifar10_lt_summary``: the tables and pass criteria of the first study (docs/results/v1) from that CSV;
+- ``evidence``: the evidence study's pre-registered claims, each a paired difference over seeds with its
+  95 % interval (``paired_stats``) and verdict, and their figure (``evidence_figure``);
+- ``regime_search``: the weight decay at which balanced CE collapses, chosen on a validation split;
 - ``gbbn_heads``: which GBBN head should classify, on a validation split and the test set;
 - ``ufm_table``: the unconstrained-features table of docs/ALLNC.md;
 - ``make_demo_dump``: the feature dump that ``nctools demo`` ships;

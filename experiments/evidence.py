@@ -34,29 +34,12 @@ import numpy as np
 
 from experiments.cifar10_lt_summary import load, method_table
 from experiments.csv_rows import write_rows
-
-# Student's t, 97.5 % quantile, by degrees of freedom (any standard table, e.g. NIST/SEMATECH e-Handbook 1.3.6.7.2).
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+from experiments.paired_stats import interval, verdict
 
 
 def optimum_deg(num_classes: int) -> float:
     """The angle between two vertices of a simplex ETF: arccos(-1 / (C - 1)), in degrees."""
     return math.degrees(math.acos(-1.0 / (num_classes - 1)))
-
-
-def interval(d: list[float]) -> tuple[float, float, float]:
-    """(mean, low, high): the 95 % t interval of the mean of ``d`` (two or more values)."""
-    x = np.asarray(d, float)
-    half = T975[len(x) - 1] * x.std(ddof=1) / math.sqrt(len(x))
-    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
-
-
-def verdict(d: list[float]) -> str:
-    """holds / fails / open / pending for the claim that the mean of ``d`` is above zero."""
-    if len(d) < 2:
-        return "pending"
-    _, low, high = interval(d)
-    return "holds" if low > 0 else "fails" if high < 0 else "open"
 
 
 Row = dict[str, float]
@@ -230,6 +213,13 @@ def evaluate(runs: dict, num_classes: int) -> list[dict]:
     return rows
 
 
+def claim_differences(runs: dict, num_classes: int, claims=CLAIMS) -> list[tuple[Claim, list[float]]]:
+    """(claim, its per-seed differences d) for each claim of ``claims`` that has at least one seed."""
+    optimum = optimum_deg(num_classes)
+    pairs = [(claim, claim.differences(runs, optimum)[1]) for claim in claims]
+    return [(claim, d) for claim, d in pairs if d]
+
+
 def _fmt(v: float) -> str:
     return "-" if v != v else f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
 
@@ -297,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.evidence_figure import claims_figure, save_figure
 
         try:
-            fig = claims_figure(runs, args.classes, title=f"{args.csv}: the claims, per seed and over seeds")
+            fig = claims_figure(claim_differences(runs, args.classes),
+                                title=f"{args.csv}: the claims, per seed and over seeds")
         except ValueError as err:
             print(f"error: {args.csv}: {err}", file=sys.stderr)
             return 1

@@ -11,14 +11,15 @@ evidence. Like :mod:`experiments.paper_figures` it builds a ``matplotlib.figure.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from experiments.evidence import CLAIMS, Claim, interval, optimum_deg, verdict
+from experiments.paired_stats import interval, verdict
 from nctools.io.atomic import atomic_write
 
 __all__ = ["claims_figure", "save_figure"]
@@ -29,22 +30,20 @@ CIRCULAR_COLOUR = "0.6"
 UNITS = ("degrees", "NC1", "NC3", "NC4 mismatch", "accuracy points", "accuracy")
 
 
-def _rows(runs: Mapping, num_classes: int, claims: Sequence[Claim]) -> dict[str, list[tuple[Claim, list[float]]]]:
-    """{unit: [(claim, d over seeds)]} for the claims that have at least one seed, in the order of ``claims``."""
-    optimum = optimum_deg(num_classes)
-    panels: dict[str, list[tuple[Claim, list[float]]]] = {}
-    for claim in claims:
-        _, d = claim.differences(runs, optimum)
-        if d:
-            panels.setdefault(claim.measure.unit, []).append((claim, d))
+def _panels(pairs: Sequence[tuple[Any, list[float]]]) -> dict[str, list[tuple[Any, list[float]]]]:
+    """{unit: [(claim, d)]}, the units in :data:`UNITS` order, the claims in the order given."""
+    panels: dict[str, list[tuple[Any, list[float]]]] = {}
+    for claim, d in pairs:
+        panels.setdefault(claim.measure.unit, []).append((claim, d))
     order = {u: i for i, u in enumerate(UNITS)}
     return dict(sorted(panels.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
-def claims_figure(runs: Mapping, num_classes: int, claims: Sequence[Claim] = CLAIMS, title: str = "") -> Figure:
-    """The per-seed differences, mean and 95 % interval of each claim that has runs; raises ValueError when
-    no claim has any (an empty or unrelated results CSV)."""
-    panels = _rows(runs, num_classes, claims)
+def claims_figure(pairs: Sequence[tuple[Any, list[float]]], title: str = "") -> Figure:
+    """The per-seed differences d, their mean and 95 % interval, of each (claim, d) of ``pairs``
+    (:func:`experiments.evidence.claim_differences`: a claim has ``key``, ``on``, ``circular`` and
+    ``measure.unit``); raises ValueError when ``pairs`` is empty (an empty or unrelated results CSV)."""
+    panels = _panels(pairs)
     if not panels:
         raise ValueError("no claim has a run in this results CSV: nothing to draw")
     heights = [len(rows) + 1.2 for rows in panels.values()]

@@ -118,7 +118,7 @@ def test_claims_figure_draws_each_claim_with_runs_in_its_units_panel(tmp_path):
     from experiments.evidence_figure import claims_figure
 
     runs = evidence.load(_three_seed_csv(tmp_path / "r.csv"))
-    fig = claims_figure(runs, 10)
+    fig = claims_figure(evidence.claim_differences(runs, 10))
     panels = {ax.get_xlabel().split(", ")[1].split(" (")[0]: [t.get_text() for t in ax.get_yticklabels()]
               for ax in fig.axes}
     # the CE-only claim, the AllNC-vs-CE angle claim; the accuracy claims; nothing of runs never made
