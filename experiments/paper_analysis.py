@@ -63,8 +63,8 @@ def analysis_commands(runs: list[Run], out: Path, light: bool = False) -> list[l
         if len(fam.ratios) > 1:
             group = [by[(k, r)] for k in ("ce_lt", "allnc_lt") for r in fam.ratios]
             cmds.append(_compare(group, out, f"{fam.name}_vs_ratio", labels=[f"{x.label} r{x.ratio:g}" for x in group]))
-        if fam.ablation_ratio is not None and fam.ablations:
-            r = fam.ablation_ratio
+        if fam.ablated_at is not None:
+            r = fam.ablated_at
             group = [by[(k, r)] for k in ("ce_lt", "allnc_lt", *ABLATIONS)]
             cmds.append(_compare(group, out, f"{fam.name}_ablation"))
     return cmds

@@ -33,7 +33,7 @@ class Family:
     name: str
     description: str
     ratios: list[float]
-    ablation_ratio: float | None  # where the ablations run (None: no ablations)
+    ablation_ratio: float | None  # where the baselines, controls and ablations run (None: none of them)
     config: dict[str, str]  # kind (ce_bal, ce_lt, allnc_lt) -> bundled config name; {r} = the ratio
     common: list[str] = field(default_factory=list)  # overrides for every run
     balanced: list[str] = field(default_factory=list)  # extra overrides for the balanced run
@@ -49,6 +49,11 @@ class Family:
     order: tuple[str, ...] | None = None
     seed_order: tuple[str, ...] | None = None  # the order of the later seeds' runs (None: ``order``)
     ablations: bool = True  # AllNC without each part at ablation_ratio
+
+    @property
+    def ablated_at(self) -> float | None:
+        """The ratio at which AllNC's ablations run; None when this family trains none."""
+        return self.ablation_ratio if self.ablations else None
 
 
 def _ufm(epochs: int | None = None, n_max: int | None = None, ratios=(10, 50, 100)) -> Family:
@@ -214,7 +219,7 @@ def plan_runs(families: list[Family], data_roots: dict[str, str | None]) -> list
             ratio = [f"data.imbalance_ratio={r:g}"] if fam.set_ratio else []
             for kind in fam.baselines:
                 add(kind, r, fam.config[kind], fam.common + root + fam.lt + ratio)
-            for kind, switch in ABLATIONS.items() if fam.ablations else ():
+            for kind, switch in ABLATIONS.items() if fam.ablated_at is not None else ():
                 add(kind, r, fam.config["allnc_lt"], fam.common + root + fam.lt + ratio + [switch])
     return runs
 

@@ -72,11 +72,11 @@ def write_results_md(runs: list[Run], out: Path, timings: dict[str, float], args
         parts += [f"## {fam.name}: {fam.description}", "",
                   _table(header, [_row(out, r, timings) for r in runs if r.family is fam and r.kind in LABELS
                                   and not r.kind.startswith("allnc_no")]), ""]
-        if fam.ablation_ratio is not None and fam.ablations:
+        if fam.ablated_at is not None:
             order = ["ce_lt", "allnc_lt", *ABLATIONS]
-            abl = sorted([r for r in runs if r.family is fam and r.ratio == fam.ablation_ratio and r.kind in order],
+            abl = sorted([r for r in runs if r.family is fam and r.ratio == fam.ablated_at and r.kind in order],
                          key=lambda r: order.index(r.kind))
-            parts += [f"### Ablation, {fam.name}, beta = {fam.ablation_ratio:g}", "", _table(header, [
+            parts += [f"### Ablation, {fam.name}, beta = {fam.ablated_at:g}", "", _table(header, [
                 _row(out, r, timings) for r in abl]), ""]
     parts += ["## Figures", "", *[f"- `{f}`" for f in figures], "",
               "## Commands run by this invocation", "", "```", *commands, "```", ""]

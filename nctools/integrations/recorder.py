@@ -288,8 +288,7 @@ class EpochRecorder:
 
     def _settings(self) -> int:
         """What decides which collectives a measurement runs, as one small int: every rank must agree on it."""
-        return (self.out is None) + 2 * (self.class_counts is None) + 4 * list(_DTYPES).index(
-            str(self.dump_dtype).removeprefix("torch."))
+        return (self.out is None) + 2 * (self.class_counts is None) + 4 * list(_DTYPES.values()).index(self.dump_dtype)
 
     def _dump_dtype_for(self, kept, epoch: int, device: torch.device) -> torch.dtype:
         """The dump's dtype: the one asked for, or float32 when the features exceed its range (all ranks agree)."""

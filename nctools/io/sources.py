@@ -318,7 +318,7 @@ def _timm_model(path: Path, found: list[Reading], name: str) -> tuple[Architectu
 
     def make(p: Preprocessing):
         return create_transform(input_size=(3, p.size, p.size), interpolation=p.interpolation, mean=p.mean, std=p.std,
-                                crop_pct=1.0 if p.resize == p.size else crop_pct, crop_mode=mode, is_training=False)
+                                crop_pct=1.0 if p.resize == p.size else crop_pct, crop_mode=p.crop, is_training=False)
 
     pre = Preprocessing(size, tuple(cfg["mean"]), tuple(cfg["std"]), resize=math.floor(size / crop_pct),
                         interpolation=str(cfg["interpolation"]), crop=str(mode), make=make,
