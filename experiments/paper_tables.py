@@ -4,6 +4,7 @@ backed by its final dump, copied beside it).
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shlex
@@ -116,8 +117,7 @@ def csv_row(run: Run, out: Path, dumps: Path, timings: dict[str, float]) -> dict
     last = record["epochs"][-1]
     if record.get("status") != "finished" or "dump" not in last:
         raise RuntimeError(f"{run.name} has not finished with a final dump")
-    method = METHOD.get(run.kind, run.kind)
-    beta = 1 if run.kind == "ce_bal" else run.ratio
+    method, beta, _ = row_key(run)
     stem = f"{run.family.name}_{method}_b{beta:g}_s{run.seed}"
     dump, summary = _kept_dump(out, run, last["dump"], dumps / f"{stem}{Path(last['dump']).suffix}")
     test = {f"test_{k}": "" for k in TEST_METRICS} | {"test_dump": ""}
@@ -126,6 +126,7 @@ def csv_row(run: Run, out: Path, dumps: Path, timings: dict[str, float]) -> dict
                                              dumps / f"{stem}_test{Path(last['dump_test']).suffix}")
         test = {f"test_{k}": test_summary[SUMMARY_KEY.get(k, k)] for k in TEST_METRICS} | {"test_dump": test_dump}
     epochs = record["epochs"]
+    beta = int(beta) if beta.is_integer() else beta  # 100, as the CSV has always written it
     return {"method": method, "beta": beta, "seed": run.seed, "epochs": last["epoch"],
             "n_train": record["data"]["num_train"], "n_test": record["data"].get("num_eval"),
             "train_acc": _fraction(last.get("train_top1")), "test_acc": _fraction(last.get("eval_top1")),
@@ -149,16 +150,40 @@ def _kept_dump(out: Path, run: Run, name: str, kept: Path) -> tuple[str, dict]:
     return str(shown), report["summary"]
 
 
-def write_results_csv(runs: list[Run], out: Path, path: Path, dumps: Path, timings: dict[str, float]) -> Path:
-    """The CSV of every finished real-image run (unfinished ones are left out and named on stderr)."""
+def row_key(run: Run) -> tuple[str, float, int]:
+    """(method, beta, seed): what names a run's row in the results CSV."""
+    return METHOD.get(run.kind, run.kind), 1.0 if run.kind == "ce_bal" else float(run.ratio), run.seed
 
+
+def recorded_rows(path: Path) -> dict[tuple[str, float, int], dict]:
+    """The rows of the results CSV at ``path`` ({} when there is none) whose dumps are on disk, by
+    :func:`row_key`: the study's lasting record, which the run folders (scratch, often lost) are not.
+    A row whose dump is missing is left out, so that its run is trained again."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    on_disk = lambda d: (REPO / d).is_file() or Path(d).is_file()  # noqa: E731
+    return {(row["method"], float(row["beta"]), int(row["seed"])): row for row in rows
+            if row.get("dump") and on_disk(row["dump"]) and (not row.get("test_dump") or on_disk(row["test_dump"]))}
+
+
+def write_results_csv(runs: list[Run], out: Path, path: Path, dumps: Path, timings: dict[str, float]) -> Path:
+    """The CSV at ``path``: a new row for every run finished in ``out``, and the row ``path`` already
+    holds for each other run, kept as it is (in plan order; then the rows of runs not planned now,
+    so that nothing recorded is lost). A run with neither is left out and named on stderr."""
+    before = recorded_rows(path)
     rows = []
     for run in runs:
         if not run.family.real_data:
             continue
-        if run_state(out / "runs" / run.name) != "finished":
+        key = row_key(run)
+        if run_state(out / "runs" / run.name) == "finished":
+            rows.append(csv_row(run, out, dumps, timings))
+        elif key in before:
+            rows.append(before[key])
+        else:
             print(f"reproduce_paper: {run.name} has not finished; it has no row yet", file=sys.stderr)
-            continue
-        rows.append(csv_row(run, out, dumps, timings))
-    return write_rows(path, CSV_COLUMNS, rows)
-
+        before.pop(key, None)
+    return write_rows(path, CSV_COLUMNS, [*rows, *before.values()])

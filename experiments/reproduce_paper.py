@@ -39,10 +39,18 @@ small subset for a few epochs; in ``full`` the bundled 200-epoch recipes); ``cif
 only) needs ``--data100``. Interrupted, the script resumes: a finished run (``run.json`` status
 ``finished``) is skipped, a partial one continues with ``allnc-train --resume``; the analysis is
 redone each time (seconds). ``--dry-run`` prints the plan and every command without running any.
+
+The run folders under ``OUT`` are scratch; the results CSV and its dumps are the study's record. A
+run whose row is already in the CSV (its dumps on disk) is not trained again, and its row is kept
+as it is when the CSV is rewritten (delete the row to train the run again). ``--only`` trains a
+part of the plan (e.g. ``--only 'cifar10/*_s1'``), for a study spread over several sittings. The
+track/compare analysis and the figures need every run's folder: they are made only when every
+planned run has finished in ``OUT``; otherwise only the CSV is rewritten.
 """
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shlex
@@ -56,7 +64,7 @@ from experiments.launcher import Job, launch, resume_command, run_state
 from experiments.launcher import train_command as allnc_train_command
 from experiments.paper_analysis import analysis_commands, light_track, nctools_cli, write_figures
 from experiments.paper_runs import Run, plan_runs, priority, profile_families
-from experiments.paper_tables import write_results_csv, write_results_md
+from experiments.paper_tables import recorded_rows, row_key, write_results_csv, write_results_md
 
 REPO = Path(__file__).resolve().parents[1]
 # Offline copies of CIFAR-10 / CIFAR-100 as image-folder JPEGs in a .tar.gz (train/<class>/*.jpg, test/<class>/*.jpg).
@@ -107,7 +115,10 @@ def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[st
 
     job_list = [Job(r.name, out / "runs" / r.name, train_command(r, out / "runs" / r.name, "new"),
                     log=log_path(out, r)) for r in ordered]
-    done = launch(job_list, jobs, plan=out / "plan.json", log=log, on_end=ended)
+    # SIGTERM (kill, a job scheduler) cuts the runs going, which keep their checkpoints for a resume, instead
+    # of leaving them training behind a dead parent; the CSV is then written for the runs that finished.
+    done = launch(job_list, jobs, plan=out / "plan.json", log=log, on_end=ended,
+                  sigterm="reproduce_paper was sent SIGTERM")
     for run in ordered:
         outcome = done.outcomes[run.name]
         if outcome.state == "failed":
@@ -167,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
                    help="training seeds of every run, e.g. 0,1 (default: the profile's; cpu: 0 and 1 for CE-LT "
                         "and AllNC, 0 for the rest); the figures show seed 0")
+    p.add_argument("--only", type=lambda v: [x for x in v.split(",") if x],
+                   help="train only the runs whose names match one of these comma-separated patterns, "
+                        "e.g. 'cifar10/ce_lt_r100_s1,cifar10/la_*' (see --dry-run for the names)")
     p.add_argument("--dry-run", action="store_true", help="print the planned runs and commands; run nothing")
     p.add_argument("--skip-train", action="store_true", help="analyse what is there; train nothing")
     args = p.parse_args(argv)
@@ -186,18 +200,32 @@ def main(argv: list[str] | None = None) -> int:
     args.data_used = ", ".join(f"{k}: {v}" for k, v in roots.items())
     runs = plan_runs(families, roots)
     out = args.out
+    if args.only:
+        runs = [r for r in runs if any(fnmatch.fnmatchcase(r.name, pat) for pat in args.only)]
+        if not runs:
+            sys.exit(f"reproduce_paper: no run of profile {args.profile} matches --only {','.join(args.only)}; "
+                     "--dry-run lists the names")
+    csv_of = {fam: args.csv or out / f"{fam.name}_lt.csv" for fam in families if fam.real_data}
+    rows = {fam: recorded_rows(path) for fam, path in csv_of.items()}
+    # A run whose row (and dumps) the CSV already holds is done, whatever its scratch folder says.
+    recorded = {r.name for r in runs if r.family in rows and row_key(r) in rows[r.family]
+                and run_state(out / "runs" / r.name) != "finished"}
     # Fig. 2 (ICPA, CE balanced vs CE-LT) from real images when there are any; Figs. 3-5b from the
     # family with the most imbalance ratios (real images on a tie).
     primary2 = next((f for f in families if f.real_data), families[0])
     primary = max(families, key=lambda f: (len(f.ratios), f.real_data))
 
     if args.dry_run:
-        print(f"profile {args.profile}: {len(runs)} runs into {out}/runs/ ({args.jobs} at a time)")
-        for run in runs:
+        print(f"profile {args.profile}: {len(runs)} runs into {out}/runs/ ({args.jobs} at a time), "
+              "in the order they train")
+        for run in sorted(runs, key=priority):
             run_dir = out / "runs" / run.name
-            state = run_state(run_dir)
+            state = "recorded" if run.name in recorded else run_state(run_dir)
             print(f"[{state:8s}] {run.name:34s} {shlex.join(train_command(run, run_dir, state))}")
-        print("then:")
+        print("then: " + ", ".join(str(p) for p in csv_of.values()))
+        if recorded or args.only:
+            print("and no figures: they need every planned run's folder")
+            return 0
         for cmd in analysis_commands(runs, out, light=args.profile == "smoke"):
             print("  nctools " + shlex.join(cmd))
         print(f"  -> {out}/fig2_icpa.pdf fig3_cos_std.pdf fig4_self_duality.pdf fig5b_eta.pdf results.md "
@@ -210,9 +238,20 @@ def main(argv: list[str] | None = None) -> int:
     timings = json.loads(timing_file.read_text()) if timing_file.exists() else {}
     if not args.skip_train:
         t0 = time.perf_counter()
-        train_all(runs, out, args.jobs, log, timings, timing_file)
+        if recorded:
+            log(f"{len(recorded)} run(s) already have their row in the CSV; not trained again")
+        train_all([r for r in runs if r.name not in recorded], out, args.jobs, log, timings, timing_file)
         timings["_training_wall_s_last_invocation"] = round(time.perf_counter() - t0, 1)
         timing_file.write_text(json.dumps(timings, indent=1))
+    for fam, path in csv_of.items():
+        csv_path = write_results_csv([r for r in runs if r.family is fam], out, path, args.dumps or out / "dumps",
+                                     timings)
+        log(f"wrote {csv_path}")
+    missing = [r.name for r in runs if run_state(out / "runs" / r.name) != "finished"]
+    if missing:
+        log(f"no figures or results.md: {len(missing)} planned run(s) have no folder in {out}/runs "
+            f"(e.g. {missing[0]}); the CSV holds their rows")
+        return 0
     commands = [shlex.join(train_command(r, out / "runs" / r.name, "new")) for r in runs]
     t0 = time.perf_counter()
     light = args.profile == "smoke"
@@ -225,12 +264,6 @@ def main(argv: list[str] | None = None) -> int:
     timings["_analysis_wall_s_last_invocation"] = round(time.perf_counter() - t0, 1)
     timing_file.write_text(json.dumps(timings, indent=1))
     path = write_results_md(runs, out, timings, args, commands, figures)
-    for fam in families:
-        if fam.real_data:
-            mine = [r for r in runs if r.family is fam]
-            csv_path = write_results_csv(mine, out, args.csv or out / f"{fam.name}_lt.csv", args.dumps or out / "dumps",
-                                         timings)
-            log(f"wrote {csv_path}")
     log(f"wrote {path} and {len(figures)} figures into {out}/ in {time.perf_counter() - tic:.0f} s "
         f"(analysis {timings['_analysis_wall_s_last_invocation']} s)")
     return 0

@@ -74,3 +74,36 @@ def test_a_program_that_cannot_start_fails_with_the_reason(tmp_path):
     job = Job("x", tmp_path / "x", [str(tmp_path / "no-such-program"), "--out", str(tmp_path / "x")])
     out = launch([job], log=lambda m: None).outcomes["x"]
     assert out.state == "failed" and out.why.endswith("No such file or directory")
+
+
+def test_sigterm_cuts_the_runs_going_and_skips_the_rest(tmp_path):
+    """With ``sigterm`` set, a SIGTERM to the launching process stops its runs (a dead parent must not leave
+    them training) and skips the queue; the previous handler comes back."""
+    import os
+    import signal
+    import threading
+    import time
+
+    before = signal.getsignal(signal.SIGTERM)
+    jobs = [_job(tmp_path, n, "--sleep", "60") for n in ("a", "b", "c")]
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    tic = time.monotonic()
+    try:
+        result = launch(jobs, 2, sigterm="the test stopped it", log=lambda m: None)
+    finally:
+        timer.cancel()
+    assert result.stopped and time.monotonic() - tic < 20
+    states = {name: o.state for name, o in result.outcomes.items()}
+    assert states == {"a": "cut", "b": "cut", "c": "skipped"}
+    assert "the test stopped it" in result.outcomes["c"].why
+    assert signal.getsignal(signal.SIGTERM) == before
+    alive = [c for c in Path("/proc").glob("[0-9]*/cmdline") if str(tmp_path).encode() in _read_or_empty(c)]
+    assert not alive, "a run outlived the launch"
+
+
+def _read_or_empty(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process ended meanwhile
+        return b""

@@ -195,18 +195,19 @@ def test_seeds_give_every_run_each_seed_and_train_seed_0_first(tmp_path):
     assert refused.returncode != 0 and "must include 0" in refused.stderr
 
 
-def test_results_csv_rows_are_what_nctools_analyze_gives_on_the_copied_dump(tmp_path):
-    """A finished (fabricated) run gives one CSV row: accuracies as fractions, its final dump copied,
-    and metric columns equal to ``nctools analyze`` on that copy."""
-    import csv
+def _cpu_run(kind: str, seed: int) -> paper_runs.Run:
+    (fam,) = paper_runs.profile_families("cpu", with_cifar=True)
+    return next(r for r in paper_runs.plan_runs([fam], {"cifar10": "/data"}) if r.kind == kind and r.seed == seed)
 
+
+def _fabricate_finished(run: paper_runs.Run, out: Path):
+    """A finished run folder of ``run`` under ``out``: train and test dumps at epoch 3, and its run.json.
+    Returns (training labels, class means) for checks."""
     import torch
 
     import nctools
 
-    (fam,) = paper_runs.profile_families("cpu", with_cifar=True)
-    run = next(r for r in paper_runs.plan_runs([fam], {"cifar10": "/data"}) if r.kind == "allnc_lt" and r.seed == 1)
-    run_dir = tmp_path / "runs" / run.name
+    run_dir = out / "runs" / run.name
     (run_dir / DUMP_FOLDERS["train"]).mkdir(parents=True)
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(10).repeat_interleave(torch.tensor([50, 30, 18, 10, 6, 4, 3, 2, 2, 2]))
@@ -226,6 +227,18 @@ def test_results_csv_rows_are_what_nctools_analyze_gives_on_the_copied_dump(tmp_
     record_path(run_dir).write_text(json.dumps({"status": "finished", "epochs": epochs, "environment":
                                                   {"device": "cpu"}, "data": {"num_train": len(labels),
                                                                               "num_eval": 10000}}))
+    return labels, means
+
+
+def test_results_csv_rows_are_what_nctools_analyze_gives_on_the_copied_dump(tmp_path):
+    """A finished (fabricated) run gives one CSV row: accuracies as fractions, its final dump copied,
+    and metric columns equal to ``nctools analyze`` on that copy."""
+    import csv
+
+    import nctools
+
+    run = _cpu_run("allnc_lt", 1)
+    labels, _ = _fabricate_finished(run, tmp_path)
     path = paper_tables.write_results_csv([run], tmp_path, tmp_path / "out.csv", tmp_path / "dumps", {})
     (row,) = list(csv.DictReader(path.open()))
     assert list(row) == list(paper_tables.CSV_COLUMNS)
@@ -252,3 +265,64 @@ def test_results_csv_rows_are_what_nctools_analyze_gives_on_the_copied_dump(tmp_
                         ("test_nc3_self_duality", "nc3_self_duality")]:
         assert float(row[column]) == pytest.approx(test_summary[key], rel=1e-6), column
     assert float(row["test_nc1"]) > float(row["nc1"])  # the test features are the noisier ones
+
+
+def test_the_csv_keeps_recorded_rows_whose_run_folders_are_gone(tmp_path, capsys):
+    """The CSV and its dumps are the study's record: rewriting it from a scratch folder that lost some
+    runs keeps their rows verbatim (and rows of runs planned by nobody now), adds the finished ones and
+    drops only a row whose dump is missing."""
+    import csv
+
+    csv_path, dumps = tmp_path / "study.csv", tmp_path / "dumps"
+    old, new, never = _cpu_run("allnc_lt", 1), _cpu_run("ce_lt", 0), _cpu_run("la", 2)
+    _fabricate_finished(old, tmp_path / "first")
+    paper_tables.write_results_csv([old], tmp_path / "first", csv_path, dumps, {old.name: 123.0})
+    with open(csv_path, newline="") as fh:
+        (recorded,) = list(csv.DictReader(fh))
+    # a row of another plan, and one whose dump was deleted
+    foreign = dict(recorded, method="bbn", seed="7")
+    lost = dict(recorded, method="ldam", dump=str(tmp_path / "gone.safetensors"))
+    with open(csv_path, "a", newline="") as fh:
+        csv.DictWriter(fh, fieldnames=list(recorded)).writerows([foreign, lost])
+    assert set(paper_tables.recorded_rows(csv_path)) == {("allnc", 100.0, 1), ("bbn", 100.0, 7)}
+
+    _fabricate_finished(new, tmp_path / "second")  # a new scratch folder: `old` has no folder there
+    paper_tables.write_results_csv([new, old, never], tmp_path / "second", csv_path, dumps, {})
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["method"], r["seed"]) for r in rows] == [("ce", "0"), ("allnc", "1"), ("bbn", "7")]
+    assert rows[1] == recorded and rows[1]["wall_s"] == "123.0"
+    assert "cifar10/la_r100_s2 has not finished" in capsys.readouterr().err
+
+
+def test_only_picks_runs_and_recorded_ones_are_not_trained(tmp_path):
+    """--only narrows the plan; a run whose row (with its dumps) is in --csv shows as recorded and is not
+    trained; with part of the plan there is no figure step."""
+    run = _cpu_run("ce_lt", 1)
+    _fabricate_finished(run, tmp_path / "scratch")
+    csv_path = paper_tables.write_results_csv([run], tmp_path / "scratch", tmp_path / "s.csv", tmp_path / "d", {})
+    plan = _run("--profile", "cpu", "--out", str(tmp_path / "out"), "--data", "/data/c10", "--csv", str(csv_path),
+                "--only", "cifar10/ce_lt_r100_s1,cifar10/la_*", "--dry-run", timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    lines = plan.stdout.splitlines()
+    assert lines[0].startswith("profile cpu: 4 runs")
+    assert [line.split()[:2] for line in lines[1:5]] == [
+        ["[new", "]"], ["[recorded]", "cifar10/ce_lt_r100_s1"], ["[new", "]"], ["[new", "]"]]
+    assert "and no figures" in plan.stdout and "nctools track" not in plan.stdout
+    none = _run("--profile", "cpu", "--out", str(tmp_path), "--data", "/data/c10", "--only", "nope", timeout=60)
+    assert none.returncode != 0 and "no run of profile cpu matches --only nope" in none.stderr
+
+
+def test_the_study_stops_its_runs_on_sigterm(monkeypatch, tmp_path):
+    # Killed without this, the parent died and its allnc-train children trained on with nobody to record them.
+    from experiments.launcher import launch
+
+    seen = {}
+
+    def fake_launch(jobs, parallel, **kw):
+        seen.update(kw)
+        return launch([], parallel, log=lambda m: None)
+
+    monkeypatch.setattr(rp, "launch", fake_launch)
+    rp.train_all([], tmp_path, jobs=1, log=lambda m: None)
+    assert seen["sigterm"]
