@@ -92,12 +92,12 @@ def log_path(out: Path, run: Run) -> Path:
 
 
 def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[str, float] | None = None,
-              timing_file: Path | None = None) -> dict[str, float]:
+              timing_file: Path | None = None) -> bool:
     """Train the runs that are not finished, ``jobs`` at a time, in :func:`~experiments.paper_runs.priority`
     order; records {run name: wall seconds} of those trained now in ``timings`` (written to
     ``timing_file`` after each run, so an interruption keeps them). ``OUT/plan.json`` holds each run's
-    command: a run whose recipe changed is trained again. Raises RuntimeError naming the first run
-    that failed, once every run has had its turn."""
+    command: a run whose recipe changed is trained again. Returns whether a SIGTERM stopped the
+    training. Raises RuntimeError naming the first run that failed, once every run has had its turn."""
     timings = {} if timings is None else timings
     ordered = sorted(runs, key=priority)
 
@@ -124,7 +124,7 @@ def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[st
         if outcome.state == "failed":
             why = f"exited with {outcome.exit}" if outcome.exit is not None else f"did not start: {outcome.why}"
             raise RuntimeError(f"{run.name}: allnc-train {why}; see {log_path(out, run)}")
-    return timings
+    return done.stopped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,21 +236,25 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)  # noqa: E731
     timing_file = out / "timings.json"
     timings = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+    stopped = False
     if not args.skip_train:
         t0 = time.perf_counter()
         if recorded:
             log(f"{len(recorded)} run(s) already have their row in the CSV; not trained again")
-        train_all([r for r in runs if r.name not in recorded], out, args.jobs, log, timings, timing_file)
+        stopped = train_all([r for r in runs if r.name not in recorded], out, args.jobs, log, timings, timing_file)
         timings["_training_wall_s_last_invocation"] = round(time.perf_counter() - t0, 1)
         timing_file.write_text(json.dumps(timings, indent=1))
     for fam, path in csv_of.items():
         csv_path = write_results_csv([r for r in runs if r.family is fam], out, path, args.dumps or out / "dumps",
                                      timings)
         log(f"wrote {csv_path}")
+    if stopped:
+        log("stopped by SIGTERM: the rows of the runs that finished are written; run the same command to resume")
+        return 143  # 128 + SIGTERM, as a shell reports a process it terminated
     missing = [r.name for r in runs if run_state(out / "runs" / r.name) != "finished"]
     if missing:
-        log(f"no figures or results.md: {len(missing)} planned run(s) have no folder in {out}/runs "
-            f"(e.g. {missing[0]}); the CSV holds their rows")
+        log(f"no figures or results.md: {len(missing)} planned run(s) have not finished in {out}/runs "
+            f"(e.g. {missing[0]}); they need every run's folder")
         return 0
     commands = [shlex.join(train_command(r, out / "runs" / r.name, "new")) for r in runs]
     t0 = time.perf_counter()

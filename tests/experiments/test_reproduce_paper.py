@@ -315,14 +315,14 @@ def test_only_picks_runs_and_recorded_ones_are_not_trained(tmp_path):
 
 def test_the_study_stops_its_runs_on_sigterm(monkeypatch, tmp_path):
     # Killed without this, the parent died and its allnc-train children trained on with nobody to record them.
-    from experiments.launcher import launch
+    from experiments.launcher import Launch
 
     seen = {}
 
     def fake_launch(jobs, parallel, **kw):
         seen.update(kw)
-        return launch([], parallel, log=lambda m: None)
+        return Launch({}, stopped=True)
 
     monkeypatch.setattr(rp, "launch", fake_launch)
-    rp.train_all([], tmp_path, jobs=1, log=lambda m: None)
+    assert rp.train_all([], tmp_path, jobs=1, log=lambda m: None) is True  # main then exits 143
     assert seen["sigterm"]
