@@ -1,9 +1,9 @@
 """Reproduce the AllNC paper's Figs. 2, 3, 4 and 5b (and an ablation table) from our own runs.
 
     python -m experiments.reproduce_paper --profile quick --out results/      # 2-core CPU, ~15 min
-    python -m experiments.reproduce_paper --profile cpu --out results_cpu/ \\
-        --csv docs/results/cifar10_lt.csv --dumps docs/results/dumps       # terminal phase, ~4 h, resumable
-    python -m experiments.reproduce_paper --profile cpu --seeds 0,1 ...       # every run with 2 seeds, ~7 h
+    python -m experiments.reproduce_paper --profile cpu --out runs/study \\
+        --csv docs/results/cifar10_lt.csv --dumps docs/results/dumps       # the evidence study, ~20 h, resumable
+    python -m experiments.reproduce_paper --profile cpu ... --only 'cifar10/*_s1'   # a part of it
     python -m experiments.reproduce_paper --profile full --out results/ --data data/cifar10 \\
         --data100 data/cifar100 --dry-run                                   # GPU recipes: the plan
     python -m experiments.reproduce_paper --profile smoke --out /tmp/smoke    # CI size, < 1 min
@@ -25,13 +25,15 @@ Three steps, each through the project's own entry points:
    ``results.md`` (:mod:`experiments.paper_tables`: a last-epoch table per family, the ablation
    table, every command and wall time).
 
-The ``cpu`` profile trains ResNet-32 on real CIFAR-10-LT images to the terminal phase on a 2-core CPU
-(beta = 100 on a smaller LDAM subset, n_max = 500: 1236 images; balanced CE on the same N, 124 per
-class): balanced CE, CE-LT, LA, ETF, ETF + DR, BBN, AllNC and AllNC without each component, with
-a second seed for CE-LT and AllNC (``--seeds 0,1``: for every run; seed 1's runs train after all of
-seed 0's), tested on all 10,000 test images. It writes one row per run into
-``--csv`` (accuracies as fractions, the metrics ``nctools analyze`` gives on the run's final
-training-set dump) and copies each final dump (float16) into ``--dumps``.
+The ``cpu`` profile is the evidence study (docs/RESULTS.md): ResNet-32 on real CIFAR-10-LT images to
+the terminal phase on a 2-core CPU (beta = 100 on a smaller LDAM subset, n_max = 500: 1236 images;
+balanced CE on the same N, 124 per class; weight decay 5e-3, chosen on a validation split by
+:mod:`experiments.regime_search`): balanced CE, CE-LT, LA, ETF, AllNC, AllNC without each component
+and the four controls, seeds 0, 1 and 2 (each seed's runs after all of the previous seed's), tested
+on all 10,000 test images. ``cpu100`` is its CIFAR-100-LT part, ``cpu_v1`` the first study's plan.
+It writes one row per run into ``--csv`` (accuracies as fractions, the metrics ``nctools analyze``
+gives on the run's final training-set and test-set dumps) and copies both dumps (float16) into
+``--dumps``.
 
 Families: ``ufm10`` is the unconstrained-features model (10 classes, 500 ... 500/beta free 32-d
 features, seconds per run); ``cifar10`` is ResNet-32 on the JPEG copy of CIFAR-10 (in ``quick`` a
