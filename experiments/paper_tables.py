@@ -101,7 +101,7 @@ TEST_METRICS = ("nc1", "nc1_tail", "nc2_cos_std_means", "nc3_self_duality", "tai
 SUMMARY_KEY = {"nc1_tail": K.TAIL_NC1}  # CSV column -> nctools summary key, where the names differ
 CSV_COLUMNS = ("method", "beta", "seed", "epochs", "n_train", "n_test", "train_acc", "test_acc", "many_acc",
                "medium_acc", "few_acc", *CSV_METRICS, *(f"test_{k}" for k in TEST_METRICS), "wall_s", "device",
-               "dump", "test_dump")
+               "dump", "test_dump", "track", "test_track")
 
 
 def _fraction(percent) -> float | None:
@@ -110,7 +110,9 @@ def _fraction(percent) -> float | None:
 
 def csv_row(run: Run, out: Path, dumps: Path, timings: dict[str, float]) -> dict:
     """One CSV row: the run's final accuracies from run.json, and ``nctools analyze`` on its final
-    training-set dump, copied into ``dumps`` (the copy is what the row's metrics describe).
+    training-set dump, copied into ``dumps`` (the copy is what the row's metrics describe); the same
+    for the final test-set dump; and the run's per-epoch curves (:func:`_kept_tracks`) in ``tracks``,
+    the folder beside ``dumps``.
     ``wall_s``: the ``allnc-train`` process's wall time when the run was trained in one go, else
     (resumed, or trained by an invocation that kept no time) the sum of its epochs' training times."""
     record = json.loads(record_path(out / "runs" / run.name).read_text())
@@ -125,6 +127,7 @@ def csv_row(run: Run, out: Path, dumps: Path, timings: dict[str, float]) -> dict
         test_dump, test_summary = _kept_dump(out, run, last["dump_test"],
                                              dumps / f"{stem}_test{Path(last['dump_test']).suffix}")
         test = {f"test_{k}": test_summary[SUMMARY_KEY.get(k, k)] for k in TEST_METRICS} | {"test_dump": test_dump}
+    tracks = _kept_tracks(out / "runs" / run.name, dumps.parent / "tracks" / stem, "dump_test" in last)
     epochs = record["epochs"]
     beta = int(beta) if beta.is_integer() else beta  # 100, as the CSV has always written it
     return {"method": method, "beta": beta, "seed": run.seed, "epochs": last["epoch"],
@@ -133,7 +136,7 @@ def csv_row(run: Run, out: Path, dumps: Path, timings: dict[str, float]) -> dict
             "many_acc": _fraction(last.get("eval_many")), "medium_acc": _fraction(last.get("eval_medium")),
             "few_acc": _fraction(last.get("eval_few")), **{k: summary[SUMMARY_KEY.get(k, k)] for k in CSV_METRICS},
             "wall_s": timings.get(run.name, round(sum(e.get("train_time_s", 0.0) for e in epochs), 1)),
-            "device": record["environment"]["device"], "dump": dump, **test}
+            "device": record["environment"]["device"], "dump": dump, **test, **tracks}
 
 
 def _kept_dump(out: Path, run: Run, name: str, kept: Path) -> tuple[str, dict]:
@@ -143,11 +146,35 @@ def _kept_dump(out: Path, run: Run, name: str, kept: Path) -> tuple[str, dict]:
     shutil.copyfile(out / "runs" / run.name / name, kept)
     report = json.loads(nctools_cli(["analyze", str(kept), "--out", str(out / "analyze" / kept.stem),
                                      "--format", "json", "--device", "cpu", "--quiet"]))
-    try:  # the repository-relative path when the dumps folder is inside the repository
-        shown = kept.resolve().relative_to(REPO)
+    return _shown(kept), report["summary"]
+
+
+def _kept_tracks(run_dir: Path, stem: Path, with_test: bool) -> dict[str, str]:
+    """``nctools track``'s table of every epoch dump of the run (training set; test set too when
+    ``with_test``) as ``<stem>.csv`` and ``<stem>_test.csv``: the curves over epochs, which outlast the
+    run folder and its epoch dumps (scratch, not committed). Returns the CSV's ``track`` and
+    ``test_track`` cells."""
+    from nctools.io.atomic import atomic_write
+    from nctools.report.tracking import track_run
+
+    kept = {"track": "", "test_track": ""}
+    for split, column, suffix in (("train", "track", ""), ("test", "test_track", "_test")):
+        if split == "test" and not with_test:
+            continue
+        table = track_run(run_dir, split=split, device="cpu").table
+        path = stem.with_name(f"{stem.name}{suffix}.csv")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+        kept[column] = _shown(path)
+    return kept
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the CSV shows it: repository-relative when inside the repository."""
+    try:
+        return str(path.resolve().relative_to(REPO))
     except ValueError:
-        shown = kept
-    return str(shown), report["summary"]
+        return str(path)
 
 
 def row_key(run: Run) -> tuple[str, float, int]:

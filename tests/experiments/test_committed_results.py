@@ -92,3 +92,21 @@ def test_committed_claims_are_what_the_committed_rows_give(path):
                     w[column], rel=1e-9), (w["key"], column)
             else:
                 assert g[column] == str(w[column]), (w["key"], column)
+
+
+@pytest.mark.parametrize("source,row", [(s, r) for s, r in _all_rows() if r.get("track")],
+                         ids=lambda v: v if isinstance(v, str) else f"{v['method']}-b{v['beta']}-s{v['seed']}")
+def test_committed_tracks_end_at_the_row(source, row):
+    """A row's curves over epochs (``nctools track`` on the run's epoch dumps, kept in docs/results/tracks)
+    end at the final dumps the row describes: same epoch, same metrics."""
+    import pandas as pd
+
+    for column, prefix, metrics in (("track", "", CSV_METRICS), ("test_track", "test_", TEST_METRICS)):
+        table = pd.read_csv(REPO / row[column])
+        assert list(table["epoch"]) == sorted(table["epoch"]) and len(table) >= 2, column
+        last = table.iloc[-1]
+        assert int(last["epoch"]) == int(row["epochs"]), column
+        for metric in metrics:
+            key = SUMMARY_KEY.get(metric, metric)
+            if key in last and row[f"{prefix}{metric}"] != "":
+                assert float(last[key]) == pytest.approx(float(row[f"{prefix}{metric}"]), rel=1e-5), (column, metric)

@@ -265,6 +265,16 @@ def test_results_csv_rows_are_what_nctools_analyze_gives_on_the_copied_dump(tmp_
                         ("test_nc3_self_duality", "nc3_self_duality")]:
         assert float(row[column]) == pytest.approx(test_summary[key], rel=1e-6), column
     assert float(row["test_nc1"]) > float(row["nc1"])  # the test features are the noisier ones
+    # the curves over epochs, kept beside the dumps: here one epoch, the final dump's numbers
+    import pandas as pd
+
+    for column, prefix, name in (("track", "", "cifar10_allnc_b100_s1.csv"),
+                                 ("test_track", "test_", "cifar10_allnc_b100_s1_test.csv")):
+        path = Path(row[column])
+        assert path.parent == tmp_path / "tracks" and path.name == name
+        (last,) = pd.read_csv(path).to_dict("records")
+        assert last["epoch"] == 3
+        assert last["nc3_self_duality"] == pytest.approx(float(row[f"{prefix}nc3_self_duality"]), rel=1e-6)
 
 
 def test_the_csv_keeps_recorded_rows_whose_run_folders_are_gone(tmp_path, capsys):
