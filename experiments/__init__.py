@@ -8,6 +8,8 @@ docs/ALLNC.md), and the full-size runs on a lent GPU machine; run from the repos
 - ``cifar10_lt_summary``: the tables and pass criteria of the first study (docs/results/v1) from that CSV;
 - ``evidence``: the evidence study's pre-registered claims, each a paired difference over seeds with its
   95 % interval (``paired_stats``) and verdict, and their figure (``evidence_figure``);
+- ``evidence_curves``: the evidence study's curves over epochs (NC1, cos-Std, self-duality; training and
+  test features), mean and range over seeds, from the tracks the results CSV keeps;
 - ``regime_search``: the weight decay at which balanced CE collapses, chosen on a validation split;
 - ``gbbn_heads``: which GBBN head should classify, on a validation split and the test set;
 - ``ufm_table``: the unconstrained-features table of docs/ALLNC.md;
