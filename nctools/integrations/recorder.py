@@ -302,8 +302,9 @@ class EpochRecorder:
         top, limit = float(peak.item()), torch.finfo(self.dump_dtype).max
         if top > limit:
             name = str(self.dump_dtype).removeprefix("torch.")
-            _warn(f"nctools: the features of epoch {epoch} reach {top:.4g}, beyond {name}'s range (+-{limit:g}); "
-                  f"its dump is written in float32 instead of {name} (and measured in float32)")
+            if _rank_world()[0] == 0:  # every rank agrees on the dtype; the one that writes the dump says it
+                _warn(f"nctools: the features of epoch {epoch} reach {top:.4g}, beyond {name}'s range (+-{limit:g}); "
+                      f"its dump is written in float32 instead of {name} (and measured in float32)")
             return torch.float32
         return self.dump_dtype
 

@@ -340,6 +340,9 @@ def _recorder_worker(rank: int, world: int, out: str) -> dict:
     streamed, seen["streamed"] = warned(EpochRecorder(bad, class_counts=COUNTS), 1)  # fails in pass 1, no out
     # the folder on rank 0 only: the ranks would run different collectives; every rank refuses instead
     uneven, seen["uneven"] = warned(EpochRecorder(good, f"{out}/uneven" if rank == 0 else None), 1)
+    # features beyond float16's range (inputs times 1e6 through ReLU layers): one warning for the run, not one per rank
+    huge = [(h * 1e6, t) for h, t in good]
+    _, seen["range"] = warned(EpochRecorder(huge, f"{out}/range", dump_dtype="float16", class_counts=COUNTS), 1)
     got = {"failed": [r is None for r in (failed, streamed, uneven)], "warnings": seen, "step": float(step),
            "later": later.summary["num_samples"]}
     with open(f"{out}/rank{rank}.json", "w") as fh:
@@ -398,3 +401,6 @@ def test_ranks_with_failing_or_no_batches_neither_hang_nor_lose_samples(two_rank
     assert not (out / "fails" / "dumps" / "epoch_0001.safetensors").exists()
     assert (out / "fails" / "dumps" / "epoch_0002.safetensors").exists()
     assert not (out / "uneven" / "dumps").exists()
+    assert len(ranks[0]["warnings"]["range"]) == 1 and "beyond float16's range" in ranks[0]["warnings"]["range"][0]
+    assert ranks[1]["warnings"]["range"] == []  # rank 0 alone writes the dump, and alone says how
+    assert nctools.load_dump(out / "range" / "dumps" / "epoch_0001.safetensors").features.dtype == torch.float32
