@@ -1,4 +1,5 @@
-"""experiments/evidence_curves.py: the study's curves over epochs from the tracks its CSV names."""
+"""experiments/evidence_curves.py (curves over epochs from the tracks the CSV names) and
+experiments/evidence_icpa.py (the ICPA grids of the committed final dumps)."""
 from __future__ import annotations
 
 import csv
@@ -63,3 +64,24 @@ def test_main_writes_pdf_and_png_and_says_what_is_wrong(tmp_path, capsys):
     assert "give a method as NAME or NAME@BETA" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         ec.main(["--csv", str(study), "--figure", str(tmp_path / "a.png")])
+
+
+def test_icpa_figures_come_from_the_committed_dumps(tmp_path, capsys):
+    """experiments/evidence_icpa.py: nctools compare's ICPA grid of two committed seed-0 runs, per split."""
+    from experiments import evidence_icpa
+    from tests.helpers.paths import REPO
+
+    study = REPO / "docs" / "results" / "cifar10_lt.csv"
+    out = tmp_path / "icpa"
+    assert evidence_icpa.main(["--csv", str(study), "--methods", "ce@100,allnc", "--out", str(out)]) == 0
+    for split in ("train", "test"):
+        for ext in (".pdf", ".png"):
+            assert (tmp_path / f"icpa_{split}{ext}").stat().st_size > 10_000, (split, ext)
+    table = capsys.readouterr().out
+    # AllNC's training means sit near the simplex (P2P's targets); its test means do not
+    allnc_train = next(line for line in table.splitlines() if line.startswith("| AllNC-LT | train |"))
+    allnc_test = next(line for line in table.splitlines() if line.startswith("| AllNC-LT | test |"))
+    assert float(allnc_train.split("|")[3]) < 5 < float(allnc_test.split("|")[3])
+    assert evidence_icpa.main(["--csv", str(study), "--methods", "ce@100,allnc", "--seed", "99",
+                               "--out", str(out)]) == 1
+    assert "fewer than two of ce@100,allnc have a seed-99 row" in capsys.readouterr().err
