@@ -10,6 +10,8 @@ docs/ALLNC.md), and the full-size runs on a lent GPU machine; run from the repos
   95 % interval (``paired_stats``) and verdict, and their figure (``evidence_figure``);
 - ``evidence_curves``: the evidence study's curves over epochs (NC1, cos-Std, self-duality; training and
   test features), mean and range over seeds, from the tracks the results CSV keeps;
+- ``evidence_icpa``: the paper's Fig. 2 for the evidence study (ICPA grids, training and test features) from
+  the committed final dumps;
 - ``regime_search``: the weight decay at which balanced CE collapses, chosen on a validation split;
 - ``gbbn_heads``: which GBBN head should classify, on a validation split and the test set;
 - ``ufm_table``: the unconstrained-features table of docs/ALLNC.md;
