@@ -84,8 +84,9 @@ def curves_figure(tracks: Mapping[Key, Mapping[str, Mapping[int, object]]], meth
                     continue
                 epochs = sorted(set.intersection(*(set(t["epoch"]) for t in tables)))
                 values = np.array([[float(t.set_index("epoch").loc[e, metric]) for e in epochs] for t in tables])
-                ax.plot(epochs, values.mean(axis=0), color=colours[k % 10], lw=1.6, label=_label(key, len(tables),
-                                                                                                  untracked))
+                seeds_drawn = len(set().union(*(set(s) for s in tracks[key].values())))  # one label per method
+                ax.plot(epochs, values.mean(axis=0), color=colours[k % 10], lw=1.6,
+                        label=_label(key, seeds_drawn, untracked))
                 if len(tables) > 1:
                     ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=colours[k % 10],
                                     alpha=0.2, lw=0)

@@ -50,7 +50,9 @@ def icpa_figures(rows: dict[tuple[str, int], dict], out: Path) -> list[Path]:
                     shutil.copyfile(source, run / folder / f"epoch_{int(row['epochs']):04d}{source.suffix}")
             runs.append(str(run))
         labels = ",".join(LABELS.get(m, f"{m[0]}@{m[1]}").split(" (")[0].replace(",", "") for m in rows)
-        for split in SPLITS:
+        for split, (column, _) in SPLITS.items():
+            if not all(row.get(column) for row in rows.values()):
+                continue  # a row without this split's dump (the first study has no test dumps)
             target = Path(tmp) / f"compare_{split}"
             nctools_cli(["compare", *runs, "--labels", labels, "--split", split, "--out", str(target), "--png",
                          "--device", "cpu", "--quiet"])

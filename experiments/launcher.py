@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nctools.errors import os_reason
+from nctools.io.atomic import atomic_write_json
 from nctools.io.layout import CHECKPOINTS, epoch_of, record_path
 
 __all__ = ["ALLNC_TRAIN", "ALLNC_TRAIN_MODULE", "Job", "Launch", "Outcome", "launch", "read_record", "resume_command",
@@ -177,8 +178,7 @@ def _prepare(jobs: Sequence[Job], plan: Path | None, log: Callable[[str], None])
         recorded[job.name] = wanted
         states[job.name] = state
     if plan is not None:
-        plan.parent.mkdir(parents=True, exist_ok=True)
-        plan.write_text(json.dumps(recorded, indent=1))
+        atomic_write_json(plan, recorded)  # a kill mid-write must not leave a plan the next start cannot read
     return states
 
 

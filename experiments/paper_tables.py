@@ -14,9 +14,11 @@ from pathlib import Path
 
 from experiments.csv_rows import write_rows
 from experiments.launcher import run_state
+from experiments.launcher import train_command as allnc_train_command
 from experiments.paper_analysis import nctools_cli, read_track
 from experiments.paper_runs import ABLATIONS, LABELS, METHOD, Run
 from nctools.core import keys as K
+from nctools.io.atomic import atomic_write
 from nctools.io.layout import record_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +103,7 @@ TEST_METRICS = ("nc1", "nc1_tail", "nc2_cos_std_means", "nc3_self_duality", "tai
 SUMMARY_KEY = {"nc1_tail": K.TAIL_NC1}  # CSV column -> nctools summary key, where the names differ
 CSV_COLUMNS = ("method", "beta", "seed", "epochs", "n_train", "n_test", "train_acc", "test_acc", "many_acc",
                "medium_acc", "few_acc", *CSV_METRICS, *(f"test_{k}" for k in TEST_METRICS), "wall_s", "device",
-               "dump", "test_dump", "track", "test_track")
+               "dump", "test_dump", "track", "test_track", "recipe")
 
 
 def _fraction(percent) -> float | None:
@@ -136,14 +138,13 @@ def csv_row(run: Run, out: Path, dumps: Path, timings: dict[str, float]) -> dict
             "many_acc": _fraction(last.get("eval_many")), "medium_acc": _fraction(last.get("eval_medium")),
             "few_acc": _fraction(last.get("eval_few")), **{k: summary[SUMMARY_KEY.get(k, k)] for k in CSV_METRICS},
             "wall_s": timings.get(run.name, round(sum(e.get("train_time_s", 0.0) for e in epochs), 1)),
-            "device": record["environment"]["device"], "dump": dump, **test, **tracks}
+            "device": record["environment"]["device"], "dump": dump, **test, **tracks, "recipe": recipe(run)}
 
 
 def _kept_dump(out: Path, run: Run, name: str, kept: Path) -> tuple[str, dict]:
     """Copy the run's dump ``name`` to ``kept``; (its path as the CSV shows it, ``nctools analyze``'s summary
     of the copy)."""
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(out / "runs" / run.name / name, kept)
+    atomic_write(kept, lambda tmp: shutil.copyfile(out / "runs" / run.name / name, tmp))  # a kill never leaves half
     report = json.loads(nctools_cli(["analyze", str(kept), "--out", str(out / "analyze" / kept.stem),
                                      "--format", "json", "--device", "cpu", "--quiet"]))
     return _shown(kept), report["summary"]
@@ -154,7 +155,6 @@ def _kept_tracks(run_dir: Path, stem: Path, with_test: bool) -> dict[str, str]:
     ``with_test``) as ``<stem>.csv`` and ``<stem>_test.csv``: the curves over epochs, which outlast the
     run folder and its epoch dumps (scratch, not committed). Returns the CSV's ``track`` and
     ``test_track`` cells."""
-    from nctools.io.atomic import atomic_write
     from nctools.report.tracking import track_run
 
     kept = {"track": "", "test_track": ""}
@@ -170,47 +170,84 @@ def _kept_tracks(run_dir: Path, stem: Path, with_test: bool) -> dict[str, str]:
 
 
 def _shown(path: Path) -> str:
-    """``path`` as the CSV shows it: repository-relative when inside the repository."""
+    """``path`` as the CSV shows it: repository-relative inside the repository, else absolute."""
     try:
         return str(path.resolve().relative_to(REPO))
     except ValueError:
-        return str(path)
+        return str(path.resolve())
 
 
 def row_key(run: Run) -> tuple[str, float, int]:
-    """(method, beta, seed): what names a run's row in the results CSV."""
+    """(method, beta, seed): what names a run's row in the results CSV (one CSV per dataset)."""
     return METHOD.get(run.kind, run.kind), 1.0 if run.kind == "ce_bal" else float(run.ratio), run.seed
 
 
-def recorded_rows(path: Path) -> dict[tuple[str, float, int], dict]:
-    """The rows of the results CSV at ``path`` ({} when there is none) whose dumps are on disk, by
-    :func:`row_key`: the study's lasting record, which the run folders (scratch, often lost) are not.
-    A row whose dump is missing is left out, so that its run is trained again."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
+def recipe(run: Run) -> str:
+    """The run's recipe as its CSV row records it: the bundled config and the overrides, less the data
+    folder (which differs from machine to machine)."""
+    return shlex.join([run.config, *(o for o in run.overrides if not o.startswith("data.root="))])
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of the results CSV at ``path`` ([] when there is none)."""
+    if not Path(path).is_file():
+        return []
     with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    on_disk = lambda d: (REPO / d).is_file() or Path(d).is_file()  # noqa: E731
-    return {(row["method"], float(row["beta"]), int(row["seed"])): row for row in rows
-            if row.get("dump") and on_disk(row["dump"]) and (not row.get("test_dump") or on_disk(row["test_dump"]))}
+        return list(csv.DictReader(fh))
 
 
-def write_results_csv(runs: list[Run], out: Path, path: Path, dumps: Path, timings: dict[str, float]) -> Path:
-    """The CSV at ``path``: a new row for every run finished in ``out``, and the row ``path`` already
-    holds for each other run, kept as it is (in plan order; then the rows of runs not planned now,
-    so that nothing recorded is lost). A run with neither is left out and named on stderr."""
-    before = recorded_rows(path)
-    rows = []
+def _key_of(row: dict) -> tuple[str, float, int]:
+    return row["method"], float(row["beta"]), int(row["seed"])
+
+
+def _on_disk(cell: str) -> bool:
+    return bool(cell) and ((REPO / cell).is_file() or Path(cell).is_file())
+
+
+def recorded_rows(path: Path, runs: list[Run]) -> dict[str, dict]:
+    """{run name: its row} for each of ``runs`` that the results CSV at ``path`` records: a row of its
+    :func:`row_key` and :func:`recipe` (a row from before recipes were recorded is taken as it is) whose
+    dumps are on disk. Such a run is done: the CSV and its dumps are the study's lasting record, which
+    the run folders (scratch, often lost) are not."""
+    by_key = {_key_of(row): row for row in read_rows(path)}
+    done = {}
+    for run in runs:
+        row = by_key.get(row_key(run))
+        if (row is not None and row.get("recipe", "") in ("", recipe(run)) and _on_disk(row.get("dump", ""))
+                and (not row.get("test_dump") or _on_disk(row["test_dump"]))):
+            done[run.name] = row
+    return done
+
+
+def write_results_csv(runs: list[Run], out: Path, path: Path, dumps: Path, timings: dict[str, float],
+                      renew: set[str] | None = None) -> Path:
+    """Rewrite the CSV at ``path`` (atomically) for ``runs``, in their order. A run finished in ``out``
+    gets a new row when ``renew`` names it (None: every such run) or when the CSV records none for it;
+    otherwise the row the CSV records is kept as it is. The CSV's other rows (other runs, or a row whose
+    dumps are gone) follow unchanged: nothing recorded is dropped. A run finished in ``out`` with another
+    recipe than planned (``out/plan.json``) gets no row; the runs with no row at all are counted on stderr."""
+    before = read_rows(path)
+    recorded = recorded_rows(path, runs)
+    trained_with = json.loads((out / "plan.json").read_text()) if (out / "plan.json").is_file() else {}
+    rows, made, missing = [], set(), []
     for run in runs:
         if not run.family.real_data:
             continue
-        key = row_key(run)
-        if run_state(out / "runs" / run.name) == "finished":
+        finished = run_state(out / "runs" / run.name) == "finished"
+        planned = shlex.join(allnc_train_command(run.config, out / "runs" / run.name, run.overrides))
+        stale = trained_with.get(run.name) not in (None, planned)
+        if finished and stale:
+            print(f"reproduce_paper: {run.name} in {out}/runs was trained with another recipe than planned; "
+                  "no row is made from it", file=sys.stderr)
+        if finished and not stale and (run.name not in recorded or renew is None or run.name in renew):
             rows.append(csv_row(run, out, dumps, timings))
-        elif key in before:
-            rows.append(before[key])
+        elif run.name in recorded:
+            rows.append(recorded[run.name])
         else:
-            print(f"reproduce_paper: {run.name} has not finished; it has no row yet", file=sys.stderr)
-        before.pop(key, None)
-    return write_rows(path, CSV_COLUMNS, [*rows, *before.values()])
+            missing.append(run.name)
+            continue
+        made.add(_key_of(rows[-1]))
+    if missing:
+        print(f"reproduce_paper: {len(missing)} planned run(s) have no row yet: {', '.join(missing[:3])}"
+              f"{', ...' if len(missing) > 3 else ''}", file=sys.stderr)
+    return write_rows(path, CSV_COLUMNS, [*rows, *(row for row in before if _key_of(row) not in made)])

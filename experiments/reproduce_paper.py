@@ -62,19 +62,23 @@ import tarfile
 import time
 from pathlib import Path
 
-from experiments.launcher import Job, launch, resume_command, run_state
+from experiments.launcher import Job, Launch, launch, resume_command, run_state
 from experiments.launcher import train_command as allnc_train_command
 from experiments.paper_analysis import analysis_commands, light_track, nctools_cli, write_figures
 from experiments.paper_runs import Run, plan_runs, priority, profile_families
-from experiments.paper_tables import recorded_rows, row_key, write_results_csv, write_results_md
+from experiments.paper_tables import recorded_rows, write_results_csv, write_results_md
+from nctools.io.atomic import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 # Offline copies of CIFAR-10 / CIFAR-100 as image-folder JPEGs in a .tar.gz (train/<class>/*.jpg, test/<class>/*.jpg).
 TARBALL_ENV = {"cifar10": "NCTOOLS_CIFAR10_TARBALL", "cifar100": "NCTOOLS_CIFAR100_TARBALL"}
 
 
+CACHE_ENV = "NCTOOLS_DATA_CACHE"  # where the tarballs are extracted, instead of the checkout's .cache/
+
+
 def cache_folder(name: str) -> Path:
-    return REPO / ".cache" / f"{name}-jpeg"  # /.cache/ is git-ignored
+    return Path(os.environ.get(CACHE_ENV) or REPO / ".cache") / f"{name}-jpeg"  # /.cache/ is git-ignored
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,12 +98,12 @@ def log_path(out: Path, run: Run) -> Path:
 
 
 def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[str, float] | None = None,
-              timing_file: Path | None = None) -> bool:
+              timing_file: Path | None = None) -> Launch:
     """Train the runs that are not finished, ``jobs`` at a time, in :func:`~experiments.paper_runs.priority`
-    order; records {run name: wall seconds} of those trained now in ``timings`` (written to
+    order; records {run name: wall seconds} of those trained now in ``timings`` (written atomically to
     ``timing_file`` after each run, so an interruption keeps them). ``OUT/plan.json`` holds each run's
-    command: a run whose recipe changed is trained again. Returns whether a SIGTERM stopped the
-    training. Raises RuntimeError naming the first run that failed, once every run has had its turn."""
+    command: a run whose recipe changed is trained again. Returns the launch's outcomes (and whether a
+    SIGTERM stopped it); :func:`failure` says which run failed, if one did."""
     timings = {} if timings is None else timings
     ordered = sorted(runs, key=priority)
 
@@ -113,7 +117,7 @@ def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[st
         else:
             timings[name] = round(outcome.process_s, 1)
         if timing_file is not None:
-            timing_file.write_text(json.dumps(timings, indent=1))
+            atomic_write_json(timing_file, timings)
 
     job_list = [Job(r.name, out / "runs" / r.name, train_command(r, out / "runs" / r.name, "new"),
                     log=log_path(out, r)) for r in ordered]
@@ -121,12 +125,22 @@ def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[st
     # of leaving them training behind a dead parent; the CSV is then written for the runs that finished.
     done = launch(job_list, jobs, plan=out / "plan.json", log=log, on_end=ended,
                   sigterm="reproduce_paper was sent SIGTERM")
-    for run in ordered:
-        outcome = done.outcomes[run.name]
-        if outcome.state == "failed":
+    return done
+
+
+def failure(runs: list[Run], out: Path, done: Launch) -> str | None:
+    """One sentence naming the first of ``runs`` that failed in ``done`` (None: none failed)."""
+    for run in sorted(runs, key=priority):
+        outcome = done.outcomes.get(run.name)
+        if outcome is not None and outcome.state == "failed":
             why = f"exited with {outcome.exit}" if outcome.exit is not None else f"did not start: {outcome.why}"
-            raise RuntimeError(f"{run.name}: allnc-train {why}; see {log_path(out, run)}")
-    return done.stopped
+            return f"{run.name}: allnc-train {why}; see {log_path(out, run)}"
+    return None
+
+
+def trained_now(done: Launch) -> set[str]:
+    """The runs that ``done`` trained to the end (not those finished before it)."""
+    return {name for name, o in done.outcomes.items() if o.state == "finished" and o.process_s is not None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("results"))
     p.add_argument("--csv", type=Path, help="write one row per real-image run here [OUT/<family>_lt.csv]")
     p.add_argument("--dumps", type=Path, help="copy each run's final dump here, for the CSV [OUT/dumps]")
-    p.add_argument("--data", help="extracted CIFAR-10 image folder (default: extract --tarball into .cache/)")
+    p.add_argument("--data", help=f"extracted CIFAR-10 image folder (default: extract --tarball into .cache/, or "
+                                  f"${CACHE_ENV})")
     p.add_argument("--tarball", default=os.environ.get(TARBALL_ENV["cifar10"]),
                    help=f"CIFAR-10 as image-folder JPEGs in a .tar.gz, used without --data [${TARBALL_ENV['cifar10']}]")
     p.add_argument("--data100", help="CIFAR-100 image folder (cpu100 and full profiles)")
@@ -184,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="train only the runs whose names match one of these comma-separated patterns, "
                         "e.g. 'cifar10/ce_lt_r100_s1,cifar10/la_*' (see --dry-run for the names)")
     p.add_argument("--dry-run", action="store_true", help="print the planned runs and commands; run nothing")
-    p.add_argument("--skip-train", action="store_true", help="analyse what is there; train nothing")
+    p.add_argument("--skip-train", action="store_true",
+                   help="train nothing: remake the CSV rows of the runs finished in OUT (and the figures when every "
+                        "planned run is there)")
     args = p.parse_args(argv)
 
     tic = time.perf_counter()
@@ -202,16 +219,22 @@ def main(argv: list[str] | None = None) -> int:
     args.data_used = ", ".join(f"{k}: {v}" for k, v in roots.items())
     runs = plan_runs(families, roots)
     out = args.out
+    real = [fam for fam in families if fam.real_data]
+    if args.csv and len(real) > 1:
+        sys.exit(f"reproduce_paper: --csv names one file, and profile {args.profile} has {len(real)} datasets "
+                 f"({', '.join(f.name for f in real)}); leave it out to write OUT/<dataset>_lt.csv for each")
+    plan = runs  # the whole plan: the CSV keeps its order whatever --only picks
     if args.only:
         runs = [r for r in runs if any(fnmatch.fnmatchcase(r.name, pat) for pat in args.only)]
         if not runs:
             sys.exit(f"reproduce_paper: no run of profile {args.profile} matches --only {','.join(args.only)}; "
                      "--dry-run lists the names")
-    csv_of = {fam: args.csv or out / f"{fam.name}_lt.csv" for fam in families if fam.real_data}
-    rows = {fam: recorded_rows(path) for fam, path in csv_of.items()}
-    # A run whose row (and dumps) the CSV already holds is done, whatever its scratch folder says.
-    recorded = {r.name for r in runs if r.family in rows and row_key(r) in rows[r.family]
-                and run_state(out / "runs" / r.name) != "finished"}
+    csv_of = {fam: args.csv or out / f"{fam.name}_lt.csv" for fam in real}
+    # A run whose row (same recipe, dumps on disk) the CSV holds is done, whatever its scratch folder says.
+    recorded: set[str] = set()
+    for fam, path in csv_of.items():
+        recorded |= {name for name in recorded_rows(path, [r for r in runs if r.family is fam])
+                     if run_state(out / "runs" / name) != "finished"}
     # Fig. 2 (ICPA, CE balanced vs CE-LT) from real images when there are any; Figs. 3-5b from the
     # family with the most imbalance ratios (real images on a tie).
     primary2 = next((f for f in families if f.real_data), families[0])
@@ -223,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         for run in sorted(runs, key=priority):
             run_dir = out / "runs" / run.name
             state = "recorded" if run.name in recorded else run_state(run_dir)
-            print(f"[{state:8s}] {run.name:34s} {shlex.join(train_command(run, run_dir, state))}")
+            what = "(its row is in the CSV: not trained)" if state == "recorded" else \
+                shlex.join(train_command(run, run_dir, state))
+            print(f"[{state:8s}] {run.name:34s} {what}")
         print("then: " + ", ".join(str(p) for p in csv_of.values()))
         if recorded or args.only:
             print("and no figures: they need every planned run's folder")
@@ -238,25 +263,34 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)  # noqa: E731
     timing_file = out / "timings.json"
     timings = json.loads(timing_file.read_text()) if timing_file.exists() else {}
-    stopped = False
+    done, renew = None, None  # renew: the runs whose rows are made again (None: every run finished in OUT)
     if not args.skip_train:
         t0 = time.perf_counter()
         if recorded:
             log(f"{len(recorded)} run(s) already have their row in the CSV; not trained again")
-        stopped = train_all([r for r in runs if r.name not in recorded], out, args.jobs, log, timings, timing_file)
+        done = train_all([r for r in runs if r.name not in recorded], out, args.jobs, log, timings, timing_file)
+        renew = trained_now(done)
         timings["_training_wall_s_last_invocation"] = round(time.perf_counter() - t0, 1)
-        timing_file.write_text(json.dumps(timings, indent=1))
+        atomic_write_json(timing_file, timings)
+    # The rows first, whatever happened: a failed or stopped sitting still records the runs it finished.
     for fam, path in csv_of.items():
-        csv_path = write_results_csv([r for r in runs if r.family is fam], out, path, args.dumps or out / "dumps",
-                                     timings)
+        csv_path = write_results_csv([r for r in plan if r.family is fam], out, path, args.dumps or out / "dumps",
+                                     timings, renew=renew)
         log(f"wrote {csv_path}")
-    if stopped:
+    if done is not None and (failed := failure(runs, out, done)):
+        print(f"reproduce_paper: {failed}", file=sys.stderr)
+        return 1
+    if done is not None and done.stopped:
         log("stopped by SIGTERM: the rows of the runs that finished are written; run the same command to resume")
         return 143  # 128 + SIGTERM, as a shell reports a process it terminated
+    if args.only or recorded:
+        log(f"no figures or results.md: they need every planned run's folder in {out}/runs, and "
+            f"{'--only trains part of the plan' if args.only else f'{len(recorded)} run(s) are in the CSV only'}")
+        return 0
     missing = [r.name for r in runs if run_state(out / "runs" / r.name) != "finished"]
     if missing:
         log(f"no figures or results.md: {len(missing)} planned run(s) have not finished in {out}/runs "
-            f"(e.g. {missing[0]}); they need every run's folder")
+            f"(e.g. {missing[0]})")
         return 0
     commands = [shlex.join(train_command(r, out / "runs" / r.name, "new")) for r in runs]
     t0 = time.perf_counter()
@@ -268,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         light_track(runs, out)
     figures = write_figures(runs, out, primary2, primary)
     timings["_analysis_wall_s_last_invocation"] = round(time.perf_counter() - t0, 1)
-    timing_file.write_text(json.dumps(timings, indent=1))
+    atomic_write_json(timing_file, timings)
     path = write_results_md(runs, out, timings, args, commands, figures)
     log(f"wrote {path} and {len(figures)} figures into {out}/ in {time.perf_counter() - tic:.0f} s "
         f"(analysis {timings['_analysis_wall_s_last_invocation']} s)")

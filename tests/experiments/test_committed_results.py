@@ -101,6 +101,7 @@ def test_committed_tracks_end_at_the_row(source, row):
     end at the final dumps the row describes: same epoch, same metrics."""
     import pandas as pd
 
+    assert row["test_track"], "a row with a track has its test track too"
     for column, prefix, metrics in (("track", "", CSV_METRICS), ("test_track", "test_", TEST_METRICS)):
         table = pd.read_csv(REPO / row[column])
         assert list(table["epoch"]) == sorted(table["epoch"]) and len(table) >= 2, column

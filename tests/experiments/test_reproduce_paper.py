@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,9 @@ FIGURES = ("fig2_icpa", "fig3_cos_std", "fig4_self_duality", "fig5b_eta")
 def _run(*args, timeout=300):
     # CI exports the tarball variables; without them gone, a missing --data100 would be filled from the
     # environment and the script would go on to train instead of refusing.
+    # Nor may a CIFAR copy a developer extracted into the checkout's .cache/ stand in for a missing one.
     env = {k: v for k, v in os.environ.items() if k not in rp.TARBALL_ENV.values()}
+    env[rp.CACHE_ENV] = tempfile.mkdtemp(prefix="no-cifar-cache-")
     return subprocess.run([sys.executable, "-m", MODULE, *args], capture_output=True, text=True, timeout=timeout,
                           cwd=REPO, env=env)
 
@@ -279,30 +282,48 @@ def test_results_csv_rows_are_what_nctools_analyze_gives_on_the_copied_dump(tmp_
 
 def test_the_csv_keeps_recorded_rows_whose_run_folders_are_gone(tmp_path, capsys):
     """The CSV and its dumps are the study's record: rewriting it from a scratch folder that lost some
-    runs keeps their rows verbatim (and rows of runs planned by nobody now), adds the finished ones and
-    drops only a row whose dump is missing."""
+    runs keeps their rows verbatim, keeps every other row too (other plans, a lost dump), in a stable
+    order, and counts as recorded only a row of the same recipe whose dumps are there."""
     import csv
 
+    def rows():
+        with open(csv_path, newline="") as fh:
+            return list(csv.DictReader(fh))
+
     csv_path, dumps = tmp_path / "study.csv", tmp_path / "dumps"
-    old, new, never = _cpu_run("allnc_lt", 1), _cpu_run("ce_lt", 0), _cpu_run("la", 2)
+    old, new, other = _cpu_run("allnc_lt", 1), _cpu_run("ce_lt", 0), _cpu_run("la", 2)
     _fabricate_finished(old, tmp_path / "first")
     paper_tables.write_results_csv([old], tmp_path / "first", csv_path, dumps, {old.name: 123.0})
-    with open(csv_path, newline="") as fh:
-        (recorded,) = list(csv.DictReader(fh))
-    # a row of another plan, and one whose dump was deleted
-    foreign = dict(recorded, method="bbn", seed="7")
-    lost = dict(recorded, method="ldam", dump=str(tmp_path / "gone.safetensors"))
+    (recorded,) = rows()
+    assert recorded["recipe"] == paper_tables.recipe(old) and "data.root" not in recorded["recipe"]
+    extra = [dict(recorded, method="bbn", seed="7"),  # a row of another plan
+             dict(recorded, method="ldam", dump=str(tmp_path / "gone.safetensors")),  # its dump deleted
+             dict(recorded, method="la", seed="2", recipe="cifar10_lt_r100_la optim.epochs=1")]  # another recipe
     with open(csv_path, "a", newline="") as fh:
-        csv.DictWriter(fh, fieldnames=list(recorded)).writerows([foreign, lost])
-    assert set(paper_tables.recorded_rows(csv_path)) == {("allnc", 100.0, 1), ("bbn", 100.0, 7)}
+        csv.DictWriter(fh, fieldnames=list(recorded)).writerows(extra)
+    assert set(paper_tables.recorded_rows(csv_path, [old, new, other])) == {old.name}
 
     _fabricate_finished(new, tmp_path / "second")  # a new scratch folder: `old` has no folder there
-    paper_tables.write_results_csv([new, old, never], tmp_path / "second", csv_path, dumps, {})
-    with open(csv_path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    assert [(r["method"], r["seed"]) for r in rows] == [("ce", "0"), ("allnc", "1"), ("bbn", "7")]
-    assert rows[1] == recorded and rows[1]["wall_s"] == "123.0"
-    assert "cifar10/la_r100_s2 has not finished" in capsys.readouterr().err
+    paper_tables.write_results_csv([new, old, other], tmp_path / "second", csv_path, dumps, {})
+    assert [(r["method"], r["seed"]) for r in rows()] == [("ce", "0"), ("allnc", "1"), ("bbn", "7"), ("ldam", "1"),
+                                                          ("la", "2")]
+    assert rows()[1] == recorded and rows()[1]["wall_s"] == "123.0"
+    assert "1 planned run(s) have no row yet: cifar10/la_r100_s2" in capsys.readouterr().err
+
+    # a finished folder trained with another recipe than planned makes no row; the recorded one stays
+    (tmp_path / "second" / "plan.json").write_text(json.dumps({new.name: "allnc-train --config x"}))
+    before = rows()
+    paper_tables.write_results_csv([new, old, other], tmp_path / "second", csv_path, dumps, {})
+    assert rows() == before and "ce_lt_r100 in " in capsys.readouterr().err
+
+    # a recorded run finished in the scratch folder too: its row is made again only when asked
+    (tmp_path / "second" / "plan.json").unlink()
+    _fabricate_finished(old, tmp_path / "second")
+    paper_tables.write_results_csv([new, old, other], tmp_path / "second", csv_path, dumps, {}, renew={new.name})
+    assert rows()[1]["wall_s"] == "123.0"
+    paper_tables.write_results_csv([new, old, other], tmp_path / "second", csv_path, dumps, {})
+    assert rows()[1]["wall_s"] == "2.5"  # remade: the sum of its epochs' training times
+    assert [(r["method"], r["seed"]) for r in rows()][:2] == [("ce", "0"), ("allnc", "1")]
 
 
 def test_only_picks_runs_and_recorded_ones_are_not_trained(tmp_path):
@@ -323,16 +344,56 @@ def test_only_picks_runs_and_recorded_ones_are_not_trained(tmp_path):
     assert none.returncode != 0 and "no run of profile cpu matches --only nope" in none.stderr
 
 
-def test_the_study_stops_its_runs_on_sigterm(monkeypatch, tmp_path):
-    # Killed without this, the parent died and its allnc-train children trained on with nobody to record them.
-    from experiments.launcher import Launch
+@pytest.mark.parametrize("ending, status", [("stopped", 143), ("failed", 1)])
+def test_a_stopped_or_failed_sitting_still_writes_the_rows_it_finished(monkeypatch, tmp_path, capsys, ending,
+                                                                       status):
+    """SIGTERM reaches the launcher (killed without that, the parent died and its allnc-train children trained
+    on with nobody to record them); the runs that finished get their rows before main exits 143, or 1 with one
+    sentence naming the run that failed."""
+    import csv
 
+    from experiments.launcher import Launch, Outcome
+
+    out, csv_path = tmp_path / "out", tmp_path / "study.csv"
+    done, other = _cpu_run("ce_lt", 1), _cpu_run("la", 1)
     seen = {}
 
     def fake_launch(jobs, parallel, **kw):
         seen.update(kw)
-        return Launch({}, stopped=True)
+        _fabricate_finished(done, out)
+        finished = Outcome("finished", process_s=9.0)
+        kw["on_end"](done.name, finished)  # as the launcher reports each run's end: its wall time is kept
+        second = Outcome("skipped", why="stopped") if ending == "stopped" else Outcome("failed", exit=3)
+        return Launch({done.name: finished, other.name: second}, stopped=ending == "stopped")
 
     monkeypatch.setattr(rp, "launch", fake_launch)
-    assert rp.train_all([], tmp_path, jobs=1, log=lambda m: None) is True  # main then exits 143
-    assert seen["sigterm"]
+    got = rp.main(["--profile", "cpu", "--out", str(out), "--data", "/data/c10", "--csv", str(csv_path),
+                   "--dumps", str(tmp_path / "dumps"), "--only", f"{done.name},{other.name}"])
+    assert got == status and seen["sigterm"]
+    with open(csv_path, newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert (row["method"], row["seed"], row["wall_s"]) == ("ce", "1", "9.0")
+    err = capsys.readouterr().err
+    if ending == "failed":
+        assert "reproduce_paper: cifar10/la_r100_s1: allnc-train exited with 3; see " in err
+
+
+def test_skip_train_with_only_writes_rows_and_draws_nothing(tmp_path, capsys):
+    """--skip-train --only: the rows of the finished runs picked, and no figure step (it needs every run's
+    folder; it once failed on a part of the plan with a KeyError)."""
+    import csv
+
+    out, csv_path = tmp_path / "out", tmp_path / "study.csv"
+    run = _cpu_run("la", 0)
+    _fabricate_finished(run, out)
+    got = rp.main(["--profile", "cpu", "--out", str(out), "--data", "/data/c10", "--csv", str(csv_path),
+                   "--dumps", str(tmp_path / "dumps"), "--only", "cifar10/la_*", "--skip-train"])
+    assert got == 0 and "no figures or results.md" in capsys.readouterr().out
+    with open(csv_path, newline="") as fh:
+        assert [(r["method"], r["seed"]) for r in csv.DictReader(fh)] == [("la", "0")]
+
+
+def test_one_csv_for_two_datasets_is_refused(tmp_path):
+    plan = _run("--profile", "full", "--out", str(tmp_path), "--data", "/d", "--data100", "/d100", "--csv",
+                str(tmp_path / "x.csv"), "--dry-run", timeout=60)
+    assert plan.returncode != 0 and "--csv names one file, and profile full has 2 datasets" in plan.stderr
