@@ -60,6 +60,7 @@ import shutil
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from experiments.launcher import Job, Launch, launch, resume_command, run_state
@@ -67,6 +68,7 @@ from experiments.launcher import train_command as allnc_train_command
 from experiments.paper_analysis import analysis_commands, light_track, nctools_cli, write_figures
 from experiments.paper_runs import Run, plan_runs, priority, profile_families
 from experiments.paper_tables import recorded_rows, write_results_csv, write_results_md
+from nctools.errors import one_line
 from nctools.io.atomic import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,12 +100,13 @@ def log_path(out: Path, run: Run) -> Path:
 
 
 def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[str, float] | None = None,
-              timing_file: Path | None = None) -> Launch:
+              timing_file: Path | None = None, on_finished: Callable[[str], None] | None = None) -> Launch:
     """Train the runs that are not finished, ``jobs`` at a time, in :func:`~experiments.paper_runs.priority`
     order; records {run name: wall seconds} of those trained now in ``timings`` (written atomically to
     ``timing_file`` after each run, so an interruption keeps them). ``OUT/plan.json`` holds each run's
     command: a run whose recipe changed is trained again. Returns the launch's outcomes (and whether a
-    SIGTERM stopped it); :func:`failure` says which run failed, if one did."""
+    SIGTERM stopped it); :func:`failure` says which run failed, if one did. ``on_finished(name)`` is
+    called as each run finishes (to record its row while the others train)."""
     timings = {} if timings is None else timings
     ordered = sorted(runs, key=priority)
 
@@ -118,6 +121,8 @@ def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[st
             timings[name] = round(outcome.process_s, 1)
         if timing_file is not None:
             atomic_write_json(timing_file, timings)
+        if on_finished is not None:
+            on_finished(name)
 
     job_list = [Job(r.name, out / "runs" / r.name, train_command(r, out / "runs" / r.name, "new"),
                     log=log_path(out, r)) for r in ordered]
@@ -268,7 +273,18 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         if recorded:
             log(f"{len(recorded)} run(s) already have their row in the CSV; not trained again")
-        done = train_all([r for r in runs if r.name not in recorded], out, args.jobs, log, timings, timing_file)
+        def record(name: str) -> None:  # the row now: a sitting cut short keeps every run it finished
+            fam = next(r.family for r in runs if r.name == name)
+            if fam in csv_of:
+                try:
+                    write_results_csv([r for r in plan if r.family is fam], out, csv_of[fam],
+                                      args.dumps or out / "dumps", timings, renew={name})
+                    log(f"row    {name} -> {csv_of[fam]}")
+                except Exception as err:  # noqa: BLE001 - the training goes on; the end of the sitting tries again
+                    log(f"no row yet for {name} ({one_line(err)}); the end of the sitting tries again")
+
+        done = train_all([r for r in runs if r.name not in recorded], out, args.jobs, log, timings, timing_file,
+                         on_finished=record)
         renew = trained_now(done)
         timings["_training_wall_s_last_invocation"] = round(time.perf_counter() - t0, 1)
         atomic_write_json(timing_file, timings)

@@ -363,13 +363,15 @@ def test_a_stopped_or_failed_sitting_still_writes_the_rows_it_finished(monkeypat
         _fabricate_finished(done, out)
         finished = Outcome("finished", process_s=9.0)
         kw["on_end"](done.name, finished)  # as the launcher reports each run's end: its wall time is kept
+        with open(csv_path, newline="") as fh:  # and its row is written then, while the others still train
+            seen["rows while training"] = [r["method"] for r in csv.DictReader(fh)]
         second = Outcome("skipped", why="stopped") if ending == "stopped" else Outcome("failed", exit=3)
         return Launch({done.name: finished, other.name: second}, stopped=ending == "stopped")
 
     monkeypatch.setattr(rp, "launch", fake_launch)
     got = rp.main(["--profile", "cpu", "--out", str(out), "--data", "/data/c10", "--csv", str(csv_path),
                    "--dumps", str(tmp_path / "dumps"), "--only", f"{done.name},{other.name}"])
-    assert got == status and seen["sigterm"]
+    assert got == status and seen["sigterm"] and seen["rows while training"] == ["ce"]
     with open(csv_path, newline="") as fh:
         (row,) = list(csv.DictReader(fh))
     assert (row["method"], row["seed"], row["wall_s"]) == ("ce", "1", "9.0")
@@ -397,3 +399,33 @@ def test_one_csv_for_two_datasets_is_refused(tmp_path):
     plan = _run("--profile", "full", "--out", str(tmp_path), "--data", "/d", "--data100", "/d100", "--csv",
                 str(tmp_path / "x.csv"), "--dry-run", timeout=60)
     assert plan.returncode != 0 and "--csv names one file, and profile full has 2 datasets" in plan.stderr
+
+
+def test_a_row_that_fails_while_training_goes_on(monkeypatch, tmp_path, capsys):
+    """A row that cannot be made as its run ends (say, the dumps folder is unwritable for a moment) is a log
+    line, never the end of the sitting: the runs go on and the sitting's end writes the rows again."""
+    from experiments.launcher import Launch, Outcome
+
+    out, run = tmp_path / "out", _cpu_run("ce_lt", 1)
+    calls = []
+    real = rp.write_results_csv
+
+    def flaky(*args, **kw):
+        calls.append(kw.get("renew"))
+        if len(calls) == 1:
+            raise OSError("No space left on device")
+        return real(*args, **kw)
+
+    def fake_launch(jobs, parallel, **kw):
+        _fabricate_finished(run, out)
+        finished = Outcome("finished", process_s=9.0)
+        kw["on_end"](run.name, finished)
+        return Launch({run.name: finished})
+
+    monkeypatch.setattr(rp, "launch", fake_launch)
+    monkeypatch.setattr(rp, "write_results_csv", flaky)
+    got = rp.main(["--profile", "cpu", "--out", str(out), "--data", "/data/c10", "--csv", str(tmp_path / "s.csv"),
+                   "--dumps", str(tmp_path / "dumps"), "--only", run.name])
+    assert got == 0 and calls == [{run.name}, {run.name}]
+    assert "no row yet for cifar10/ce_lt_r100_s1 (No space left on device)" in capsys.readouterr().out
+    assert (tmp_path / "s.csv").read_text().count("\nce,100,1,") == 1
