@@ -81,13 +81,15 @@ def resume_command(run_dir: Path, program: Sequence[str] = ALLNC_TRAIN) -> list[
 class Job:
     """One run: its name (unique; what the log lines and the plan call it), its folder, the command that
     starts it afresh and the one that continues it. ``log``: where its output goes (appended, after a
-    ``$ command`` line); None leaves it on this process's stdout and stderr."""
+    ``$ command`` line); None leaves it on this process's stdout and stderr. ``expected_s``: how long it is
+    expected to take; under a deadline a job expected to overrun it is skipped and the next one tried."""
 
     name: str
     run_dir: Path
     command: list[str]
     resume: list[str] | None = None  # None: resume_command(run_dir, program) with the command's program
     log: Path | None = None
+    expected_s: float | None = None
 
 
 @dataclass
@@ -285,6 +287,11 @@ def launch(jobs: Sequence[Job], parallel: int = 1, *, seconds: float | None = No
                 if left is not None and left < min_start:
                     outcomes[job.name] = Outcome("skipped", why=f"only {max(left, 0):.0f} s left at its turn "
                                                                 f"(no run starts with less than {min_start:.0f} s)")
+                    log(f"skip   {job.name} ({outcomes[job.name].why})")
+                    continue
+                if left is not None and job.expected_s is not None and left < job.expected_s:
+                    outcomes[job.name] = Outcome("skipped", why=f"expected to take {job.expected_s:.0f} s, "
+                                                                f"only {max(left, 0):.0f} s left at its turn")
                     log(f"skip   {job.name} ({outcomes[job.name].why})")
                     continue
                 begin(job)

@@ -67,7 +67,7 @@ from experiments.launcher import Job, Launch, launch, resume_command, run_state
 from experiments.launcher import train_command as allnc_train_command
 from experiments.paper_analysis import analysis_commands, light_track, nctools_cli, write_figures
 from experiments.paper_runs import Run, plan_runs, priority, profile_families
-from experiments.paper_tables import recorded_rows, write_results_csv, write_results_md
+from experiments.paper_tables import read_rows, recorded_rows, row_key, write_results_csv, write_results_md
 from nctools.errors import one_line
 from nctools.io.atomic import atomic_write_json
 
@@ -100,13 +100,16 @@ def log_path(out: Path, run: Run) -> Path:
 
 
 def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[str, float] | None = None,
-              timing_file: Path | None = None, on_finished: Callable[[str], None] | None = None) -> Launch:
+              timing_file: Path | None = None, on_finished: Callable[[str], None] | None = None,
+              seconds: float | None = None, expected: dict[str, float] | None = None) -> Launch:
     """Train the runs that are not finished, ``jobs`` at a time, in :func:`~experiments.paper_runs.priority`
     order; records {run name: wall seconds} of those trained now in ``timings`` (written atomically to
     ``timing_file`` after each run, so an interruption keeps them). ``OUT/plan.json`` holds each run's
     command: a run whose recipe changed is trained again. Returns the launch's outcomes (and whether a
     SIGTERM stopped it); :func:`failure` says which run failed, if one did. ``on_finished(name)`` is
-    called as each run finishes (to record its row while the others train)."""
+    called as each run finishes (to record its row while the others train). ``seconds``: a deadline, at
+    which the runs still going are cut (resumable); ``expected``: {run name: seconds it is expected to
+    take}, so that a run that would overrun the deadline gives its turn to the next."""
     timings = {} if timings is None else timings
     ordered = sorted(runs, key=priority)
 
@@ -125,12 +128,27 @@ def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[st
             on_finished(name)
 
     job_list = [Job(r.name, out / "runs" / r.name, train_command(r, out / "runs" / r.name, "new"),
-                    log=log_path(out, r)) for r in ordered]
+                    log=log_path(out, r), expected_s=(expected or {}).get(r.name)) for r in ordered]
     # SIGTERM (kill, a job scheduler) cuts the runs going, which keep their checkpoints for a resume, instead
     # of leaving them training behind a dead parent; the CSV is then written for the runs that finished.
-    done = launch(job_list, jobs, plan=out / "plan.json", log=log, on_end=ended,
+    done = launch(job_list, jobs, plan=out / "plan.json", log=log, on_end=ended, seconds=seconds,
                   sigterm="reproduce_paper was sent SIGTERM")
     return done
+
+
+def expected_seconds(runs: list[Run], csv_of: dict) -> dict[str, float]:
+    """{run name: the longest ``wall_s`` its results CSV records for the same method and beta}: the time a
+    run is expected to take (runs of a method without a row have no estimate)."""
+    expected = {}
+    for run in runs:
+        if run.family not in csv_of:
+            continue
+        method, beta, _ = row_key(run)
+        times = [float(r["wall_s"]) for r in read_rows(csv_of[run.family])
+                 if r["method"] == method and float(r["beta"]) == beta and r.get("wall_s")]
+        if times:
+            expected[run.name] = max(times)
+    return expected
 
 
 def failure(runs: list[Run], out: Path, done: Launch) -> str | None:
@@ -203,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", type=lambda v: [x for x in v.split(",") if x],
                    help="train only the runs whose names match one of these comma-separated patterns, "
                         "e.g. 'cifar10/ce_lt_r100_s1,cifar10/la_*' (see --dry-run for the names)")
+    p.add_argument("--hours", type=float, help="train for at most this long: a run the CSV's wall_s says would not "
+                   "finish in the time left is skipped for a shorter one, and the runs still going at the end are "
+                   "stopped (resumable)")
     p.add_argument("--dry-run", action="store_true", help="print the planned runs and commands; run nothing")
     p.add_argument("--skip-train", action="store_true",
                    help="train nothing: remake the CSV rows of the runs finished in OUT (and the figures when every "
@@ -283,8 +304,10 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as err:  # noqa: BLE001 - the training goes on; the end of the sitting tries again
                     log(f"no row yet for {name} ({one_line(err)}); the end of the sitting tries again")
 
-        done = train_all([r for r in runs if r.name not in recorded], out, args.jobs, log, timings, timing_file,
-                         on_finished=record)
+        todo = [r for r in runs if r.name not in recorded]
+        done = train_all(todo, out, args.jobs, log, timings, timing_file, on_finished=record,
+                         seconds=None if args.hours is None else args.hours * 3600,
+                         expected=expected_seconds(todo, csv_of) if args.hours is not None else None)
         renew = trained_now(done)
         timings["_training_wall_s_last_invocation"] = round(time.perf_counter() - t0, 1)
         atomic_write_json(timing_file, timings)

@@ -107,3 +107,18 @@ def _read_or_empty(path: Path) -> bytes:
         return path.read_bytes()
     except OSError:  # the process ended meanwhile
         return b""
+
+
+def test_a_job_expected_to_overrun_the_deadline_gives_its_turn_to_the_next(tmp_path):
+    """Under a deadline, a job whose expected time exceeds what is left is skipped and a shorter one behind
+    it still starts (a sitting fills its time instead of stopping at the first long run)."""
+    import dataclasses
+
+    long = dataclasses.replace(_job(tmp_path, "long"), expected_s=3600.0)
+    short = dataclasses.replace(_job(tmp_path, "short"), expected_s=1.0)
+    unknown = _job(tmp_path, "unknown")  # no estimate: started while time is left
+    lines = []
+    out = launch([long, short, unknown], 1, seconds=60, log=lines.append).outcomes
+    assert out["long"].state == "skipped" and "expected to take 3600 s, only" in out["long"].why
+    assert out["short"].state == "finished" and out["unknown"].state == "finished"
+    assert any(line.startswith("skip   long (expected to take 3600 s") for line in lines)

@@ -429,3 +429,28 @@ def test_a_row_that_fails_while_training_goes_on(monkeypatch, tmp_path, capsys):
     assert got == 0 and calls == [{run.name}, {run.name}]
     assert "no row yet for cifar10/ce_lt_r100_s1 (No space left on device)" in capsys.readouterr().out
     assert (tmp_path / "s.csv").read_text().count("\nce,100,1,") == 1
+
+
+def test_hours_gives_the_launch_a_deadline_and_each_run_its_expected_time(monkeypatch, tmp_path):
+    """--hours H: the runs' expected times are the longest wall_s the CSV records for their method, and the
+    launch gets H as its deadline (it skips a run that would overrun for a shorter one, tested in
+    test_launcher)."""
+    from experiments.launcher import Launch
+
+    scratch, csv_path = tmp_path / "scratch", tmp_path / "s.csv"
+    recorded = _cpu_run("ce_lt", 0)
+    _fabricate_finished(recorded, scratch)
+    paper_tables.write_results_csv([recorded], scratch, csv_path, tmp_path / "d", {recorded.name: 1500.0})
+    seen = {}
+
+    def fake_launch(jobs, parallel, **kw):
+        seen["expected"] = {j.name: j.expected_s for j in jobs}
+        seen["seconds"] = kw["seconds"]
+        return Launch({})
+
+    monkeypatch.setattr(rp, "launch", fake_launch)
+    got = rp.main(["--profile", "cpu", "--out", str(tmp_path / "out"), "--data", "/d", "--csv", str(csv_path),
+                   "--dumps", str(tmp_path / "d"), "--only", "cifar10/ce_lt_r100_s1,cifar10/allnc_lt_r100_s1",
+                   "--hours", "0.5"])
+    assert got == 0 and seen["seconds"] == 1800
+    assert seen["expected"] == {"cifar10/ce_lt_r100_s1": 1500.0, "cifar10/allnc_lt_r100_s1": None}
