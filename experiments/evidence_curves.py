@@ -15,7 +15,6 @@ tracks were kept) are counted in the legend, never drawn.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from experiments.cifar10_lt_summary import LABELS
+from experiments.paper_tables import read_rows
 
 REPO = Path(__file__).resolve().parents[1]
 # (track column, y label, log scale): NC1, Fig. 3's cos-Std of the means, Fig. 4's self-duality
@@ -50,18 +50,16 @@ def load_tracks(csv_path: Path, methods: Sequence[Key]) -> tuple[dict, dict[Key,
 
     tracks: dict[Key, dict[str, dict[int, object]]] = {}
     untracked: dict[Key, int] = {}
-    with open(csv_path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            key = (row["method"], int(float(row["beta"])))
-            if key not in methods:
-                continue
-            if not row.get("track"):
-                untracked[key] = untracked.get(key, 0) + 1
-                continue
-            for column, _ in SPLITS:
-                if row.get(column):
-                    path = Path(row[column]) if Path(row[column]).is_absolute() else REPO / row[column]
-                    tracks.setdefault(key, {}).setdefault(column, {})[int(row["seed"])] = pd.read_csv(path)
+    for row in read_rows(csv_path):
+        key = (row["method"], int(float(row["beta"])))
+        if key not in methods:
+            continue
+        if not row.get("track"):
+            untracked[key] = untracked.get(key, 0) + 1
+            continue
+        for column, _ in SPLITS:
+            if row.get(column):  # REPO / an absolute path is that path
+                tracks.setdefault(key, {}).setdefault(column, {})[int(row["seed"])] = pd.read_csv(REPO / row[column])
     return tracks, untracked
 
 
@@ -73,6 +71,9 @@ def curves_figure(tracks: Mapping[Key, Mapping[str, Mapping[int, object]]], meth
     fig = Figure(figsize=(4.0 * len(PANELS), 3.0 * len(SPLITS) + 0.8), layout="constrained")
     axes = np.array(fig.subplots(len(SPLITS), len(PANELS), squeeze=False))
     colours = [f"C{i}" for i in range(10)]
+    # one legend entry per method: the seeds with a track in either split
+    labels = {key: _label(key, len(set().union(*(set(s) for s in tracks[key].values()))), untracked)
+              for key in methods if key in tracks}
     for i, (column, split_name) in enumerate(SPLITS):
         for j, (metric, ylabel, log) in enumerate(PANELS):
             ax = axes[i, j]
@@ -83,10 +84,8 @@ def curves_figure(tracks: Mapping[Key, Mapping[str, Mapping[int, object]]], meth
                 if not tables:
                     continue
                 epochs = sorted(set.intersection(*(set(t["epoch"]) for t in tables)))
-                values = np.array([[float(t.set_index("epoch").loc[e, metric]) for e in epochs] for t in tables])
-                seeds_drawn = len(set().union(*(set(s) for s in tracks[key].values())))  # one label per method
-                ax.plot(epochs, values.mean(axis=0), color=colours[k % 10], lw=1.6,
-                        label=_label(key, seeds_drawn, untracked))
+                values = np.array([t.set_index("epoch").loc[epochs, metric].to_numpy(float) for t in tables])
+                ax.plot(epochs, values.mean(axis=0), color=colours[k % 10], lw=1.6, label=labels[key])
                 if len(tables) > 1:
                     ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=colours[k % 10],
                                     alpha=0.2, lw=0)

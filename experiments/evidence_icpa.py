@@ -14,7 +14,6 @@ how far the class means' pairwise angles lie from the simplex angle (the mean ov
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 from experiments.cifar10_lt_summary import LABELS
 from experiments.evidence_curves import DEFAULT_METHODS, parse_method
 from experiments.paper_analysis import nctools_cli
+from experiments.paper_tables import read_rows
 from nctools.io.atomic import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,8 +31,7 @@ SPLITS = {"train": ("dump", "dumps"), "test": ("test_dump", "dumps-test")}
 
 def dumps_of(csv_path: Path, methods: list[tuple[str, int]], seed: int) -> dict[tuple[str, int], dict]:
     """{(method, beta): the CSV row of ``seed``} for each of ``methods`` the CSV has, in ``methods`` order."""
-    with open(csv_path, newline="") as fh:
-        rows = {(r["method"], int(float(r["beta"])), int(r["seed"])): r for r in csv.DictReader(fh)}
+    rows = {(r["method"], int(float(r["beta"])), int(r["seed"])): r for r in read_rows(csv_path)}
     return {m: rows[(*m, seed)] for m in methods if (*m, seed) in rows}
 
 

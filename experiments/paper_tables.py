@@ -163,7 +163,6 @@ def _kept_tracks(run_dir: Path, stem: Path, with_test: bool) -> dict[str, str]:
             continue
         table = track_run(run_dir, split=split, device="cpu").table
         path = stem.with_name(f"{stem.name}{suffix}.csv")
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
         kept[column] = _shown(path)
     return kept
@@ -209,7 +208,11 @@ def recorded_rows(path: Path, runs: list[Run]) -> dict[str, dict]:
     :func:`row_key` and :func:`recipe` (a row from before recipes were recorded is taken as it is) whose
     dumps are on disk. Such a run is done: the CSV and its dumps are the study's lasting record, which
     the run folders (scratch, often lost) are not."""
-    by_key = {_key_of(row): row for row in read_rows(path)}
+    return _recorded_in(read_rows(path), runs)
+
+
+def _recorded_in(rows: list[dict], runs: list[Run]) -> dict[str, dict]:
+    by_key = {_key_of(row): row for row in rows}
     done = {}
     for run in runs:
         row = by_key.get(row_key(run))
@@ -227,7 +230,7 @@ def write_results_csv(runs: list[Run], out: Path, path: Path, dumps: Path, timin
     dumps are gone) follow unchanged: nothing recorded is dropped. A run finished in ``out`` with another
     recipe than planned (``out/plan.json``) gets no row; the runs with no row at all are counted on stderr."""
     before = read_rows(path)
-    recorded = recorded_rows(path, runs)
+    recorded = _recorded_in(before, runs)
     trained_with = json.loads((out / "plan.json").read_text()) if (out / "plan.json").is_file() else {}
     rows, made, missing = [], set(), []
     for run in runs:

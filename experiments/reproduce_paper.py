@@ -131,23 +131,24 @@ def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[st
                     log=log_path(out, r), expected_s=(expected or {}).get(r.name)) for r in ordered]
     # SIGTERM (kill, a job scheduler) cuts the runs going, which keep their checkpoints for a resume, instead
     # of leaving them training behind a dead parent; the CSV is then written for the runs that finished.
-    done = launch(job_list, jobs, plan=out / "plan.json", log=log, on_end=ended, seconds=seconds,
+    return launch(job_list, jobs, plan=out / "plan.json", log=log, on_end=ended, seconds=seconds,
                   sigterm="reproduce_paper was sent SIGTERM")
-    return done
 
 
 def expected_seconds(runs: list[Run], csv_of: dict) -> dict[str, float]:
     """{run name: the longest ``wall_s`` its results CSV records for the same method and beta}: the time a
     run is expected to take (runs of a method without a row have no estimate)."""
+    longest: dict[tuple, float] = {}  # (family, method, beta) -> the longest wall_s recorded
+    for fam, path in csv_of.items():
+        for row in read_rows(path):
+            if row.get("wall_s"):
+                key = (fam, row["method"], float(row["beta"]))
+                longest[key] = max(longest.get(key, 0.0), float(row["wall_s"]))
     expected = {}
     for run in runs:
-        if run.family not in csv_of:
-            continue
         method, beta, _ = row_key(run)
-        times = [float(r["wall_s"]) for r in read_rows(csv_of[run.family])
-                 if r["method"] == method and float(r["beta"]) == beta and r.get("wall_s")]
-        if times:
-            expected[run.name] = max(times)
+        if (run.family, method, beta) in longest:
+            expected[run.name] = longest[(run.family, method, beta)]
     return expected
 
 
