@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             if fam in csv_of:
                 try:
                     write_results_csv([r for r in plan if r.family is fam], out, csv_of[fam],
-                                      args.dumps or out / "dumps", timings, renew={name})
+                                      args.dumps or out / "dumps", timings, renew={name},
+                                      count_missing=False)
                     log(f"row    {name} -> {csv_of[fam]}")
                 except Exception as err:  # noqa: BLE001 - the training goes on; the end of the sitting tries again
                     log(f"no row yet for {name} ({one_line(err)}); the end of the sitting tries again")

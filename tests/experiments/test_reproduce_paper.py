@@ -431,6 +431,27 @@ def test_a_row_that_fails_while_training_goes_on(monkeypatch, tmp_path, capsys):
     assert (tmp_path / "s.csv").read_text().count("\nce,100,1,") == 1
 
 
+def test_the_runs_with_no_row_are_counted_once_a_sitting(monkeypatch, tmp_path, capsys):
+    """The CSV is rewritten as each run finishes and again at the end; only the end counts the planned runs
+    that still have no row, so a long sitting's log carries that line once, not once per run."""
+    from experiments.launcher import Launch, Outcome
+
+    out, runs = tmp_path / "out", [_cpu_run("ce_lt", 1), _cpu_run("la", 1)]
+
+    def fake_launch(jobs, parallel, **kw):
+        for run in runs:
+            _fabricate_finished(run, out)
+            kw["on_end"](run.name, Outcome("finished", process_s=9.0))
+        return Launch({run.name: Outcome("finished", process_s=9.0) for run in runs})
+
+    monkeypatch.setattr(rp, "launch", fake_launch)
+    got = rp.main(["--profile", "cpu", "--out", str(out), "--data", "/data/c10", "--csv", str(tmp_path / "s.csv"),
+                   "--dumps", str(tmp_path / "dumps"), "--only", ",".join(run.name for run in runs)])
+    captured = capsys.readouterr()
+    assert got == 0 and captured.out.count("row    cifar10/") == 2
+    assert captured.err.count("planned run(s) have no row yet") == 1
+
+
 def test_hours_gives_the_launch_a_deadline_and_each_run_its_expected_time(monkeypatch, tmp_path):
     """--hours H: the runs' expected times are the longest wall_s the CSV records for their method, and the
     launch gets H as its deadline (it skips a run that would overrun for a shorter one, tested in
