@@ -4,6 +4,7 @@
     python -m experiments.evidence --csv docs/results/cifar100_lt.csv --classes 100
     python -m experiments.evidence --csv docs/results/cifar10_lt.csv --figure docs/figures/claims_cifar10_lt.pdf
     python -m experiments.evidence --list        # the claims alone, as docs/RESULTS.md pre-registers them
+    python -m experiments.evidence --csv docs/results/cifar10_lt.csv --page docs/RESULTS.md  # its tables there
 
 Every claim of docs/RESULTS.md is written below, before the runs it is measured on (the pre-registration:
 what decides it, in which direction). A claim compares two runs of the results CSV seed by seed, d_s =
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,6 +266,41 @@ def preregistration() -> str:
     return "\n".join(lines)
 
 
+def tables(runs: dict, num_classes: int) -> str:
+    """What a results page shows of a CSV: the per-method table (mean ± standard deviation over seeds), then
+    every claim with its interval and verdict."""
+    return method_table(runs, TABLE) + "\n\n" + markdown(evaluate(runs, num_classes))
+
+
+def page_markers(csv_path: Path, page_path: Path) -> tuple[str, str]:
+    """The comments that enclose the tables of the results CSV ``csv_path`` in the page at ``page_path``; they
+    name the CSV as the page links to it (relative to the page's folder)."""
+    name = Path(os.path.relpath(Path(csv_path).resolve(), Path(page_path).resolve().parent)).as_posix()
+    return (f"<!-- the tables of {name}, written by python -m experiments.evidence --page: do not edit -->",
+            f"<!-- end of the tables of {name} -->")
+
+
+def page_block(page_path: Path, csv_path: Path) -> str | None:
+    """The text between the page's markers for ``csv_path`` (None when the page lacks either)."""
+    begin, end = page_markers(csv_path, page_path)
+    _, found, rest = Path(page_path).read_text(encoding="utf-8").partition(begin)
+    return rest.partition(end)[0].strip("\n") if found and end in rest else None
+
+
+def update_page(page_path: Path, csv_path: Path, runs: dict, num_classes: int) -> None:
+    """Rewrite (atomically) the tables of ``csv_path`` in the page at ``page_path``, between its markers, so
+    that the page shows what the rows give; the rest of the page is left as it is."""
+    from nctools.io.atomic import atomic_write
+
+    begin, end = page_markers(csv_path, page_path)
+    if page_block(page_path, csv_path) is None:
+        raise ValueError(f"{page_path} has no place for the tables of {csv_path.name}: put the two lines "
+                         f"'{begin}' and '{end}' where they belong")
+    head, _, rest = page_path.read_text(encoding="utf-8").partition(begin)
+    text = f"{head}{begin}\n{tables(runs, num_classes)}\n{end}{rest.partition(end)[2]}"
+    atomic_write(page_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--csv", type=Path, default=Path("docs/results/cifar10_lt.csv"))
@@ -271,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--claims", type=Path, help="also write the claims as CSV here")
     p.add_argument("--figure", type=Path, help="also draw the claims (per-seed d, mean, 95 %% interval) as this "
                    "PDF, with a PNG twin beside it")
+    p.add_argument("--page", type=Path, help="also rewrite this page's tables of --csv (between its marker "
+                   "comments) to what the rows give")
     p.add_argument("--list", action="store_true", help="print the pre-registered claims and exit")
     args = p.parse_args(argv)
     if args.figure and args.figure.suffix != ".pdf":
@@ -280,9 +319,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs = load(args.csv)
     rows = evaluate(runs, args.classes)
-    print(method_table(runs, TABLE) + "\n\n" + markdown(rows) + "\n\n" + tracking(runs))
+    print(tables(runs, args.classes) + "\n\n" + tracking(runs))
     if args.claims:
         write_rows(args.claims, COLUMNS, rows)
+    if args.page:
+        try:
+            update_page(args.page, args.csv, runs, args.classes)
+        except (OSError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     if args.figure:
         from experiments.evidence_figure import claims_figure, save_figure
 

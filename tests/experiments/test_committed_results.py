@@ -94,6 +94,17 @@ def test_committed_claims_are_what_the_committed_rows_give(path):
                 assert g[column] == str(w[column]), (w["key"], column)
 
 
+@pytest.mark.parametrize("path", [p for p in RESULTS if "v1" not in p.parts], ids=lambda p: str(p.relative_to(REPO)))
+def test_the_results_page_shows_what_the_committed_rows_give(path):
+    """docs/RESULTS.md's tables of each study (per-method means, every claim's interval and verdict) are
+    ``python -m experiments.evidence --page`` on the committed rows: the page cannot lag its CSV."""
+    from experiments import evidence
+
+    block = evidence.page_block(REPO / "docs" / "RESULTS.md", path)
+    assert block is not None, f"docs/RESULTS.md has no tables of {path.name}"
+    assert block == evidence.tables(evidence.load(path), 100 if "cifar100" in path.name else 10)
+
+
 @pytest.mark.parametrize("source,row", [(s, r) for s, r in _all_rows() if r.get("track")],
                          ids=lambda v: v if isinstance(v, str) else f"{v['method']}-b{v['beta']}-s{v['seed']}")
 def test_committed_tracks_end_at_the_row(source, row):

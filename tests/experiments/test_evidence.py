@@ -95,6 +95,31 @@ def test_results_page_preregisters_exactly_the_claims_the_code_evaluates():
     assert evidence.preregistration() in page  # the table, as printed by --list, word for word
 
 
+def test_page_tables_are_rewritten_between_their_markers_and_nowhere_else(tmp_path, capsys):
+    rows_csv, page = tmp_path / "study.csv", tmp_path / "PAGE.md"
+    _write(rows_csv, _three_seed_rows())
+    begin, end = evidence.page_markers(rows_csv, page)
+    assert begin == "<!-- the tables of study.csv, written by python -m experiments.evidence --page: do not edit -->"
+    page.write_text(f"# Title\n\nprose before\n\n{begin}\nstale table\n{end}\n\nprose after\n")
+    assert evidence.main(["--csv", str(rows_csv), "--page", str(page)]) == 0
+    text = page.read_text()
+    assert text.startswith("# Title\n\nprose before\n\n") and text.endswith(f"{end}\n\nprose after\n")
+    assert "stale table" not in text
+    assert evidence.page_block(page, rows_csv) == evidence.tables(evidence.load(rows_csv), 10)
+    assert "| AllNC's few-shot accuracy is above CE-LT's (points) |" in evidence.page_block(page, rows_csv)
+    assert evidence.main(["--csv", str(rows_csv), "--page", str(page)]) == 0 and page.read_text() == text  # idempotent
+
+
+def test_a_page_without_markers_is_refused_with_one_sentence(tmp_path, capsys):
+    rows_csv, page = tmp_path / "study.csv", tmp_path / "PAGE.md"
+    _write(rows_csv, _three_seed_rows())
+    page.write_text("# no markers here\n")
+    assert evidence.main(["--csv", str(rows_csv), "--page", str(page)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {page} has no place for the tables of study.csv") and err.count("\n") == 1
+    assert page.read_text() == "# no markers here\n"
+
+
 def test_tracking_ranks_each_metric_against_test_accuracy_over_the_long_tailed_runs():
     # ranks of accuracy 1..6 against NC1 ranks 6, 5, 4, 2, 3, 1: rho = 1 - 6 * (25 + 9 + 1 + 4 + 4 + 25) / 210
     acc, nc1 = [0.30, 0.31, 0.32, 0.40, 0.41, 0.42], [1.0, 0.9, 0.8, 0.5, 0.6, 0.3]
