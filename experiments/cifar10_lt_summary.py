@@ -27,7 +27,7 @@ import numpy as np
 from experiments.csv_rows import write_rows
 
 OPTIMUM = 96.38  # the simplex-ETF angle for 10 classes, arccos(-1/9), in degrees
-LABELS = {("ce", 1): "CE, balanced (124 per class)", ("ce", 100): "CE-LT", ("la", 100): "LA-LT",
+LABELS = {("ce", 1): "CE, balanced (same N)", ("ce", 100): "CE-LT", ("la", 100): "LA-LT",
           ("etf", 100): "ETF-LT (fixed ETF classifier, CE)", ("etf_dr", 100): "ETF + DR-LT", ("bbn", 100): "BBN-LT",
           ("allnc", 100): "AllNC-LT", ("allnc_no_hycon", 100): "AllNC w/o HyCon",
           ("allnc_no_p2p", 100): "AllNC w/o P2P", ("allnc_no_gbbn", 100): "AllNC w/o GBBN",
