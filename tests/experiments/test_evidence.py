@@ -110,6 +110,23 @@ def test_page_tables_are_rewritten_between_their_markers_and_nowhere_else(tmp_pa
     assert evidence.main(["--csv", str(rows_csv), "--page", str(page)]) == 0 and page.read_text() == text  # idempotent
 
 
+def test_exploratory_comparisons_are_apart_from_the_preregistered_claims(tmp_path):
+    """Comparisons written after their runs were seen are shown under their own heading, only once they have a
+    seed, and never enter the pre-registration or the claims CSV."""
+    assert not {c.key for c in evidence.EXPLORATORY} & {c.key for c in evidence.CLAIMS}
+    rows_csv = tmp_path / "study.csv"
+    _write(rows_csv, _three_seed_rows())
+    assert "Exploratory" not in evidence.tables(evidence.load(rows_csv), 10)  # no test NC3 column: no seed
+    _write(rows_csv, [{**row, "test_nc3_self_duality": 0.25 if row["method"] == "ce" else 0.55}
+                      for row in _three_seed_rows()])
+    text = evidence.tables(evidence.load(rows_csv), 10)
+    exploratory = text.split("**Exploratory comparisons**", 1)[1]
+    assert "| AllNC's test-set self-duality (NC3) is better than CE-LT's | test | ce@100 - allnc@100 | 0,1,2 | -0.3 |" \
+        in exploratory
+    assert "AllNC's test-set self-duality" not in evidence.preregistration()
+    assert [r["key"] for r in evidence.evaluate(evidence.load(rows_csv), 10)] == [c.key for c in evidence.CLAIMS]
+
+
 def test_a_page_without_markers_is_refused_with_one_sentence(tmp_path, capsys):
     rows_csv, page = tmp_path / "study.csv", tmp_path / "PAGE.md"
     _write(rows_csv, _three_seed_rows())
