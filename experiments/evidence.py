@@ -7,7 +7,8 @@
     python -m experiments.evidence --csv docs/results/cifar10_lt.csv --page docs/RESULTS.md  # its tables there
 
 Every claim of docs/RESULTS.md is written below, before the runs it is measured on (the pre-registration:
-what decides it, in which direction). A claim compares two runs of the results CSV seed by seed, d_s =
+what decides it, in which direction); ``EXPLORATORY`` holds the comparisons written after their runs had been
+seen, shown apart. A claim compares two runs of the results CSV seed by seed, d_s =
 f(A_s) - f(B_s) on the seeds both have, or measures one run, d_s = f(A_s), and says that the mean of d
 is above zero; it **holds** when the 95 % interval of that mean (Student t over seeds, n - 1 degrees of
 freedom) lies wholly above zero, **fails** when it lies wholly below, and is **open** otherwise.
@@ -280,43 +281,58 @@ def preregistration() -> str:
 
 def tables(runs: dict, num_classes: int) -> str:
     """What a results page shows of a CSV: the per-method table (mean ± standard deviation over seeds), every
-    pre-registered claim with its interval and verdict, then the exploratory comparisons that have a seed."""
+    pre-registered claim with its interval and verdict, the exploratory comparisons that have a seed, and how
+    each metric ranks with test accuracy."""
     exploratory = [r for r in evaluate(runs, num_classes, EXPLORATORY) if r["n"]]
     text = method_table(runs, TABLE) + "\n\n" + markdown(evaluate(runs, num_classes))
     if exploratory:
         text += (f"\n\n**Exploratory comparisons**, written on {EXPLORATORY_SINCE} after the runs they compare "
                  "had been seen: the same statistics, but a verdict here describes, it is no evidence.\n\n"
                  + markdown(exploratory))
-    return text
+    return text + "\n\n" + tracking(runs)
 
 
 def page_markers(csv_path: Path, page_path: Path) -> tuple[str, str]:
-    """The comments that enclose the tables of the results CSV ``csv_path`` in the page at ``page_path``; they
+    """The lines that enclose the tables of the results CSV ``csv_path`` in the page at ``page_path``; they
     name the CSV as the page links to it (relative to the page's folder)."""
     name = Path(os.path.relpath(Path(csv_path).resolve(), Path(page_path).resolve().parent)).as_posix()
     return (f"<!-- the tables of {name}, written by python -m experiments.evidence --page: do not edit -->",
             f"<!-- end of the tables of {name} -->")
 
 
-def page_block(page_path: Path, csv_path: Path) -> str | None:
-    """The text between the page's markers for ``csv_path`` (None when the page lacks either)."""
+def _split_page(page_path: Path, csv_path: Path) -> tuple[list[str], list[str], list[str]]:
+    """The page's lines (ends kept) before its tables of ``csv_path`` (begin marker included), the tables, and
+    the lines after (end marker included). The markers count only as whole lines, each exactly once, begin
+    first: anything else is refused, since rewriting the wrong span would lose prose."""
+    page_path = Path(page_path)
+    if not page_path.is_file():
+        raise ValueError(f"--page {page_path}: no such file")
+    lines = page_path.read_bytes().decode("utf-8").splitlines(keepends=True)  # bytes, ends kept: CRLF stays CRLF
     begin, end = page_markers(csv_path, page_path)
-    _, found, rest = Path(page_path).read_text(encoding="utf-8").partition(begin)
-    return rest.partition(end)[0].strip("\n") if found and end in rest else None
+    at = {m: [i for i, line in enumerate(lines) if line.rstrip("\r\n") == m] for m in (begin, end)}
+    found = (len(at[begin]), len(at[end]))
+    if found != (1, 1) or at[end][0] < at[begin][0]:
+        why = "in the wrong order" if found == (1, 1) else f"found {found[0]} and {found[1]}"
+        raise ValueError(f"{page_path} must hold the line '{begin}' once and, after it, the line '{end}' once "
+                         f"({why})")
+    i, j = at[begin][0], at[end][0]
+    return lines[:i + 1], lines[i + 1:j], lines[j:]
+
+
+def page_block(page_path: Path, csv_path: Path) -> str:
+    """The tables of ``csv_path`` in the page at ``page_path``, as written there (ValueError: no such block)."""
+    return "".join(_split_page(page_path, csv_path)[1]).replace("\r\n", "\n").strip("\n")
 
 
 def update_page(page_path: Path, csv_path: Path, runs: dict, num_classes: int) -> None:
     """Rewrite (atomically) the tables of ``csv_path`` in the page at ``page_path``, between its markers, so
-    that the page shows what the rows give; the rest of the page is left as it is."""
+    that the page shows what the rows give; the rest of the page is left as it is, byte for byte."""
     from nctools.io.atomic import atomic_write
 
-    begin, end = page_markers(csv_path, page_path)
-    if page_block(page_path, csv_path) is None:
-        raise ValueError(f"{page_path} has no place for the tables of {csv_path.name}: put the two lines "
-                         f"'{begin}' and '{end}' where they belong")
-    head, _, rest = page_path.read_text(encoding="utf-8").partition(begin)
-    text = f"{head}{begin}\n{tables(runs, num_classes)}\n{end}{rest.partition(end)[2]}"
-    atomic_write(page_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    head, _, tail = _split_page(page_path, csv_path)
+    newline = "\r\n" if head[-1].endswith("\r\n") else "\n"
+    text = "".join(head) + tables(runs, num_classes).replace("\n", newline) + newline + "".join(tail)
+    atomic_write(Path(page_path), lambda tmp: tmp.write_bytes(text.encode("utf-8")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,17 +351,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print(preregistration())
         return 0
-    runs = load(args.csv)
-    rows = evaluate(runs, args.classes)
-    print(tables(runs, args.classes) + "\n\n" + tracking(runs))
-    if args.claims:
-        write_rows(args.claims, COLUMNS, rows)
     if args.page:
         try:
-            update_page(args.page, args.csv, runs, args.classes)
+            _split_page(args.page, args.csv)  # before anything is written: a bad page leaves no half-made outputs
         except (OSError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
+    runs = load(args.csv)
+    rows = evaluate(runs, args.classes)
+    print(tables(runs, args.classes))
+    if args.claims:
+        write_rows(args.claims, COLUMNS, rows)
+    if args.page:
+        update_page(args.page, args.csv, runs, args.classes)
     if args.figure:
         from experiments.evidence_figure import claims_figure, save_figure
 

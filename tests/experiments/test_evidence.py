@@ -127,14 +127,46 @@ def test_exploratory_comparisons_are_apart_from_the_preregistered_claims(tmp_pat
     assert [r["key"] for r in evidence.evaluate(evidence.load(rows_csv), 10)] == [c.key for c in evidence.CLAIMS]
 
 
-def test_a_page_without_markers_is_refused_with_one_sentence(tmp_path, capsys):
-    rows_csv, page = tmp_path / "study.csv", tmp_path / "PAGE.md"
+@pytest.mark.parametrize("body,why", [
+    ("# no markers here\n", "found 0 and 0"),
+    ("{begin}\nold\n{end}\n{begin}\nold\n{end}\n", "found 2 and 2"),
+    ("{end}\nold\n{begin}\n", "in the wrong order"),
+    ("{begin}\nold\n", "found 1 and 0"),
+    ("quoted in prose: `{begin}` and `{end}`\n", "found 0 and 0"),  # only whole lines are markers
+])
+def test_a_page_whose_markers_are_not_one_clear_pair_is_refused_before_anything_is_written(tmp_path, capsys,
+                                                                                          body, why):
+    rows_csv, page, claims = tmp_path / "study.csv", tmp_path / "PAGE.md", tmp_path / "claims.csv"
     _write(rows_csv, _three_seed_rows())
-    page.write_text("# no markers here\n")
-    assert evidence.main(["--csv", str(rows_csv), "--page", str(page)]) == 1
+    begin, end = evidence.page_markers(rows_csv, page)
+    page.write_text(body.format(begin=begin, end=end))
+    before = page.read_bytes()
+    assert evidence.main(["--csv", str(rows_csv), "--page", str(page), "--claims", str(claims)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {page} has no place for the tables of study.csv") and err.count("\n") == 1
-    assert page.read_text() == "# no markers here\n"
+    assert err.startswith(f"error: {page} must hold the line '{begin}' once") and f"({why})" in err
+    assert err.count("\n") == 1 and page.read_bytes() == before and not claims.exists()
+
+
+def test_a_missing_page_is_one_sentence(tmp_path, capsys):
+    rows_csv = tmp_path / "study.csv"
+    _write(rows_csv, _three_seed_rows())
+    assert evidence.main(["--csv", str(rows_csv), "--page", str(tmp_path / "nope.md")]) == 1
+    assert capsys.readouterr().err == f"error: --page {tmp_path / 'nope.md'}: no such file\n"
+
+
+def test_a_crlf_page_keeps_its_line_ends_and_relative_paths_name_the_same_block(tmp_path, monkeypatch):
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    rows_csv, page = tmp_path / "docs" / "results" / "study.csv", tmp_path / "docs" / "PAGE.md"
+    _write(rows_csv, _three_seed_rows())
+    begin, end = evidence.page_markers(rows_csv, page)
+    assert begin.startswith("<!-- the tables of results/study.csv,")  # as the page links to the CSV
+    page.write_bytes(f"prose\r\n{begin}\r\nSTALE TABLE\r\n{end}\r\nmore prose\r\n".encode())
+    monkeypatch.chdir(tmp_path)
+    assert evidence.main(["--csv", "docs/results/study.csv", "--page", "docs/PAGE.md"]) == 0
+    data = page.read_bytes()
+    assert data.startswith(f"prose\r\n{begin}\r\n".encode()) and data.endswith(f"{end}\r\nmore prose\r\n".encode())
+    assert b"\n" not in data.replace(b"\r\n", b"") and b"STALE TABLE" not in data
+    assert evidence.page_block(page, rows_csv) == evidence.tables(evidence.load(rows_csv), 10)
 
 
 def test_tracking_ranks_each_metric_against_test_accuracy_over_the_long_tailed_runs():
