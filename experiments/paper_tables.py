@@ -223,13 +223,14 @@ def _recorded_in(rows: list[dict], runs: list[Run]) -> dict[str, dict]:
 
 
 def write_results_csv(runs: list[Run], out: Path, path: Path, dumps: Path, timings: dict[str, float],
-                      renew: set[str] | None = None, count_missing: bool = True) -> Path:
+                      renew: set[str] | None = None, count_missing: bool = True) -> Path | None:
     """Rewrite the CSV at ``path`` (atomically) for ``runs``, in their order. A run finished in ``out``
     gets a new row when ``renew`` names it (None: every such run) or when the CSV records none for it;
     otherwise the row the CSV records is kept as it is. The CSV's other rows (other runs, or a row whose
     dumps are gone) follow unchanged: nothing recorded is dropped. A run finished in ``out`` with another
     recipe than planned (``out/plan.json``) gets no row. With ``count_missing``, the runs with no row at all are
-    counted on stderr (once a sitting is enough: the rows written as each run finishes leave it out)."""
+    counted on stderr (once a sitting is enough: the rows written as each run finishes leave it out). Returns
+    the path, or None when there is no row to write and no CSV yet (nothing is written)."""
     before = read_rows(path)
     recorded = _recorded_in(before, runs)
     trained_with = json.loads((out / "plan.json").read_text()) if (out / "plan.json").is_file() else {}
@@ -254,4 +255,7 @@ def write_results_csv(runs: list[Run], out: Path, path: Path, dumps: Path, timin
     if missing and count_missing:
         print(f"reproduce_paper: {len(missing)} planned run(s) have no row yet: {', '.join(missing[:3])}"
               f"{', ...' if len(missing) > 3 else ''}", file=sys.stderr)
-    return write_rows(path, CSV_COLUMNS, [*rows, *(row for row in before if _key_of(row) not in made)])
+    kept = [*rows, *(row for row in before if _key_of(row) not in made)]
+    if not kept and not path.exists():
+        return None  # a study with no finished run yet gets no CSV: an empty one would read as a study with no rows
+    return write_rows(path, CSV_COLUMNS, kept)

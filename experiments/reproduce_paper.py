@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     for fam, path in csv_of.items():
         csv_path = write_results_csv([r for r in plan if r.family is fam], out, path, args.dumps or out / "dumps",
                                      timings, renew=renew)
-        log(f"wrote {csv_path}")
+        log(f"wrote {csv_path}" if csv_path else f"no run of {path} has finished: not written")
     if done is not None and (failed := failure(runs, out, done)):
         print(f"reproduce_paper: {failed}", file=sys.stderr)
         return 1

@@ -233,6 +233,16 @@ def _fabricate_finished(run: paper_runs.Run, out: Path):
     return labels, means
 
 
+def test_a_study_with_no_finished_run_gets_no_csv(tmp_path, capsys):
+    """Stopping a sitting before any run of a study finished must not leave a header-only CSV behind: it would
+    read as a study with no rows (and the committed-results checks would take it for one)."""
+    run = _cpu_run("allnc_lt", 1)
+    path = tmp_path / "study.csv"
+    assert paper_tables.write_results_csv([run], tmp_path / "out", path, tmp_path / "dumps", {}) is None
+    assert not path.exists()
+    assert "1 planned run(s) have no row yet" in capsys.readouterr().err
+
+
 def test_results_csv_rows_are_what_nctools_analyze_gives_on_the_copied_dump(tmp_path):
     """A finished (fabricated) run gives one CSV row: accuracies as fractions, its final dump copied,
     and metric columns equal to ``nctools analyze`` on that copy."""
