@@ -358,10 +358,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
     runs = load(args.csv)
-    rows = evaluate(runs, args.classes)
     print(tables(runs, args.classes))
     if args.claims:
-        write_rows(args.claims, COLUMNS, rows)
+        write_rows(args.claims, COLUMNS, evaluate(runs, args.classes))
     if args.page:
         update_page(args.page, args.csv, runs, args.classes)
     if args.figure:
