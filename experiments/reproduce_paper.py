@@ -57,6 +57,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import sys
 import tarfile
 import time
@@ -136,19 +137,22 @@ def train_all(runs: list[Run], out: Path, jobs: int, log=print, timings: dict[st
 
 
 def expected_seconds(runs: list[Run], csv_of: dict) -> dict[str, float]:
-    """{run name: the longest ``wall_s`` its results CSV records for the same method and beta}: the time a
-    run is expected to take (runs of a method without a row have no estimate)."""
-    longest: dict[tuple, float] = {}  # (family, method, beta) -> the longest wall_s recorded
+    """{run name: the median ``wall_s`` its results CSV records for the same method and beta}: the time a
+    run is expected to take (runs of a method without a row have no estimate).
+
+    The median, not the longest: a row's ``wall_s`` depends on how many trainings shared the CPU with it,
+    and one row trained beside two others would otherwise make every later run of its method look too
+    long to fit."""
+    recorded: dict[tuple, list[float]] = {}  # (family, method, beta) -> every wall_s recorded
     for fam, path in csv_of.items():
         for row in read_rows(path):
             if row.get("wall_s"):
-                key = (fam, row["method"], float(row["beta"]))
-                longest[key] = max(longest.get(key, 0.0), float(row["wall_s"]))
+                recorded.setdefault((fam, row["method"], float(row["beta"])), []).append(float(row["wall_s"]))
     expected = {}
     for run in runs:
         method, beta, _ = row_key(run)
-        if (run.family, method, beta) in longest:
-            expected[run.name] = longest[(run.family, method, beta)]
+        if (run.family, method, beta) in recorded:
+            expected[run.name] = statistics.median(recorded[(run.family, method, beta)])
     return expected
 
 
@@ -222,9 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", type=lambda v: [x for x in v.split(",") if x],
                    help="train only the runs whose names match one of these comma-separated patterns, "
                         "e.g. 'cifar10/ce_lt_r100_s1,cifar10/la_*' (see --dry-run for the names)")
-    p.add_argument("--hours", type=float, help="train for at most this long: a run the CSV's wall_s says would not "
-                   "finish in the time left is skipped for a shorter one, and the runs still going at the end are "
-                   "stopped (resumable)")
+    p.add_argument("--hours", type=float,
+                   help="train for at most this long: a run the median wall_s of its method's rows says would not "
+                        "finish in the time left is skipped for a shorter one, and the runs still going at the end "
+                        "are stopped (resumable)")
     p.add_argument("--dry-run", action="store_true", help="print the planned runs and commands; run nothing")
     p.add_argument("--skip-train", action="store_true",
                    help="train nothing: remake the CSV rows of the runs finished in OUT (and the figures when every "

@@ -463,7 +463,7 @@ def test_the_runs_with_no_row_are_counted_once_a_sitting(monkeypatch, tmp_path, 
 
 
 def test_hours_gives_the_launch_a_deadline_and_each_run_its_expected_time(monkeypatch, tmp_path):
-    """--hours H: the runs' expected times are the longest wall_s the CSV records for their method, and the
+    """--hours H: the runs' expected times are the median wall_s the CSV records for their method, and the
     launch gets H as its deadline (it skips a run that would overrun for a shorter one, tested in
     test_launcher)."""
     from experiments.launcher import Launch
@@ -485,3 +485,16 @@ def test_hours_gives_the_launch_a_deadline_and_each_run_its_expected_time(monkey
                    "--hours", "0.5"])
     assert got == 0 and seen["seconds"] == 1800
     assert seen["expected"] == {"cifar10/ce_lt_r100_s1": 1500.0, "cifar10/allnc_lt_r100_s1": None}
+
+
+def test_a_runs_expected_time_is_the_median_wall_s_of_its_methods_rows(tmp_path):
+    """One row trained beside two other processes must not make every later run of its method look too
+    long: the estimate is the median of the method's rows, not the longest."""
+    csv_path = tmp_path / "s.csv"
+    rows = [("ce", 100, 0, 1500), ("ce", 100, 1, 4800), ("ce", 100, 2, 1700), ("ce", 1, 0, 300), ("la", 100, 0, 900)]
+    csv_path.write_text("method,beta,seed,wall_s\n" + "".join(f"{m},{b},{s},{w}\n" for m, b, s, w in rows))
+    (fam,) = paper_runs.profile_families("cpu", with_cifar=True)
+    plan = {(r.kind, r.seed): r for r in paper_runs.plan_runs([fam], {"cifar10": "/data"})}
+    runs = [plan["ce_lt", 1], plan["la", 1], plan["allnc_lt", 1]]
+    got = rp.expected_seconds(runs, {fam: csv_path})
+    assert got == {runs[0].name: 1700.0, runs[1].name: 900.0}
