@@ -274,8 +274,10 @@ class EpochRecorder:
                 _together(one_pass, device)
 
                 def finish():
-                    counts = self.class_counts if self.class_counts is not None else acc.statistics()["counts"].cpu()
-                    result = acc.compute(class_counts=counts, groups=self.groups)
+                    # without class_counts the counts seen stand in: compute() reduces them once, with the rest
+                    result = acc.compute(class_counts=self.class_counts, groups=self.groups)
+                    seen = result.per_class["count"].to_numpy()
+                    counts = self.class_counts if self.class_counts is not None else seen
                     # this rank's share of the dump, made here so that nothing can fail before _write's gather
                     mine = (torch.cat([h for h, _ in kept]), torch.cat([y for _, y in kept])) if kept else None
                     return counts, result, mine

@@ -164,3 +164,21 @@ def test_hf_measures_whole_epochs_only(tmp_path):
     second = nctools.load_dump(out / "dumps" / "epoch_0002.safetensors")  # still the features of epoch 2
     assert measured[2.0] == pytest.approx(
         nctools.analyze(second.features, second.labels, second.weight, second.bias).summary["nc1"], rel=1e-6)
+
+
+def test_without_class_counts_the_counts_seen_are_reduced_once_and_dumped(tmp_path, monkeypatch):
+    """The counts seen stand in for class_counts: the statistics are reduced once (under torch.distributed
+    each reduction is a collective), the result says no counts were given, and the dump keeps the counts."""
+    from nctools.core.statistics import NeuralCollapse
+    from nctools.io.dump import load_dump
+    from nctools.io.layout import dump_path
+
+    reductions = []
+    real = NeuralCollapse.statistics
+    monkeypatch.setattr(NeuralCollapse, "statistics", lambda acc: reductions.append(1) or real(acc))
+    out = tmp_path / "run"
+    with EpochRecorder(loader(), out) as recorder:
+        result = recorder.record(mlp(), 1)
+    assert len(reductions) == 1
+    assert result.options["class_counts_given"] is False
+    assert load_dump(dump_path(out, "train", 1, "safetensors")).class_counts.tolist() == list(COUNTS)
