@@ -274,10 +274,10 @@ class EpochRecorder:
                 _together(one_pass, device)
 
                 def finish():
-                    # without class_counts the counts seen stand in: compute() reduces them once, with the rest
                     result = acc.compute(class_counts=self.class_counts, groups=self.groups)
-                    seen = result.per_class["count"].to_numpy()
-                    counts = self.class_counts if self.class_counts is not None else seen
+                    counts = self.class_counts
+                    if counts is None:  # the counts seen stand in, as compute() reduced them (once, with the rest)
+                        counts = result.per_class["count"].to_numpy()
                     # this rank's share of the dump, made here so that nothing can fail before _write's gather
                     mine = (torch.cat([h for h, _ in kept]), torch.cat([y for _, y in kept])) if kept else None
                     return counts, result, mine
