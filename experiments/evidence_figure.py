@@ -1,7 +1,8 @@
 """The claims of the evidence study as one picture (for :mod:`experiments.evidence`, ``--figure``).
 
 :func:`claims_figure` draws every claim that has runs as a row: its per-seed paired differences d (dots),
-their mean and, from two seeds on, the 95 % Student-t interval of the mean (a bar). One panel per unit
+their mean (a filled diamond when the claim holds, a cross when it fails, a hollow diamond when it is open
+or pending) and, from two seeds on, the 95 % Student-t interval of the mean (a bar). One panel per unit
 (degrees from the simplex angle, NC1, NC3, NC4 mismatch, accuracy points), since the claims' d are not
 comparable across units. A claim is claimed in the direction d > 0: it holds when its whole bar lies right
 of the zero line. The colour says what the claim is measured on; a claim whose measured quantity a loss of
@@ -53,14 +54,16 @@ def claims_figure(pairs: Sequence[tuple[Any, list[float]]], title: str = "") -> 
         for y, (claim, d) in enumerate(rows):
             colour = CIRCULAR_COLOUR if claim.circular else ON_COLOUR[claim.on]
             ax.plot(d, np.full(len(d), y), "o", ms=3.5, color=colour, alpha=0.45, mec="none")
-            decided = verdict(d) in ("holds", "fails")
+            verdict_d = verdict(d)
             if len(d) >= 2:
                 mean, low, high = interval(d)
                 if math.isfinite(low):
                     ax.plot([low, high], [y, y], "-", lw=2.2, color=colour, solid_capstyle="butt")
             else:
                 mean = d[0]
-            ax.plot([mean], [y], "D", ms=6, color=colour, mfc=colour if decided else "white", mew=1.5)
+            # the shape tells a verdict apart without reading the bar against the zero line
+            ax.plot([mean], [y], "X" if verdict_d == "fails" else "D", ms=6 if verdict_d != "fails" else 8,
+                    color=colour, mfc="white" if verdict_d in ("open", "pending") else colour, mew=1.5)
         ax.axvline(0.0, color="0.2", lw=0.8)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels([c.key + (" *" if c.circular else "") for c, _ in rows], fontsize=8)
@@ -71,6 +74,8 @@ def claims_figure(pairs: Sequence[tuple[Any, list[float]]], title: str = "") -> 
         ax.set_axisbelow(True)
     handles = [Line2D([], [], marker="D", ls="-", color=c, label=on) for on, c in ON_COLOUR.items()]
     handles += [Line2D([], [], marker="D", ls="-", color=CIRCULAR_COLOUR, label="* optimised by our losses"),
+                Line2D([], [], marker="D", ls="none", color="0.2", label="holds (filled)"),
+                Line2D([], [], marker="X", ls="none", color="0.2", ms=8, label="fails (cross)"),
                 Line2D([], [], marker="D", ls="none", color="0.2", mfc="white", label="open or pending (hollow)"),
                 Line2D([], [], marker="o", ls="none", color="0.2", alpha=0.45, ms=3.5, label="d of each seed")]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=7.5, frameon=False)

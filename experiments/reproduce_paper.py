@@ -7,6 +7,7 @@
     python -m experiments.reproduce_paper --profile full --out results/ --data data/cifar10 \\
         --data100 data/cifar100 --dry-run                                   # GPU recipes: the plan
     python -m experiments.reproduce_paper --profile smoke --out /tmp/smoke    # CI size, < 1 min
+    python -m experiments.reproduce_paper --profile cpu100 --device cuda ...  # the CIFAR-100 plan on a GPU
 
 (from the repository root).
 
@@ -41,6 +42,9 @@ small subset for a few epochs; in ``full`` the bundled 200-epoch recipes); ``cif
 only) needs ``--data100``. Interrupted, the script resumes: a finished run (``run.json`` status
 ``finished``) is skipped, a partial one continues with ``allnc-train --resume``; the analysis is
 redone each time (seconds). ``--dry-run`` prints the plan and every command without running any.
+``--device cuda`` trains the same plan on a GPU (float32: ``run.amp=false``; the rows' ``device`` and
+``recipe`` say where they were trained; ``tools/device_study.sh`` runs the CIFAR-100 plan so on a lent GPU),
+and ``--set KEY=VALUE ...`` adds overrides to every run.
 
 The run folders under ``OUT`` are scratch; the results CSV and its dumps are the study's record. A
 run whose row is already in the CSV (its dumps on disk) is not trained again, and its row is kept
@@ -201,6 +205,14 @@ def cifar_root(name: str, given: str | None, tarball: str | None, dry_run: bool)
     return str(root)
 
 
+def on_device(overrides: list[str], device: str) -> list[str]:
+    """A run's overrides with ``run.device`` set to ``device``; on CUDA also ``run.amp=false`` (the trainer's
+    autocast is on by default there), so that the GPU row differs from the CPU recipe in the device alone."""
+    if device == "cpu":
+        return overrides
+    return [o for o in overrides if not o.startswith("run.device=")] + [f"run.device={device}", "run.amp=false"]
+
+
 # ---------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="train for at most this long: a run the median wall_s of its method's rows says would not "
                         "finish in the time left is skipped for a shorter one, and the runs still going at the end "
                         "are stopped (resumable)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where every run trains [cpu]; cuda also sets run.amp=false, so that a run differs from "
+                        "its CPU recipe in the device alone (float32 on both); the row's recipe says so")
+    p.add_argument("--set", dest="extra", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="further overrides for every run, after the profile's (they win); the rows' recipes "
+                        "record them, so rows made with them are not rows of the profile's plan")
     p.add_argument("--dry-run", action="store_true", help="print the planned runs and commands; run nothing")
     p.add_argument("--skip-train", action="store_true",
                    help="train nothing: remake the CSV rows of the runs finished in OUT (and the figures when every "
@@ -250,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         roots["cifar100"] = cifar_root("cifar100", args.data100, args.tarball100, args.dry_run)
     args.data_used = ", ".join(f"{k}: {v}" for k, v in roots.items())
     runs = plan_runs(families, roots)
+    for run in runs:
+        run.overrides = on_device(run.overrides, args.device) + args.extra
     out = args.out
     real = [fam for fam in families if fam.real_data]
     if args.csv and len(real) > 1:

@@ -44,8 +44,10 @@
 # several times as long, and cifar100_lt_r100_allnc to be cut (its dumps up to then still come back).
 #
 # On a lent GPU machine, from the repository root. The tarballs live in the git-ignored .cache/, so the caller
-# copies them there first and has the call carry them along: the two files alone, about 39 MB together, under
-# the 64 MiB a call may carry (an extracted copy beside them in .cache/ would exceed it):
+# copies them there first and has the call carry them along: the two files alone, about 37 MiB together (an
+# extracted copy beside them in .cache/ would be far more). The 64 MiB a call may carry counts the tracked files
+# too: 56 MiB on 2026-12-07, 45 of them the committed dumps of docs/results/dumps, so the dumps must be out of the
+# working tree for the call (see tools/device_study.sh); then both tarballs fit, with about 16 MiB to spare:
 #   mkdir -p .cache && cp "$NCTOOLS_CIFAR10_TARBALL" .cache/cifar10-jpeg.tar.gz \
 #       && cp "$NCTOOLS_CIFAR100_TARBALL" .cache/cifar100-jpeg.tar.gz
 #   carry: [".cache/cifar10-jpeg.tar.gz", ".cache/cifar100-jpeg.tar.gz"]
@@ -67,20 +69,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
-SMOKE=0
-for arg in "$@"; do
-    case $arg in
-        --smoke) SMOKE=1 ;;
-        -h|--help) sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
-        *) echo "device_check.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
-    esac
-done
-
-OUT=${OUT:-./device-out}
-mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2
-if [[ -n $(ls -A "$OUT") ]]; then  # a run directory is never overwritten, and the summary starts afresh
-    echo "device_check.sh: $OUT is not empty; remove it or set OUT to a new folder" >&2; exit 2
-fi
+source tools/device_args.sh
+device_args "$0" "$@"
+device_out "$0"
 PY=${PYTHON:-python3}
 CORES=$(nproc 2>/dev/null || echo 2)
 export OUT PY PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}

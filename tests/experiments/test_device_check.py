@@ -1,4 +1,5 @@
-"""``tools/device_check.sh``, the script for a lent GPU machine, proven end to end on the CPU.
+"""``tools/device_check.sh`` and ``tools/device_study.sh``, the scripts for a lent GPU machine, proven end to end
+on the CPU.
 
 ``--smoke`` runs every step with tiny sizes (one CIFAR-10 and one CIFAR-100 run: one epoch on a few
 hundred images); the runs' deadline handling (a run cut and resumable, one skipped, one failed) and
@@ -122,6 +123,49 @@ def test_smoke_runs_every_step_on_the_cpu(cifar10_root, cifar100_root, tmp_path)
     assert {"cifar10_lt_full.csv", "cifar100_lt_full.csv"} <= members
     assert sum(m.startswith("dumps/") for m in members) == 4
     assert not any(re.fullmatch(r"runs/[^/]+/dumps(-test)?/.+", m) for m in members), sorted(members)
+
+
+@pytest.mark.slow  # about 2.5 minutes on 2 busy CPU cores: one epoch of one CIFAR-100 run, its row and tracks
+def test_study_smoke_trains_a_run_of_the_cifar100_plan_and_packs_its_row_dumps_and_tracks(cifar100_root, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "CIFAR100_ROOT": str(cifar100_root), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", "tools/device_study.sh", "--smoke"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
+    summary = (out / "summary.txt").read_text()
+    assert re.findall(r"^step (\w+): exit (\d+)", summary, re.MULTILINE) == [
+        ("card", "0"), ("study", "0"), ("pack", "0")], summary
+    rows = pd.read_csv(out / "smoke" / "cifar100_lt.csv")
+    assert tuple(rows.columns) == CSV_COLUMNS and len(rows) == 1, rows
+    row = rows.iloc[0]
+    # the plan's CE-LT recipe on the CPU, shrunk by the smoke's overrides, which the recipe records after it
+    assert (row["method"], row["beta"], row["seed"], row["epochs"], row["device"]) == ("ce", 100, 0, 1, "cpu")
+    assert row["recipe"].startswith("cifar100_lt_r100_ce ") and row["recipe"].endswith(
+        "data.n_max=100 optim.epochs=1 model.width=1 data.test_per_class=2")
+    assert row["n_test"] == 200 and pd.notna(row[["nc1", "test_nc1", "test_nc3_self_duality"]]).all(), row
+    stem = "cifar100_ce_b100_s0"
+    written = (out / "written.txt").read_text().split()
+    assert sorted(Path(w).name for w in written) == sorted(
+        ["cifar100_lt.csv", f"{stem}.safetensors", f"{stem}_test.safetensors", f"{stem}.csv", f"{stem}_test.csv"])
+    with tarfile.open(out / "study.tar.gz") as tar:
+        assert sorted(tar.getnames()) == sorted(written)  # the paths as written, relative to OUT's parent
+    assert "rows in cifar100_lt.csv: 1" in summary
+
+
+def test_reproduce_paper_device_and_set_change_every_runs_recipe_after_the_profiles_overrides():
+    from experiments.reproduce_paper import on_device
+
+    cpu = ["optim.epochs=120", "run.device=cpu", "run.progress=false"]
+    assert on_device(cpu, "cpu") == cpu
+    assert on_device(cpu, "cuda") == ["optim.epochs=120", "run.progress=false", "run.device=cuda", "run.amp=false"]
+    plan = subprocess.run([sys.executable, "-m", "experiments.reproduce_paper", "--profile", "cpu100", "--out",
+                           "/tmp/never-written", "--data100", "/d", "--dry-run", "--device", "cuda", "--set",
+                           "optim.epochs=2"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    commands = [line for line in plan.stdout.splitlines() if "allnc-train" in line]
+    assert len(commands) == 10
+    for line in commands:  # the device's overrides replace the CPU's, and --set comes last, so that it wins
+        assert "run.device=cpu" not in line and line.endswith("run.device=cuda run.amp=false optim.epochs=2")
 
 
 @pytest.mark.slow  # 35 s of real training; the launcher's deadline test (test_launcher.py) stays in the default run

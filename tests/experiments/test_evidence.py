@@ -208,6 +208,23 @@ def test_claims_figure_draws_each_claim_with_runs_in_its_units_panel(tmp_path):
     assert bars[1] == pytest.approx((low, high))  # few_vs_ce, the second row: its 95 % t interval
 
 
+def test_claims_figure_tells_the_verdicts_apart_by_shape():
+    from types import SimpleNamespace
+
+    from experiments.evidence_figure import claims_figure
+
+    unit = SimpleNamespace(unit="accuracy points")
+    pairs = [(SimpleNamespace(key=key, on="accuracy", circular=False, measure=unit), d)
+             for key, d in [("up", [3.0, 2.0, 4.0]), ("down", [-3.0, -2.0, -4.0]), ("mixed", [1.0, -1.0, 1.0]),
+                            ("one_seed", [2.0])]]
+    assert [evidence.verdict(d) for _, d in pairs] == ["holds", "fails", "open", "pending"]
+    (ax,) = claims_figure(pairs).axes
+    means = {int(line.get_ydata()[0]): line for line in ax.lines if line.get_marker() in ("D", "X")}
+    filled = {y: line.get_markerfacecolor() != "white" for y, line in means.items()}
+    assert [(means[y].get_marker(), filled[y]) for y in range(4)] == [("D", True), ("X", True), ("D", False),
+                                                                       ("D", False)]
+
+
 def test_evidence_figure_option_writes_pdf_and_png_and_refuses_an_unrelated_csv(tmp_path, capsys):
     csv_path = _three_seed_csv(tmp_path / "r.csv")
     assert evidence.main(["--csv", str(csv_path), "--figure", str(tmp_path / "fig" / "claims.pdf")]) == 0

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The evidence study's CIFAR-100-LT plan (docs/RESULTS.md; python -m experiments.reproduce_paper --profile cpu100:
+# balanced CE, CE, LA, ETF and AllNC, seeds 0 and 1, width-2 ResNet-32, 2,131 images, 120 epochs) trained on a
+# lent GPU in one call, because on the 2-core CPU one AllNC run takes about 4.3 hours (measured beside one other
+# run, docs/results/cifar100_allnc_probe.json), and more on a slower machine: longer than a sitting.
+# The runs are the CPU plan's recipes with run.device=cuda and run.amp=false (float32, as on the CPU); the rows
+# say so in their device and recipe columns. All of a CSV's rows come from one device, so its paired seed
+# differences compare like with like.
+#
+#   card    GPU name, memory, driver; python, torch, CUDA versions                        -> card.txt
+#   install pip install -e . (no deps, no network): the allnc-train and nctools entry points  -> install.txt
+#   study   reproduce_paper --profile cpu100 --device cuda --jobs JOBS --hours (the budget less RESERVE): the
+#           runs train JOBS at a time on the one GPU (seed 0 of every method first); each finished run's row, its
+#           float16 train and test dumps and its tracks are written into this checkout's docs/results/ exactly as
+#           on the CPU; a run still going at the deadline is stopped and gets no row (its folder stays behind)
+#                                                                                           -> study.txt
+#   pack    every file the study wrote under docs/results/, with its repository path, in study.tar.gz (15 MiB
+#           parts when larger)
+# summary.txt: each step's exit status and seconds, then the rows written.
+#
+# Before the call: the tarball goes into the git-ignored .cache/ and the call carries it:
+#   mkdir -p .cache && cp "$NCTOOLS_CIFAR100_TARBALL" .cache/cifar100-jpeg.tar.gz
+#   carry: [".cache/cifar100-jpeg.tar.gz"]          command: bash tools/device_study.sh   (about 560 s)
+# A call carries at most 64 MiB: the tracked files (56 MiB on 2026-12-07, 45 of them the committed dumps of
+# docs/results/dumps) and the 18.4 MiB tarball together exceed it, so the committed dumps must be out of the
+# working tree for the call (mv docs/results/dumps /tmp/dumps-aside; the call; mv /tmp/dumps-aside
+# docs/results/dumps). Whether the call accepts a checkout with tracked files missing has not been tried.
+# After the call, from the repository root (the rows' paths are repository paths, as the CPU study's):
+#   cat /path/to/files_at/study.tar.gz* | tar -xz
+#   python -m experiments.evidence --csv docs/results/cifar100_lt.csv --classes 100 \
+#       --claims docs/results/cifar100_lt_claims.csv --page docs/RESULTS.md
+#   python -m pytest tests/experiments/test_committed_results.py
+# A second call trains only the runs that have no row yet (the CSV is the record).
+#
+#   bash tools/device_study.sh --smoke    # the same steps on the CPU: one CE-LT run of the plan, 1 epoch,
+#                                         # width 1, 2 test images per class, its row in $OUT/smoke/ (a minute)
+#
+# Environment: OUT (default ./device-out), BUDGET (seconds, default 540), JOBS (runs at a time, default 5),
+# PYTHON (default python3), NCTOOLS_CIFAR100_TARBALL or CIFAR100_ROOT (an extracted image folder).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+
+source tools/device_args.sh
+device_args "$0" "$@"
+device_out "$0"
+PY=${PYTHON:-python3} BUDGET=${BUDGET:-540} JOBS=${JOBS:-5} RESERVE=60
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+[[ -f .cache/cifar100-jpeg.tar.gz ]] && export NCTOOLS_CIFAR100_TARBALL=$PWD/.cache/cifar100-jpeg.tar.gz
+DATA=()
+[[ -n ${CIFAR100_ROOT:-} ]] && DATA=(--data100 "$CIFAR100_ROOT")
+if [[ $SMOKE == 1 ]]; then
+    DEVICE=cpu RESULTS=$OUT/smoke WORK=$OUT/smoke/work
+    # one run of the plan, shrunk: n_max stays 100 (the smallest that leaves no class empty at beta 100)
+    EXTRA=(--only cifar100/ce_lt_r100 --set optim.epochs=1 model.width=1 data.test_per_class=2)
+else
+    DEVICE=cuda RESULTS=$PWD/docs/results WORK=$(mktemp -d) EXTRA=()
+fi
+START=$SECONDS
+SUMMARY=$OUT/summary.txt
+STAMP=$(mktemp) && touch "$STAMP"  # what the study writes under RESULTS is newer than this
+note() { echo "$*" | tee -a "$SUMMARY"; }
+step() {  # step NAME COMMAND...: its output in $OUT/NAME.txt, its exit status in the summary
+    local name=$1 t0=$SECONDS rc; shift
+    "$@" > "$OUT/$name.txt" 2>&1
+    rc=$?
+    tail -n 8 "$OUT/$name.txt"
+    note "step $name: exit $rc after $(( SECONDS - t0 )) s"
+    return $rc
+}
+
+note "device_study.sh ($DEVICE) started $(date -u '+%Y-%m-%d %H:%M:%S UTC'): budget $BUDGET s, $JOBS runs at a time"
+step card bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
+    || echo "nvidia-smi: none"; "$0" -c "import torch; print(torch.__version__, torch.version.cuda, \
+torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no CUDA device\")"' "$PY"
+[[ $SMOKE == 1 ]] || step install "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+HOURS=$("$PY" -c "print(max(60, $BUDGET - $RESERVE - ($SECONDS - $START)) / 3600)")
+mkdir -p "$RESULTS"
+step study "$PY" -m experiments.reproduce_paper --profile cpu100 --device "$DEVICE" --jobs "$JOBS" --hours "$HOURS" \
+    --out "$WORK" --csv "$RESULTS/cifar100_lt.csv" --dumps "$RESULTS/dumps" "${DATA[@]}" "${EXTRA[@]}"
+STUDY_RC=$?
+# The rows, dumps and tracks the study wrote, with their repository paths (RESULTS is docs/results on a GPU).
+(cd "$RESULTS/../.." && find "${RESULTS#"$(pwd)/"}" -type f -newer "$STAMP" ! -path "*/work/*" | sort) \
+    > "$OUT/written.txt"
+rm -f "$STAMP"
+note "written: $(wc -l < "$OUT/written.txt") files; rows in cifar100_lt.csv: \
+$(( $(wc -l < "$RESULTS/cifar100_lt.csv" 2>/dev/null || echo 1) - 1 ))"
+if [[ -s $OUT/written.txt ]]; then
+    step pack bash -c 'cd "$1/../.." && tar -czf "$2/study.tar.gz" -T "$2/written.txt" \
+        && if (( $(stat -c %s "$2/study.tar.gz") > 15 * 2**20 )); then
+               split -b 15M -d "$2/study.tar.gz" "$2/study.tar.gz.part-" && rm "$2/study.tar.gz"; fi' \
+        pack "$RESULTS" "$OUT"
+fi
+[[ $SMOKE == 1 ]] || rm -rf "$WORK"
+note "done after $(( SECONDS - START )) s (study exit $STUDY_RC)"
+exit $STUDY_RC
