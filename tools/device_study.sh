@@ -9,6 +9,7 @@
 #
 #   card    GPU name, memory, driver; python, torch, CUDA versions                        -> card.txt
 #   install pip install -e . (no deps, no network): the allnc-train and nctools entry points  -> install.txt
+#   data    the CIFAR-100 images: $CIFAR100_ROOT, else the carried tarball extracted into .cache/  -> data.txt
 #   study   reproduce_paper --profile cpu100 --device cuda --jobs JOBS --hours (the budget less RESERVE): the
 #           runs train JOBS at a time on the one GPU (seed 0 of every method first); each finished run's row, its
 #           float16 train and test dumps and its tracks are written into this checkout's docs/results/ exactly as
@@ -73,6 +74,10 @@ step card bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --for
     || echo "nvidia-smi: none"; "$0" -c "import torch; print(torch.__version__, torch.version.cuda, \
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no CUDA device\")"' "$PY"
 [[ $SMOKE == 1 ]] || step install "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+# The images first, so that the study's deadline is all training: CIFAR100_ROOT as it is, else the tarball
+# extracted into .cache/cifar100-jpeg/, where reproduce_paper then finds it.
+step data "$PY" -c "import os; from experiments.reproduce_paper import cifar_root; print(cifar_root('cifar100', \
+os.environ.get('CIFAR100_ROOT') or None, os.environ.get('NCTOOLS_CIFAR100_TARBALL'), False))"
 HOURS=$("$PY" -c "print(max(60, $BUDGET - $RESERVE - ($SECONDS - $START)) / 3600)")
 mkdir -p "$RESULTS"
 step study "$PY" -m experiments.reproduce_paper --profile cpu100 --device "$DEVICE" --jobs "$JOBS" --hours "$HOURS" \

@@ -134,7 +134,8 @@ def test_study_smoke_trains_a_run_of_the_cifar100_plan_and_packs_its_row_dumps_a
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
     summary = (out / "summary.txt").read_text()
     assert re.findall(r"^step (\w+): exit (\d+)", summary, re.MULTILINE) == [
-        ("card", "0"), ("study", "0"), ("pack", "0")], summary
+        ("card", "0"), ("data", "0"), ("study", "0"), ("pack", "0")], summary
+    assert (out / "data.txt").read_text().strip() == str(cifar100_root)
     rows = pd.read_csv(out / "smoke" / "cifar100_lt.csv")
     assert tuple(rows.columns) == CSV_COLUMNS and len(rows) == 1, rows
     row = rows.iloc[0]
