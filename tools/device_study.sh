@@ -17,7 +17,9 @@
 #                                                                                           -> study.txt
 #   pack    every file the study wrote under docs/results/, with its repository path, in study.tar.gz (15 MiB
 #           parts when larger)
-# summary.txt: each step's exit status and seconds, then the rows written.
+# summary.txt: each step's exit status and seconds, the rows written, and (on a GPU) the card, install and data
+# logs, so that what comes back is summary.txt, study.txt, written.txt and the archive's parts (about 30 MiB for
+# the ten runs: two or three parts), within the 8 files the lending tool returns.
 #
 # Before the call: the tarball goes into the git-ignored .cache/ and the call carries it:
 #   mkdir -p .cache && cp "$NCTOOLS_CIFAR100_TARBALL" .cache/cifar100-jpeg.tar.gz
@@ -87,14 +89,21 @@ STUDY_RC=$?
 (cd "$RESULTS/../.." && find "${RESULTS#"$(pwd)/"}" -type f -newer "$STAMP" ! -path "*/work/*" | sort) \
     > "$OUT/written.txt"
 rm -f "$STAMP"
-note "written: $(wc -l < "$OUT/written.txt") files; rows in cifar100_lt.csv: \
-$(( $(wc -l < "$RESULTS/cifar100_lt.csv" 2>/dev/null || echo 1) - 1 ))"
+ROWS=0
+[[ -f $RESULTS/cifar100_lt.csv ]] && ROWS=$(( $(wc -l < "$RESULTS/cifar100_lt.csv") - 1 ))
+note "written: $(wc -l < "$OUT/written.txt") files; rows in cifar100_lt.csv: $ROWS"
 if [[ -s $OUT/written.txt ]]; then
     step pack bash -c 'cd "$1/../.." && tar -czf "$2/study.tar.gz" -T "$2/written.txt" \
         && if (( $(stat -c %s "$2/study.tar.gz") > 15 * 2**20 )); then
                split -b 15M -d "$2/study.tar.gz" "$2/study.tar.gz.part-" && rm "$2/study.tar.gz"; fi' \
         pack "$RESULTS" "$OUT"
 fi
-[[ $SMOKE == 1 ]] || rm -rf "$WORK"
+if [[ $SMOKE == 0 ]]; then
+    rm -rf "$WORK"
+    # The lending tool brings back at most 8 files: the short step logs go into the summary.
+    for name in card install data; do
+        [[ -f $OUT/$name.txt ]] && { echo "== $name.txt"; cat "$OUT/$name.txt"; rm "$OUT/$name.txt"; } >> "$SUMMARY"
+    done
+fi
 note "done after $(( SECONDS - START )) s (study exit $STUDY_RC)"
 exit $STUDY_RC
