@@ -99,6 +99,8 @@ if [[ -s $OUT/written.txt ]]; then
         pack "$RESULTS" "$OUT"
 fi
 if [[ $SMOKE == 0 ]]; then
+    # the run folders do not come back: the end of each run's log does, in study.txt
+    for log in "$WORK"/logs/*.log; do [[ -f $log ]] && { echo "== $log"; tail -n 5 "$log"; } >> "$OUT/study.txt"; done
     rm -rf "$WORK"
     # The lending tool brings back at most 8 files: the short step logs go into the summary.
     for name in card install data; do
