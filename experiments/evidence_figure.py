@@ -28,6 +28,9 @@ __all__ = ["claims_figure", "save_figure"]
 # What a claim is measured on -> its colour; the circular ones are drawn grey whatever they are on.
 ON_COLOUR = {"test": "tab:blue", "train, sample centre": "tab:green", "train": "tab:orange", "accuracy": "black"}
 CIRCULAR_COLOUR = "0.6"
+# The mean's marker by verdict (shape, size, filled), so that the shape tells a verdict without reading the bar
+# against the zero line.
+MARKER = {"holds": ("D", 6, True), "fails": ("X", 8, True), "open": ("D", 6, False), "pending": ("D", 6, False)}
 UNITS = ("degrees", "NC1", "NC3", "NC4 mismatch", "accuracy points", "accuracy")
 
 
@@ -54,16 +57,14 @@ def claims_figure(pairs: Sequence[tuple[Any, list[float]]], title: str = "") -> 
         for y, (claim, d) in enumerate(rows):
             colour = CIRCULAR_COLOUR if claim.circular else ON_COLOUR[claim.on]
             ax.plot(d, np.full(len(d), y), "o", ms=3.5, color=colour, alpha=0.45, mec="none")
-            verdict_d = verdict(d)
             if len(d) >= 2:
                 mean, low, high = interval(d)
                 if math.isfinite(low):
                     ax.plot([low, high], [y, y], "-", lw=2.2, color=colour, solid_capstyle="butt")
             else:
                 mean = d[0]
-            # the shape tells a verdict apart without reading the bar against the zero line
-            ax.plot([mean], [y], "X" if verdict_d == "fails" else "D", ms=6 if verdict_d != "fails" else 8,
-                    color=colour, mfc="white" if verdict_d in ("open", "pending") else colour, mew=1.5)
+            marker, size, filled = MARKER[verdict(d)]
+            ax.plot([mean], [y], marker, ms=size, color=colour, mfc=colour if filled else "white", mew=1.5)
         ax.axvline(0.0, color="0.2", lw=0.8)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels([c.key + (" *" if c.circular else "") for c, _ in rows], fontsize=8)

@@ -69,7 +69,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
-source tools/device_args.sh
+source tools/device_common.sh
 device_args "$0" "$@"
 device_out "$0"
 PY=${PYTHON:-python3}
@@ -152,24 +152,6 @@ step() {  # step NAME LIMIT COMMAND...: COMMAND within min(LIMIT, time left); it
     note "step $name: exit $rc after $(( SECONDS - t0 )) s (limit $limit s)$why"
     (( rc == 0 )) || FAILED+=("$name")
     return "$rc"
-}
-
-card() {
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
-        || echo "nvidia-smi: none (no NVIDIA driver on this machine)"
-    "$PY" - <<'EOF'
-import os, platform, sys
-import torch
-print(f"python {sys.version.split()[0]}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
-      f"cuDNN {torch.backends.cudnn.version()}")
-if torch.cuda.is_available():
-    p = torch.cuda.get_device_properties(0)
-    print(f"device {p.name}, {p.total_memory / 2**30:.1f} GiB, compute capability {p.major}.{p.minor}, "
-          f"{p.multi_processor_count} SMs, {torch.cuda.device_count()} visible")
-else:
-    print("device: no CUDA device visible to torch")
-print(f"host {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}")
-EOF
 }
 
 # The images of NAME (cifar10, cifar100), from the first of: $CIFAR_ROOT (CIFAR-10; the name predates CIFAR-100)

@@ -43,7 +43,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
-source tools/device_args.sh
+source tools/device_common.sh
 device_args "$0" "$@"
 device_out "$0"
 PY=${PYTHON:-python3} BUDGET=${BUDGET:-540} JOBS=${JOBS:-5} RESERVE=60
@@ -60,6 +60,7 @@ else
 fi
 START=$SECONDS
 SUMMARY=$OUT/summary.txt
+BASE=$(mkdir -p "$RESULTS" && cd "$RESULTS/../.." && pwd)  # the written files are named relative to it
 STAMP=$(mktemp) && touch "$STAMP"  # what the study writes under RESULTS is newer than this
 note() { echo "$*" | tee -a "$SUMMARY"; }
 step() {  # step NAME COMMAND...: its output in $OUT/NAME.txt, its exit status in the summary
@@ -72,31 +73,27 @@ step() {  # step NAME COMMAND...: its output in $OUT/NAME.txt, its exit status i
 }
 
 note "device_study.sh ($DEVICE) started $(date -u '+%Y-%m-%d %H:%M:%S UTC'): budget $BUDGET s, $JOBS runs at a time"
-step card bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
-    || echo "nvidia-smi: none"; "$0" -c "import torch; print(torch.__version__, torch.version.cuda, \
-torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no CUDA device\")"' "$PY"
+step card card
 [[ $SMOKE == 1 ]] || step install "$PY" -m pip install -q --no-deps --no-build-isolation -e .
 # The images first, so that the study's deadline is all training: CIFAR100_ROOT as it is, else the tarball
 # extracted into .cache/cifar100-jpeg/, where reproduce_paper then finds it.
 step data "$PY" -c "import os; from experiments.reproduce_paper import cifar_root; print(cifar_root('cifar100', \
 os.environ.get('CIFAR100_ROOT') or None, os.environ.get('NCTOOLS_CIFAR100_TARBALL'), False))"
 HOURS=$("$PY" -c "print(max(60, $BUDGET - $RESERVE - ($SECONDS - $START)) / 3600)")
-mkdir -p "$RESULTS"
 step study "$PY" -m experiments.reproduce_paper --profile cpu100 --device "$DEVICE" --jobs "$JOBS" --hours "$HOURS" \
     --out "$WORK" --csv "$RESULTS/cifar100_lt.csv" --dumps "$RESULTS/dumps" "${DATA[@]}" "${EXTRA[@]}"
 STUDY_RC=$?
 # The rows, dumps and tracks the study wrote, with their repository paths (RESULTS is docs/results on a GPU).
-(cd "$RESULTS/../.." && find "${RESULTS#"$(pwd)/"}" -type f -newer "$STAMP" ! -path "*/work/*" | sort) \
-    > "$OUT/written.txt"
+(cd "$BASE" && find "${RESULTS#"$BASE/"}" -type f -newer "$STAMP" ! -path "*/work/*" | sort) > "$OUT/written.txt"
 rm -f "$STAMP"
 ROWS=0
 [[ -f $RESULTS/cifar100_lt.csv ]] && ROWS=$(( $(wc -l < "$RESULTS/cifar100_lt.csv") - 1 ))
 note "written: $(wc -l < "$OUT/written.txt") files; rows in cifar100_lt.csv: $ROWS"
 if [[ -s $OUT/written.txt ]]; then
-    step pack bash -c 'cd "$1/../.." && tar -czf "$2/study.tar.gz" -T "$2/written.txt" \
+    step pack bash -c 'cd "$1" && tar -czf "$2/study.tar.gz" -T "$2/written.txt" \
         && if (( $(stat -c %s "$2/study.tar.gz") > 15 * 2**20 )); then
                split -b 15M -d "$2/study.tar.gz" "$2/study.tar.gz.part-" && rm "$2/study.tar.gz"; fi' \
-        pack "$RESULTS" "$OUT"
+        pack "$BASE" "$OUT"
 fi
 if [[ $SMOKE == 0 ]]; then
     # the run folders do not come back: the end of each run's log does, in study.txt
