@@ -46,8 +46,9 @@
 # On a lent GPU machine, from the repository root. The tarballs live in the git-ignored .cache/, so the caller
 # copies them there first and has the call carry them along: the two files alone, about 37 MiB together (an
 # extracted copy beside them in .cache/ would be far more). The 64 MiB a call may carry counts the tracked files
-# too: 56 MiB on 2026-12-07, 45 of them the committed dumps of docs/results/dumps, so the dumps must be out of the
-# working tree for the call (see tools/device_study.sh); then both tarballs fit, with about 16 MiB to spare:
+# too: 59 MiB on 2026-12-07, 48 of them the committed dumps of docs/results/dumps, so the dumps leave the working
+# tree for the call (python tools/device_tree.py park, then unpark after it; size checks first, see
+# tools/device_study.sh); then both tarballs fit, with about 16 MiB to spare:
 #   mkdir -p .cache && cp "$NCTOOLS_CIFAR10_TARBALL" .cache/cifar10-jpeg.tar.gz \
 #       && cp "$NCTOOLS_CIFAR100_TARBALL" .cache/cifar100-jpeg.tar.gz
 #   carry: [".cache/cifar10-jpeg.tar.gz", ".cache/cifar100-jpeg.tar.gz"]

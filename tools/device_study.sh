@@ -24,12 +24,14 @@
 # Before the call: the tarball goes into the git-ignored .cache/ and the call carries it:
 #   mkdir -p .cache && cp "$NCTOOLS_CIFAR100_TARBALL" .cache/cifar100-jpeg.tar.gz
 #   carry: [".cache/cifar100-jpeg.tar.gz"]          command: bash tools/device_study.sh   (about 560 s)
-# A call carries at most 64 MiB: the tracked files (56 MiB on 2026-12-07, 45 of them the committed dumps of
-# docs/results/dumps) and the 18.4 MiB tarball together exceed it, so the committed dumps must be out of the
-# working tree for the call (mv docs/results/dumps /tmp/dumps-aside; the call; mv /tmp/dumps-aside
-# docs/results/dumps). Whether the call accepts a checkout with tracked files missing has not been tried.
+# A call carries at most 64 MiB: the tracked files (59 MiB on 2026-12-07, 48 of them the committed dumps of
+# docs/results/dumps) and the 18.4 MiB tarball together exceed it. No run needs those dumps, so they leave the
+# working tree and git's index for the call, parked inside .git/ (tools/device_tree.py, tested in
+# tests/test_device_tree.py), and come back after it:
+#   python tools/device_tree.py park && python tools/device_tree.py size .cache/cifar100-jpeg.tar.gz
+#   ... the call ...  (then unpark, after unpacking what came back: below)
 # After the call, from the repository root (the rows' paths are repository paths, as the CPU study's):
-#   cat /path/to/files_at/study.tar.gz* | tar -xz
+#   cat /path/to/files_at/study.tar.gz* | tar -xz && python tools/device_tree.py unpark
 #   python -m experiments.evidence --csv docs/results/cifar100_lt.csv --classes 100 \
 #       --claims docs/results/cifar100_lt_claims.csv --page docs/RESULTS.md
 #   python -m pytest tests/experiments/test_committed_results.py

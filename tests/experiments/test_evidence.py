@@ -236,3 +236,41 @@ def test_evidence_figure_option_writes_pdf_and_png_and_refuses_an_unrelated_csv(
     err = capsys.readouterr().err.strip()
     assert err.endswith("no claim has a run in this results CSV: nothing to draw") and "\n" not in err
     assert not (tmp_path / "o.pdf").exists()
+
+
+def test_the_cifar100_plan_gets_its_claims_tables_and_figure_with_its_own_simplex_angle(tmp_path):
+    """The CIFAR-100-LT part trains only the five methods, two seeds: every claim of the ablations and the
+    controls is "not run", the others pair seeds 0 and 1 and measure angles from arccos(-1/99), and the
+    page's CIFAR-100 block, the claims CSV and the figure are written (the rows here are CIFAR-10's, relabelled
+    only in their file name: the code paths are what is tested, before any CIFAR-100 row exists)."""
+    from tests.helpers.paths import REPO
+
+    plan = {("ce", 1), ("ce", 100), ("la", 100), ("etf", 100), ("allnc", 100)}
+    with open(REPO / "docs" / "results" / "cifar10_lt.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh)
+                if (r["method"], round(float(r["beta"]))) in plan and r["seed"] in ("0", "1")]
+    assert len(rows) == 10
+    docs = tmp_path / "docs"
+    (docs / "results").mkdir(parents=True)
+    _write(docs / "results" / "cifar100_lt.csv", rows)
+    page = docs / "RESULTS.md"
+    page.write_text((REPO / "docs" / "RESULTS.md").read_text())
+    claims_csv = docs / "results" / "cifar100_lt_claims.csv"
+    assert evidence.main(["--csv", str(docs / "results" / "cifar100_lt.csv"), "--classes", "100", "--claims",
+                          str(claims_csv), "--page", str(page), "--figure", str(tmp_path / "claims.pdf")]) == 0
+    with open(claims_csv, newline="") as fh:
+        out = {r["key"]: r for r in csv.DictReader(fh)}
+    for claim in evidence.CLAIMS:
+        ran = {claim.a, claim.b} - {None} <= plan
+        assert (out[claim.key]["verdict"] == "not run") == (not ran), claim.key
+        assert not ran or out[claim.key]["seeds"] == "0,1", claim.key
+    runs = evidence.load(docs / "results" / "cifar100_lt.csv")
+    opt = evidence.optimum_deg(100)
+    by = {(r["method"], int(r["seed"])): float(r["test_tail_icpa_mean_deg_means"]) for r in rows
+          if r["beta"] == "100"}  # balanced CE has no few-shot classes
+    closer = [abs(opt - by["ce", s]) - abs(opt - by["allnc", s]) for s in (0, 1)]
+    assert float(out["allnc_tail_means_test"]["mean"]) == pytest.approx(np.mean(closer), abs=1e-9)
+    assert evidence.page_block(page, docs / "results" / "cifar100_lt.csv") == evidence.tables(runs, 100)
+    assert evidence.page_block(page, docs / "results" / "cifar10_lt.csv") == \
+        evidence.page_block(REPO / "docs" / "RESULTS.md", REPO / "docs" / "results" / "cifar10_lt.csv")
+    assert (tmp_path / "claims.pdf").read_bytes()[:4] == b"%PDF"
