@@ -2,9 +2,9 @@
 
 A call of the device tool copies this checkout's working tree (the tracked files, the untracked files git
 does not ignore, and the ignored paths named in ``carry``) and refuses more than 64 MiB. The committed
-dumps of docs/results/dumps alone are about 49 MiB (2026-12-07), and they grow with every row, so a call
-that also carries a CIFAR tarball is over the limit. No device script needs them: they are the record
-behind the CSV rows here, not an input of the runs. So, before the call::
+dumps of docs/results/dumps alone are about 48 MiB (2026-12-07, as ``size`` measures them), and they grow
+with every row, so a call that also carries a CIFAR tarball is over the limit. No device script needs them:
+they are the record behind the CSV rows here, not an input of the runs. So, before the call::
 
     python tools/device_tree.py size .cache/cifar100-jpeg.tar.gz   # what would travel, against 64 MiB
     python tools/device_tree.py park                               # dumps out of the tree and the index
