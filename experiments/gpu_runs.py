@@ -27,7 +27,8 @@ shared the machine with it go to ``OUT/runs/status.json``.
 writes results.csv (final metrics, wall times, the targets) and prints the lines for summary.txt;
 ``tables`` gives each finished run one row of ``OUT/<dataset>_lt_full.csv``, the results CSV of
 :mod:`experiments.paper_tables` (its columns, its metrics of the final training- and test-set dumps),
-and copies those dumps into ``OUT/dumps/`` (``nctools analyze``'s reports on them in ``OUT/analyze/``);
+and copies those dumps into ``OUT/dumps/`` (``nctools analyze``'s tables of them, without figures, in
+``OUT/analyze/``);
 a row names its dumps relative to OUT, the archive's root (``dumps/cifar10_ce_b100_s0.safetensors``),
 so that the CSV and its dumps/ can be copied into ``docs/results/`` together. A cut run gets no row. ``pack`` puts
 everything under OUT into ``device-check.tar.gz`` (split into 15 MiB parts when larger), leaving out

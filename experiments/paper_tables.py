@@ -143,10 +143,10 @@ def csv_row(run: Run, out: Path, dumps: Path, timings: dict[str, float]) -> dict
 
 def _kept_dump(out: Path, run: Run, name: str, kept: Path) -> tuple[str, dict]:
     """Copy the run's dump ``name`` to ``kept``; (its path as the CSV shows it, ``nctools analyze``'s summary
-    of the copy)."""
+    of the copy). The row reads the summary only, so analyze draws no figure (drawing took most of a row's time)."""
     atomic_write(kept, lambda tmp: shutil.copyfile(out / "runs" / run.name / name, tmp))  # a kill never leaves half
     report = json.loads(nctools_cli(["analyze", str(kept), "--out", str(out / "analyze" / kept.stem),
-                                     "--format", "json", "--device", "cpu", "--quiet"]))
+                                     "--format", "json", "--device", "cpu", "--no-figures", "--quiet"]))
     return _shown(kept), report["summary"]
 
 

@@ -13,7 +13,7 @@ import importlib
 
 # The one place the version is written: setup.cfg reads it (version = attr:), both commands print it
 # (--version), and CHANGELOG.md's top entry names it.
-__version__ = "0.3.6"
+__version__ = "0.3.7"
 
 # Public names and the modules they live in. Imported on first use (PEP 562), so that
 # `nctools --help` does not wait for torch.

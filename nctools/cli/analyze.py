@@ -9,7 +9,7 @@ import click
 
 from ..extras import install_hint
 from ..io.images import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
-from .options import analysis_options, out_option, parse_rgb, show_progress, status
+from .options import analysis_options, out_option, parse_rgb, show_progress, status, with_figures
 from .output import json_object
 
 if TYPE_CHECKING:  # for the annotations only: the command imports torch when it runs
@@ -43,7 +43,7 @@ def describe(dump) -> str:
 
 def report_dump(dump, label: str, *, out: Path, center: str, groups, device: str, png: bool, fmt: str,
                 quiet: bool, extra_options: dict | None = None, command: str = "analyze",
-                squeeze_deg: float = 5.0) -> None:
+                squeeze_deg: float = 5.0, figures: bool = True) -> None:
     """Analyse ``dump``, write the report into ``out`` and print the summary (the shared core of
     ``analyze`` and ``demo``)."""
     from .. import report
@@ -58,7 +58,7 @@ def report_dump(dump, label: str, *, out: Path, center: str, groups, device: str
     source = {"path": label, "metadata": dict(dump.metadata)}
     header = [f"nctools {command}: {label}", describe(dump)]
     written = report.write_analysis(out, result, dump.class_names, options, source, png=png, label=Path(label).name,
-                                    header=header)
+                                    header=header, figures=figures)
     if fmt == "json":  # metrics.json as written, under the keys every command's JSON opens with
         metrics = json.loads((Path(out) / "metrics.json").read_text(encoding="utf-8"))
         click.echo(json_object(command, out, metrics))
@@ -111,8 +111,8 @@ SHORT_HELP = "Metrics and figures of one dump, checkpoint or model."
 @click.option("--squeeze-deg", type=click.FloatRange(min=0, max=180, max_open=True), default=5.0,
               show_default=True, metavar="DEG",
               help="A group whose mean pairwise angle lies more than DEG below the simplex-ETF optimum is squeezed.")
-def analyze(path, out, center, split, groups, device, png, fmt, quiet, arch, data, batch_size, image_size, mean, std,
-            transform, state_key, strip_prefix, class_counts, squeeze_deg) -> None:
+def analyze(path, out, center, split, groups, device, png, no_figures, fmt, quiet, arch, data, batch_size, image_size,
+            mean, std, transform, state_key, strip_prefix, class_counts, squeeze_deg) -> None:
     """Analyse PATH: a feature dump, a trainer checkpoint, or a state dict with --arch.
 
     \b
@@ -130,7 +130,8 @@ def analyze(path, out, center, split, groups, device, png, fmt, quiet, arch, dat
 
     Prints the metrics table (NC1, NC2 for means and classifier, ICPA with the ETF optimum, NC3,
     NC4 and accuracy, the few-shot classes) and writes into --out: metrics.json, per_class.csv,
-    icpa.pdf, per_class.pdf, cosines.pdf and report.pdf (all figures), with --png also PNGs.
+    icpa.pdf, per_class.pdf, cosines.pdf and report.pdf (all figures), with --png also PNGs,
+    with --no-figures the two tables only.
 
     \b
     Examples:
@@ -142,6 +143,7 @@ def analyze(path, out, center, split, groups, device, png, fmt, quiet, arch, dat
     """
     from ..io.sources import SourceOptions, load_source
 
+    figures = with_figures(png, no_figures)
     if transform is not None and (image_size, mean, std) != (None, None, None):
         raise click.UsageError("--transform replaces --image-size, --mean and --std; give one or the other")
     source = SourceOptions(arch=arch, data=data, split=split, device=device, batch_size=batch_size,
@@ -158,7 +160,7 @@ def analyze(path, out, center, split, groups, device, png, fmt, quiet, arch, dat
         dump = with_class_counts(dump, read_class_counts(class_counts), str(path))
         extra["class_counts"] = class_counts
     report_dump(dump, str(path), out=out, center=center, groups=groups, device=device, png=png, fmt=fmt,
-                quiet=quiet, extra_options=extra, squeeze_deg=squeeze_deg)
+                quiet=quiet, extra_options=extra, squeeze_deg=squeeze_deg, figures=figures)
 
 
 def with_class_counts(dump: Dump, counts: list[int], label: str) -> Dump:

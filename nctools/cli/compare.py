@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..core import keys as K
-from .options import analysis_options, out_option, status
+from .options import analysis_options, out_option, status, with_figures
 from .output import json_object, records
 from .runs_common import format_table, read_runs
 
@@ -32,7 +32,7 @@ SHORT_HELP = "Side-by-side figures of several runs."
 @click.option("--labels", metavar="A,B,...", help="Names for the runs in the figures [default: folder names].")
 @out_option("nctools-compare", "Folder for compare.csv and the figure PDFs (created).")
 @analysis_options("compare")
-def compare(run_dirs, labels, out, split, center, groups, device, png, fmt, quiet) -> None:
+def compare(run_dirs, labels, out, split, center, groups, device, png, no_figures, fmt, quiet) -> None:
     """Compare runs side by side: ICPA grids, cos-Std and self-duality curves.
 
     Each RUN_DIR holds dumps/epoch_*.safetensors (as written by allnc-train). Writes into --out:
@@ -48,13 +48,14 @@ def compare(run_dirs, labels, out, split, center, groups, device, png, fmt, quie
     """
     from .. import report
 
+    figures = with_figures(png, no_figures)
     names = _labels(run_dirs, labels)
     tracks = read_runs(run_dirs, split=split, center=center, groups=groups, device=device, quiet=quiet)
     classes = {t.last.summary[K.NUM_CLASSES] for t in tracks}
     if len(classes) > 1:
         raise click.BadParameter(f"the runs have different numbers of classes ({sorted(classes)}); compare "
                                  "runs of one dataset", param_hint="RUN_DIR")
-    written = report.write_compare(out, tracks, names, png=png)
+    written = report.write_compare(out, tracks, names, png=png, figures=figures)
     table = report.compare_table(tracks, names)
     if fmt == "json":
         click.echo(json_object("compare", out, {"runs": records(table)}))

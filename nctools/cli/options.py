@@ -82,6 +82,18 @@ device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="Where to compute: 'auto' uses CUDA when available.")
 png_option = click.option("--png", is_flag=True, help="Also write each figure as a PNG (150 dpi).")
+no_figures_option = click.option(
+    "--no-figures", is_flag=True,
+    help="Write the tables only, no figure PDFs: for batch audits, where drawing takes most of the time.")
+
+
+def with_figures(png: bool, no_figures: bool) -> bool:
+    """Whether a command draws its figures; --png asks for figures, so it cannot go with --no-figures."""
+    if png and no_figures:
+        raise click.UsageError("--png asks for figures and --no-figures for none; give one of them")
+    return not no_figures
+
+
 # What each command prints with --format json (nctools.cli.output; docs/CLI.md, "JSON output").
 _JSON_HELP = {
     "analyze": "the metrics table, or one JSON object: command, nctools_version, out and the keys of metrics.json",
@@ -140,8 +152,8 @@ def analysis_options(name: str) -> Callable:
     """The options the analysing commands share (--split ... --quiet), in one place; ``name`` (analyze,
     track or compare) picks the help of the two whose meaning depends on the command."""
     split_option = click.option("--split", type=click.Choice(["train", "test"]), default=None, help=_SPLIT_HELP[name])
-    options = (split_option, center_option, groups_option, device_option, png_option, format_option(name),
-               quiet_option)
+    options = (split_option, center_option, groups_option, device_option, png_option, no_figures_option,
+               format_option(name), quiet_option)
 
     def decorate(command: Callable) -> Callable:
         for option in reversed(options):

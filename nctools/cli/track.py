@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..io.terminal import escape_control
-from .options import OutDir, analysis_options, status
+from .options import OutDir, analysis_options, status, with_figures
 from .output import json_object, records
 from .runs_common import format_table, read_runs
 
@@ -35,7 +35,7 @@ def default_out(run_dir: Path, split: str | None) -> Path:
               help="Leave out an unreadable or unusable epoch dump (a warning names it, skipped.txt lists it) "
                    "instead of stopping at it.")
 @analysis_options("track")
-def track(run_dir, out, skip_bad, split, center, groups, device, png, fmt, quiet) -> None:
+def track(run_dir, out, skip_bad, split, center, groups, device, png, no_figures, fmt, quiet) -> None:
     """Analyse every epoch dump of RUN_DIR, in epoch order, one at a time.
 
     Reads RUN_DIR/dumps/epoch_*.safetensors (or .pt, .npz; RUN_DIR/dumps-test with --split test;
@@ -54,10 +54,11 @@ def track(run_dir, out, skip_bad, split, center, groups, device, png, fmt, quiet
     """
     from .. import report
 
+    figures = with_figures(png, no_figures)
     (run,) = read_runs([run_dir], split=split, center=center, groups=groups, device=device, quiet=quiet,
                        skip_bad=skip_bad)
     out = out if out is not None else default_out(run_dir, split)
-    written = report.write_track(out, run.table, label=Path(run_dir).name, png=png)
+    written = report.write_track(out, run.table, label=Path(run_dir).name, png=png, figures=figures)
     _write_skipped(out / SKIPPED, run.skipped)
     if run.skipped:
         written.append(SKIPPED)

@@ -122,10 +122,12 @@ class NCResult:
 
         return analysis_figures(self, self._checked_names(class_names))[kind]
 
-    def save(self, out: str | Path, class_names: Sequence[str] | None = None, png: bool = False) -> list[str]:
+    def save(self, out: str | Path, class_names: Sequence[str] | None = None, png: bool = False,
+             figures: bool = True) -> list[str]:
         """Write the files ``nctools analyze`` writes into the folder ``out`` (created; every file
         complete, or none): metrics.json, per_class.csv, one PDF per figure and report.pdf (with
-        ``png``, PNGs too). Returns the names of the files written.
+        ``png``, PNGs too; with ``figures=False``, the two tables only, as ``--no-figures``). Returns
+        the names of the files written.
 
         >>> import tempfile, nctools
         >>> means = 3 * nctools.simplex_etf(4, 6, dtype=torch.float32)
@@ -136,8 +138,10 @@ class NCResult:
         """
         from ..report.writer import check_out_dir, write_analysis
 
+        if png and not figures:
+            raise ValueError("png=True asks for figures and figures=False for none; give one of them")
         names = self._checked_names(class_names)
-        return write_analysis(check_out_dir(out), self, names, {}, {}, png=bool(png))
+        return write_analysis(check_out_dir(out), self, names, {}, {}, png=bool(png), figures=bool(figures))
 
     def _checked_names(self, class_names: Sequence[str] | None) -> list[str] | None:
         """``class_names`` as a list of one string per class, or a ValueError saying what is wrong."""

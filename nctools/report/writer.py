@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,11 +202,10 @@ def front_pages(result, options: dict, source: dict, header: Sequence[str] = (),
 
 
 def write_analysis(out: Path, result, class_names: Sequence[str] | None, options: dict, source: dict,
-                   png: bool = False, label: str = "", header: Sequence[str] = ()) -> list[str]:
+                   png: bool = False, label: str = "", header: Sequence[str] = (), figures: bool = True) -> list[str]:
     """metrics.json, per_class.csv, icpa/per_class/cosines PDFs and report.pdf (opening with
-    :func:`front_pages`) into ``out``; returns the names of the files written."""
-    figures = analysis_figures(result, class_names, label)
-    front = front_pages(result, {**result.options, **options}, source, header, label)
+    :func:`front_pages`) into ``out``; returns the names of the files written. With ``figures=False``
+    the two tables only: drawing is most of the time a report takes on a small dump."""
     metrics = result.to_dict()
     metrics["options"] = {**metrics["options"], **options}
     metrics["source"] = source
@@ -216,7 +215,9 @@ def write_analysis(out: Path, result, class_names: Sequence[str] | None, options
     with staged_output(out) as stage:
         _write_json(_plain(metrics), stage / "metrics.json")
         safe_table(table).to_csv(stage / "per_class.csv", index=False)
-        _write_figures(figures, stage, png, front=front)
+        if figures:
+            front = front_pages(result, {**result.options, **options}, source, header, label)
+            _write_figures(analysis_figures(result, class_names, label), stage, png, front=front)
         written = _names(stage)
     return written
 
@@ -256,9 +257,11 @@ def track_figures(table, label: str = "") -> dict[str, Any]:
             for stem, (t, y, cols, extra) in specs.items()}
 
 
-def write_track(out: Path, table, label: str = "", png: bool = False) -> list[str]:
-    """track.csv and the curve PDFs (and report.pdf with every curve) into ``out``; returns the file names."""
-    return _write_table_and_figures(out, table, "track.csv", track_figures(table, label), png)
+def write_track(out: Path, table, label: str = "", png: bool = False, figures: bool = True) -> list[str]:
+    """track.csv and the curve PDFs (and report.pdf with every curve; none with ``figures=False``) into
+    ``out``; returns the file names."""
+    draw = (lambda: track_figures(table, label)) if figures else None
+    return _write_table_and_figures(out, table, "track.csv", draw, png)
 
 
 # --------------------------------------------------------------------------- nctools compare
@@ -318,16 +321,20 @@ def compare_table(tracks, labels: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_compare(out: Path, tracks, labels: Sequence[str], png: bool = False) -> list[str]:
-    """compare.csv (last epoch per run) and the side-by-side figure PDFs into ``out``; returns the file names."""
-    figures = compare_figures(tracks, labels)
-    return _write_table_and_figures(out, compare_table(tracks, labels), "compare.csv", figures, png)
+def write_compare(out: Path, tracks, labels: Sequence[str], png: bool = False, figures: bool = True) -> list[str]:
+    """compare.csv (last epoch per run) and the side-by-side figure PDFs (none with ``figures=False``) into
+    ``out``; returns the file names."""
+    draw = (lambda: compare_figures(tracks, labels)) if figures else None
+    return _write_table_and_figures(out, compare_table(tracks, labels), "compare.csv", draw, png)
 
 
-def _write_table_and_figures(out: Path, table, csv_name: str, figures: dict[str, Any], png: bool) -> list[str]:
-    """One CSV and its figures into ``out``, all or nothing; returns the file names."""
+def _write_table_and_figures(out: Path, table, csv_name: str, draw: Callable[[], dict[str, Any]] | None,
+                             png: bool) -> list[str]:
+    """One CSV and the figures ``draw()`` makes (none when ``draw`` is None) into ``out``, all or nothing;
+    returns the file names."""
     with staged_output(out) as stage:
         safe_table(table).to_csv(stage / csv_name, index=False)
-        _write_figures(figures, stage, png)
+        if draw is not None:
+            _write_figures(draw(), stage, png)
         written = _names(stage)
     return written

@@ -66,6 +66,18 @@ def test_options_reach_the_numbers(dump, tmp_path):
         assert (tmp_path / "out" / name.replace(".pdf", ".png")).is_file()
 
 
+def test_no_figures_writes_the_tables_only_with_the_same_numbers(dump, tmp_path):
+    drawn = invoke("analyze", dump, "--out", tmp_path / "drawn", "--format", "json", "--quiet")
+    tables = invoke("analyze", dump, "--out", tmp_path / "tables", "--format", "json", "--no-figures")
+    assert drawn.exit_code == 0 and tables.exit_code == 0, tables.output
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["metrics.json", "per_class.csv"]
+    assert tables.stderr.strip().endswith("(metrics.json, per_class.csv)")  # what the wrote line lists
+    mine, theirs = (json.loads(r.stdout) for r in (tables, drawn))
+    assert mine["summary"] == theirs["summary"] and mine["verdict"] == theirs["verdict"]
+    assert (tmp_path / "tables" / "per_class.csv").read_text() == (tmp_path / "drawn" / "per_class.csv").read_text()
+    assert leftovers(tmp_path) == []
+
+
 def test_null_values_show_as_dashes(tmp_path):
     path = make_dump(tmp_path / "noclf.safetensors", classifier=False)
     result = invoke("analyze", path, "--out", tmp_path / "out")

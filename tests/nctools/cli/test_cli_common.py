@@ -21,10 +21,10 @@ def test_help_lists_every_command():
 
 
 @pytest.mark.parametrize("command, words", [
-    ("analyze", ["--out", "--center", "--split", "--groups", "--device", "--png", "--format", "--quiet",
+    ("analyze", ["--out", "--center", "--split", "--groups", "--device", "--png", "--no-figures", "--format", "--quiet",
                  "--arch", "--data", "Examples"]),
-    ("track", ["--out", "track.csv", "--split", "--png", "Example"]),
-    ("compare", ["--labels", "icpa_grid.pdf", "vs_ratio.pdf", "Example"]),
+    ("track", ["--out", "track.csv", "--split", "--png", "--no-figures", "Example"]),
+    ("compare", ["--labels", "icpa_grid.pdf", "vs_ratio.pdf", "--no-figures", "Example"]),
     ("demo", ["--out", "nctools-demo", "make_demo_dump.py"]),
 ])
 def test_every_subcommand_help_is_complete(command, words):
@@ -32,6 +32,14 @@ def test_every_subcommand_help_is_complete(command, words):
     assert result.exit_code == 0
     for word in words:
         assert word in result.output, word
+
+
+@pytest.mark.parametrize("command", ["analyze", "track", "compare"])
+def test_png_and_no_figures_together_are_refused_before_any_work(command, tmp_path):
+    result = invoke(command, tmp_path / "absent", "--png", "--no-figures", "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "--png asks for figures and --no-figures for none; give one of them" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
 
 
 def test_unexpected_error_exits_1_with_one_line(tmp_path, monkeypatch):

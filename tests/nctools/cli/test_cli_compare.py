@@ -33,3 +33,11 @@ def test_compare_same_ratio_has_no_ratio_figure(tmp_path):
     assert [r["label"] for r in rows] == ["a/run", "b/run"]  # same folder names: the parents tell them apart
     assert not (tmp_path / "cmp" / "vs_ratio.pdf").exists()
     assert pdf_pages(tmp_path / "cmp" / "report.pdf") == 3 and (tmp_path / "cmp" / "icpa_grid.png").is_file()
+
+
+def test_compare_without_figures_writes_compare_csv_only(tmp_path):
+    runs = [make_run(tmp_path / name, ratio=ratio) for name, ratio in (("r10", 10), ("r100", 100))]
+    result = invoke("compare", *runs, "--out", tmp_path / "cmp", "--no-figures", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (tmp_path / "cmp").iterdir()] == ["compare.csv"]
+    assert pd.read_csv(tmp_path / "cmp" / "compare.csv")["imbalance_ratio"].tolist() == [10, 100]

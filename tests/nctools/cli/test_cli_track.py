@@ -103,3 +103,11 @@ def test_track_and_analyze_read_sharded_epochs(tmp_path):
                                       "--format", "json"])
     assert result.exit_code == 0, result.output
     assert '"num_samples": 120' in result.output
+
+
+def test_track_without_figures_writes_track_csv_only(tmp_path):
+    run = make_run(tmp_path / "run", epochs=(1, 2))
+    result = invoke("track", run, "--out", tmp_path / "trk", "--no-figures", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (tmp_path / "trk").iterdir()] == ["track.csv"]
+    assert pd.read_csv(tmp_path / "trk" / "track.csv")["epoch"].tolist() == [1, 2]

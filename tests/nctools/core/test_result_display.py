@@ -70,6 +70,16 @@ def test_save_writes_what_the_command_writes(dumped, tmp_path):
     assert (tmp_path / "py" / "per_class.csv").read_text() == (tmp_path / "cli" / "per_class.csv").read_text()
 
 
+def test_save_without_figures_writes_the_tables(dumped, tmp_path):
+    result = dumped[2]
+    assert result.save(tmp_path / "t", figures=False) == ["metrics.json", "per_class.csv"]
+    summary = json.loads((tmp_path / "t" / "metrics.json").read_text())["summary"]
+    assert summary["nc1"] == pytest.approx(result.summary["nc1"])
+    with pytest.raises(ValueError, match="png=True asks for figures and figures=False for none"):
+        result.save(tmp_path / "u", png=True, figures=False)
+    assert not (tmp_path / "u").exists()
+
+
 def test_save_refuses_a_file_as_the_folder(dumped, tmp_path):
     (tmp_path / "taken").write_text("x")
     with pytest.raises(OSError, match="taken"):
