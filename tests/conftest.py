@@ -2,12 +2,19 @@
 torch thread."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers.cifar import Source, find_source, image_folder, in_ci
+from tests.helpers.cifar import Source, find_source, image_folder, in_ci, shared_image_folder
+
+# pytest-xdist's workers (the default run has one per core, setup.cfg's -n auto) share the cores: one torch
+# thread each where there are no more cores than workers, as torch's threads spin-wait when oversubscribed.
+XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if XDIST_WORKERS:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // XDIST_WORKERS))
 
 # Where the real images come from (tests/helpers/cifar.py): NCTOOLS_CIFAR10_TARBALL, NCTOOLS_CIFAR10_ROOT or
 # the checkout's .cache/cifar10-jpeg.tar.gz; otherwise the one-line reason why they are missing.
@@ -30,9 +37,12 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def cifar10_root(tmp_path_factory) -> Path:
-    """CIFAR-10 as an image folder (``train/<class>/*.jpg``, ``test/<class>/*.jpg``), made once per run."""
+    """CIFAR-10 as an image folder (``train/<class>/*.jpg``, ``test/<class>/*.jpg``), made once per run:
+    under pytest-xdist once for all workers, in the folder above their own temporary folders."""
     if not isinstance(CIFAR10, Source):
         pytest.fail(f"CI=true: {CIFAR10}")
+    if XDIST_WORKERS:
+        return shared_image_folder(CIFAR10, tmp_path_factory.getbasetemp().parent)
     return image_folder(CIFAR10, tmp_path_factory.mktemp("cifar10"))
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pickle
 import tarfile
+import threading
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import cifar
 from tests.helpers.cifar import CACHED_TARBALL, MISSING, ROOT_ENV, TARBALL_ENV, Source, find_source, image_folder
 from tests.helpers.paths import REPO
 
@@ -45,6 +48,34 @@ def test_the_tarball_comes_first_and_is_extracted(tmp_path):
     root = image_folder(source, tmp_path / "out")
     assert sorted(p.name for p in (root / "train").iterdir()) == ["cat", "dog"]
     assert len(list((root / "test" / "dog").glob("*.jpg"))) == 2
+
+
+def test_xdist_workers_share_one_extraction_and_a_half_made_one_is_made_again(tmp_path, monkeypatch):
+    pytest.importorskip("fcntl")
+    folder = _image_folder(tmp_path / "src" / "cifar10")
+    tarball = tmp_path / "c.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(folder, arcname="cifar10")
+    shared = tmp_path / "shared"
+    (shared / "cifar10" / "half").mkdir(parents=True)  # a worker that died while extracting, before the path
+    calls = []
+
+    def slow_extract(source, scratch):  # slow enough that the two workers overlap
+        calls.append(scratch)
+        time.sleep(0.3)
+        return image_folder(source, scratch)
+
+    monkeypatch.setattr(cifar, "image_folder", slow_extract)
+    roots = []
+    workers = [threading.Thread(target=lambda: roots.append(cifar.shared_image_folder(Source("tarball", tarball),
+                                                                                       shared))) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert calls == [shared / "cifar10"] and roots[0] == roots[1] == shared / "cifar10" / "cifar10"
+    assert sorted(p.name for p in (roots[0] / "train").iterdir()) == ["cat", "dog"]
+    assert not (shared / "cifar10" / "half").exists()
 
 
 def test_an_image_folder_is_used_as_it_is(tmp_path):

@@ -4,7 +4,7 @@
 The first source that is set wins:
 
 - ``NCTOOLS_CIFAR10_TARBALL``: the JPEG copy of CIFAR-10 as a ``.tar.gz`` of that image folder
-  (extracted once per test session);
+  (extracted once per test session, once for all of pytest-xdist's workers);
 - ``NCTOOLS_CIFAR10_ROOT``: a folder holding either that image folder (``train/`` and ``test/``, used
   as it is) or torchvision's CIFAR-10 download (``cifar-10-batches-py/``, written once per session as
   JPEG files of the same quality, 75, as the copy's: a test's numbers may still differ slightly, as
@@ -18,6 +18,7 @@ under CI (``CI=true``), where they fail: CI must run them. Nothing here download
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,28 @@ def image_folder(source: Source, scratch: Path) -> Path:
     if not found:
         raise ValueError(f"{source.path} holds no train/ folder")
     return found[0]
+
+
+def shared_image_folder(source: Source, shared: Path) -> Path:
+    """:func:`image_folder` made once for several processes (pytest-xdist's workers) under ``shared``, a
+    folder they all see: the first to hold the lock makes it, the others wait for it and read where it is.
+    Without ``fcntl`` (Windows) each process makes its own."""
+    try:
+        import fcntl
+    except ImportError:
+        return image_folder(source, _fresh(shared / f"cifar10-{os.getpid()}"))
+    with open(shared / "cifar10.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        made = shared / "cifar10.path"
+        if not made.is_file():  # a process that failed half-way left no path: make it again, from empty
+            made.write_text(str(image_folder(source, _fresh(shared / "cifar10"))))
+        return Path(made.read_text())
+
+
+def _fresh(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    return folder
 
 
 def _from_torchvision(root: Path, scratch: Path) -> Path:
