@@ -138,8 +138,6 @@ class NCResult:
         """
         from ..report.writer import check_out_dir, write_analysis
 
-        if png and not figures:
-            raise ValueError("png=True asks for figures and figures=False for none; give one of them")
         names = self._checked_names(class_names)
         return write_analysis(check_out_dir(out), self, names, {}, {}, png=bool(png), figures=bool(figures))
 

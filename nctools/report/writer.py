@@ -58,6 +58,12 @@ def _write_figures(figures: dict[str, Any], folder: Path, png: bool, book: str =
         _save_book({**{f" front {i}": page for i, page in enumerate(front)}, **figures}, folder / book)
 
 
+def _check_png(png: bool, figures: bool) -> None:
+    """PNGs are copies of the figures: asking for them without figures is a contradiction, not a no-op."""
+    if png and not figures:
+        raise ValueError("png=True asks for figures and figures=False for none; give one of them")
+
+
 def _names(folder: Path) -> list[str]:
     """What a staging folder holds, tables first: the list a command reports as written."""
     return sorted((p.name for p in folder.iterdir()), key=lambda n: (n.endswith((".pdf", ".png")), n))
@@ -206,6 +212,7 @@ def write_analysis(out: Path, result, class_names: Sequence[str] | None, options
     """metrics.json, per_class.csv, icpa/per_class/cosines PDFs and report.pdf (opening with
     :func:`front_pages`) into ``out``; returns the names of the files written. With ``figures=False``
     the two tables only: drawing is most of the time a report takes on a small dump."""
+    _check_png(png, figures)
     metrics = result.to_dict()
     metrics["options"] = {**metrics["options"], **options}
     metrics["source"] = source
@@ -332,6 +339,7 @@ def _write_table_and_figures(out: Path, table, csv_name: str, draw: Callable[[],
                              png: bool) -> list[str]:
     """One CSV and the figures ``draw()`` makes (none when ``draw`` is None) into ``out``, all or nothing;
     returns the file names."""
+    _check_png(png, draw is not None)
     with staged_output(out) as stage:
         safe_table(table).to_csv(stage / csv_name, index=False)
         if draw is not None:
